@@ -1,0 +1,69 @@
+"""The append-only audit log.
+
+Writers only INSERT (one row, in their own transaction, no hash): the hot path never waits for a chain
+head. The chainer (``audit.services.audit_chain_pending``) later sets ``chain_seq``, ``prev_hash`` and
+``hash`` once, from NULL. Nothing else may change or delete a row: the ORM refuses here, and on
+PostgreSQL a trigger (migration 0002) refuses at the database.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class AppendOnlyError(Exception):
+    """An attempt to change or delete an audit entry."""
+
+
+CHAIN_FIELDS = frozenset({"chain_seq", "prev_hash", "hash"})
+
+
+class AuditEntryQuerySet(models.QuerySet["AuditEntry"]):
+    def update(self, **kwargs: Any) -> int:
+        raise AppendOnlyError("Audit entries are append-only: they cannot be updated.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("Audit entries are append-only: they cannot be deleted.")
+
+    def chain_set(self, **kwargs: Any) -> int:
+        """The chainer's one write: chain fields, only on rows whose chain fields are still NULL."""
+        if set(kwargs) - CHAIN_FIELDS:
+            raise AppendOnlyError("Only the chain fields of an unchained entry may be set.")
+        return models.QuerySet.update(self.filter(chain_seq__isnull=True, hash__isnull=True), **kwargs)
+
+
+class AuditEntry(models.Model):
+    at = models.DateTimeField(_("at"), default=timezone.now, db_index=True)
+    action = models.CharField(_("action"), max_length=64, db_index=True)
+    actor = models.CharField(_("actor"), max_length=200, blank=True, db_index=True)
+    target_type = models.CharField(_("target type"), max_length=64, blank=True)
+    target_id = models.CharField(_("target id"), max_length=200, blank=True, db_index=True)
+    # Never a resident ID, name, diagnosis or score: subject keys truncated to 12 hex digits, ids.
+    detail = models.JSONField(_("detail"), default=dict, blank=True)
+    chain_seq = models.BigIntegerField(_("chain position"), null=True, blank=True, unique=True)
+    prev_hash = models.CharField(_("previous hash"), max_length=64, null=True, blank=True)
+    hash = models.CharField(_("hash"), max_length=64, null=True, blank=True)
+
+    objects: ClassVar[AuditEntryQuerySet] = AuditEntryQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = _("audit entry")
+        verbose_name_plural = _("audit entries")
+        indexes = [models.Index(fields=["id"], condition=Q(chain_seq__isnull=True), name="audit_entry_pending")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.action}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("Audit entries are append-only: they cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("Audit entries are append-only: they cannot be deleted.")

@@ -1,0 +1,315 @@
+"""Submit-to-completed latency and batch throughput of the whole product path, on real processes.
+
+Stack: gunicorn (the API), Celery workers over Redis (``domain``/``scoring``/``webhooks`` in one worker
+with 2 processes, the custodian in its own), PostgreSQL, a 3072-bit custodian key, the ``charlson-acci``
+manual, synthetic residents whose encrypted vectors were precomputed in bulk (the steady state).
+
+1. Steady load: an open-loop client sends 20 requests/s for 60 s (``--quick``: 10 s). Each request is
+   ``POST`` then ``GET ?wait=10``; latency is from sending the POST to reading the completed request.
+2. Batch: 10,000 requests (``--quick``: 1,000) posted as fast as 16 client threads can, then the time
+   until the last one is completed; throughput is requests / that time.
+
+Everything runs on loopback and stops by itself. Needs PostgreSQL (BENCH_DATABASE_URL or DATABASE_URL)
+and Redis (BENCH_REDIS_URL or REDIS_URL); without them the benchmark reports itself as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import Report
+from benchmarks.support import ROOT, drop_database, manage, postgres_url, scratch_database
+
+RATE = 20.0
+TERMINAL = ("completed", "rejected", "unrated", "failed")
+
+
+@dataclass
+class Outcome:
+    latency: float
+    status: str
+    error: str = ""
+
+
+@dataclass
+class Client:
+    """One keep-alive HTTP connection per thread to the API on loopback."""
+
+    port: int
+    key: str
+    local: threading.local = field(default_factory=threading.local)
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        connection = getattr(self.local, "connection", None)
+        if connection is None:
+            connection = self.local.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
+        if body is not None:
+            headers["Idempotency-Key"] = str(uuid.uuid4())
+        try:
+            connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException):
+            self.local.connection = None
+            raise
+        return response.status, json.loads(payload) if payload else {}
+
+
+def run(options: argparse.Namespace) -> Report:
+    quick = bool(getattr(options, "quick", False))
+    report = Report(
+        name="bench_pipeline",
+        title="Underwriting pipeline: submit-to-completed latency and batch throughput (3072-bit keys, 2 cores)",
+        columns=["phase", "requests", "seconds", "requests/s", "p50 ms", "p99 ms", "errors", "lost"],
+    )
+    base_url = postgres_url()
+    redis_url = os.environ.get("BENCH_REDIS_URL") or os.environ.get("REDIS_URL", "")
+    if not base_url or not redis_url:
+        report.notes.append("skipped: needs PostgreSQL (DATABASE_URL) and Redis (REDIS_URL)")
+        return report
+    duration = 10.0 if quick else 60.0
+    batch = 1000 if quick else 10_000
+    patients = 500 if quick else 2000
+    url = scratch_database(base_url, "bench_pipeline")
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder:
+            env = _environment(url, redis_url, Path(folder))
+            people = _prepare(env, Path(folder), patients)
+            with _stack(env) as port:
+                client = Client(port, (Path(folder) / "demo-api-key.txt").read_text().strip())
+                _steady(report, client, people, duration)
+                _batch(report, client, people, batch, url)
+    finally:
+        drop_database(base_url, url)
+    report.notes.append(
+        f"population: {patients:,} synthetic residents, charlson-acci vectors precomputed; gunicorn 2 processes x 4 "
+        "threads; Celery: domain+scoring+webhooks worker with 2 processes, custodian worker with 1; all on 2 cores"
+    )
+    if quick:
+        report.notes.append(
+            "quick run: 10 s of steady load and a 1,000-request batch; targets are defined on the full run"
+        )
+    return report
+
+
+def _environment(database_url: str, redis_url: str, folder: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DEBUG": "0",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": secrets.token_urlsafe(40),
+        "SUBJECT_PEPPER": secrets.token_urlsafe(20),
+        "CUSTODIAN_KEK": secrets.token_hex(32),
+        "CUSTODIAN_KEY_DIR": str(folder / "keys"),
+        "VAR_DIR": str(folder),
+        "PAILLIER_KEY_BITS": "3072",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "DEMO_ADMIN_PASSWORD": secrets.token_urlsafe(12),
+        "UNDERWRITING_RATE_LIMIT_COUNT": "1000000",
+        "API_THROTTLE_RATE": "1000000/min",
+        "LOG_LEVEL": "WARNING",
+        "CONN_MAX_AGE": "600",
+    }
+
+
+def _prepare(env: dict[str, str], folder: Path, patients: int) -> list[dict[str, str]]:
+    manage(env, "migrate", "--noinput", "-v", "0")
+    manage(env, "seed_demo", "-v", "0", "--patients", str(patients))
+    # The demo requests were queued while no worker ran: start from empty queues.
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "config", "purge", "-f", "-Q", "domain,scoring,custodian,webhooks"],
+        cwd=ROOT, env=env, capture_output=True, check=False,
+    )  # fmt: skip
+    fhir = folder / "demo-fhir"
+    manage(env, "precompute_features", "--no-progress")
+    people = []
+    for line in (fhir / "Patient.ndjson").read_text(encoding="utf-8").splitlines():
+        patient = json.loads(line)
+        people.append({"resident_id": patient["identifier"][0]["value"], "name": patient["name"][0]["text"]})
+    return people
+
+
+@contextmanager
+def _stack(env: dict[str, str]) -> Iterator[int]:
+    port = _free_port()
+    logs = Path(env["VAR_DIR"]) / "logs"
+    logs.mkdir()
+    commands = {
+        "web": [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
+                "--workers", "2", "--threads", "4", "--worker-class", "gthread", "--log-level", "warning"],
+        "main": [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "domain,scoring,webhooks",
+                 "-c", "2", "-n", "main@bench", "--without-gossip", "--without-mingle", "-l", "WARNING"],
+        "custodian": [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "custodian", "--include",
+                      "datadomain.custodian", "-c", "1", "-n", "custodian@bench", "--without-gossip",
+                      "--without-mingle", "-l", "WARNING"],
+    }  # fmt: skip
+    processes = []
+    try:
+        for name, command in commands.items():
+            with (logs / f"{name}.log").open("wb") as log:
+                processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        _wait_ready(port, processes, logs)
+        yield port
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_ready(port: int, processes: list[subprocess.Popen[bytes]], logs: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(process.poll() is not None for process in processes):
+            tails = "\n".join(path.read_text(errors="replace")[-1500:] for path in logs.iterdir())
+            raise RuntimeError(f"a benchmark process exited early:\n{tails}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/readyz")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("the API did not become ready")
+
+
+def _one(client: Client, person: dict[str, str], reference: str) -> Outcome:
+    started = time.perf_counter()
+    try:
+        status, body = client.call("POST", "/api/v1/underwriting-requests", _body(person, reference))
+        if status != 202:
+            return Outcome(time.perf_counter() - started, "http", f"POST {status}")
+        status, body = client.call("GET", f"/api/v1/underwriting-requests/{body['id']}?wait=10")
+    except (OSError, http.client.HTTPException) as exc:
+        return Outcome(time.perf_counter() - started, "http", exc.__class__.__name__)
+    return Outcome(time.perf_counter() - started, body.get("status", "?"), "" if status == 200 else f"GET {status}")
+
+
+def _body(person: dict[str, str], reference: str) -> dict[str, Any]:
+    return {
+        "reference": reference,
+        "applicant": person,
+        "manual": "charlson-acci",
+        "consent": {
+            "reference": f"C-{reference}",
+            "signed_at": "2026-01-01T09:00:00+08:00",
+            "scope": ["underwriting"],
+            "artifact_sha256": "0" * 64,
+        },
+    }
+
+
+def _steady(report: Report, client: Client, people: list[dict[str, str]], duration: float) -> None:
+    for index in range(10):  # warm-up: connections, caches, the encryptor's tables in every process
+        _one(client, people[index % len(people)], f"WARM-{index}")
+    count = int(RATE * duration)
+    outcomes: list[Outcome] = []
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        started = time.perf_counter()
+        futures = []
+        for index in range(count):
+            delay = started + index / RATE - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(_one, client, people[index % len(people)], f"STEADY-{index}"))
+        outcomes = [future.result() for future in futures]
+        elapsed = time.perf_counter() - started
+    latencies = sorted(o.latency * 1000 for o in outcomes if o.status == "completed")
+    errors = sum(1 for o in outcomes if o.status != "completed")
+    p50, p99 = _percentile(latencies, 50), _percentile(latencies, 99)
+    report.rows.append(
+        [f"steady {RATE:.0f} req/s for {duration:.0f} s", count, elapsed, count / elapsed, p50, p99, errors, 0]
+    )
+    report.add_target("steady-load p50 latency ms", p50, 100, higher_is_better=False)
+    report.add_target("steady-load p99 latency ms", p99, 400, higher_is_better=False)
+    report.add_target("steady-load errors", errors, 0, higher_is_better=False)
+    if latencies:
+        report.notes.append(f"steady latency mean {statistics.fmean(latencies):.1f} ms, max {latencies[-1]:.1f} ms")
+
+
+def _batch(report: Report, client: Client, people: list[dict[str, str]], size: int, database_url: str) -> None:
+    import psycopg2
+
+    def post(index: int) -> bool:
+        try:
+            status, _ = client.call(
+                "POST", "/api/v1/underwriting-requests", _body(people[index % len(people)], f"BATCH-{index}")
+            )
+        except (OSError, http.client.HTTPException):
+            return False
+        return status == 202
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        accepted = sum(pool.map(post, range(size)))
+    submitted = time.perf_counter() - started
+    connection = psycopg2.connect(database_url)
+    connection.autocommit = True
+    deadline = time.monotonic() + max(600.0, size / 5)
+    done = 0
+    try:
+        while time.monotonic() < deadline:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM underwriting_underwritingrequest WHERE reference LIKE 'BATCH-%%' "
+                    "AND status IN %s",
+                    (TERMINAL,),
+                )
+                done = int(cursor.fetchone()[0])
+            if done >= accepted:
+                break
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - started
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM underwriting_underwritingrequest WHERE reference LIKE 'BATCH-%%' "
+                "AND status <> 'completed'"
+            )
+            not_completed = int(cursor.fetchone()[0])
+    finally:
+        connection.close()
+    lost = accepted - done
+    rate = accepted / elapsed
+    report.rows.append([f"batch of {size:,} (posted in {submitted:.0f} s)", size, elapsed, rate, "-", "-",
+                        (size - accepted) + not_completed, lost])  # fmt: skip
+    report.add_target(f"batch of {size:,} requests/s", rate, 50, higher_is_better=True)
+    report.add_target("batch lost requests", lost, 0, higher_is_better=False)
+
+
+def _percentile(values: list[float], percent: float) -> float:
+    if not values:
+        return float("nan")
+    index = min(len(values) - 1, max(0, round(percent / 100 * len(values) + 0.5) - 1))
+    return values[index]

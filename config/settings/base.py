@@ -1,0 +1,310 @@
+"""Settings shared by every deployment; every difference comes from the environment.
+
+See README.md ("Configuration") and docker/.env.example for the variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import django_stubs_ext
+from celery.schedules import crontab
+from django.utils.translation import gettext_lazy as _
+from kombu import Queue
+
+from config.settings.env import env, secret
+
+# Generic admin/queryset classes (ModelAdmin[Model]) at run time, as the type stubs describe them.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = secret("SECRET_KEY", dev_default="dev-only-insecure-secret-key-change-me" if DEBUG else None)
+# The pepper of the pseudonymous subject key HMAC-SHA256(pepper, resident_id). Changing it
+# re-keys every subject, so production must pin it.
+SUBJECT_PEPPER = secret("SUBJECT_PEPPER", dev_default="dev-only-subject-pepper" if DEBUG else None)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- key custodian -------------------------------------------------------------------------------
+CUSTODIAN_KEY_DIR = Path(env.str("CUSTODIAN_KEY_DIR", default=str(VAR_DIR / "keys")))
+PAILLIER_KEY_BITS = env.int("PAILLIER_KEY_BITS", default=3072)
+# Key-encryption key sealing the custodian's private keys at rest (AES-256-GCM): 32 random bytes as 64 hex
+# digits or base64 (python -c "import secrets; print(secrets.token_hex(32))"), or CUSTODIAN_KEK_FILE.
+# Only the custodian needs it; other processes never read it.
+CUSTODIAN_KEK = secret(
+    "CUSTODIAN_KEK",
+    # A fixed, public, development-only KEK. Without DEBUG, processes other than the custodian run
+    # without one (empty); the custodian refuses an empty KEK the moment it needs a key.
+    dev_default="de70" * 16 if DEBUG else "",
+)
+
+# --- audit log -----------------------------------------------------------------------------------
+# HMAC key of the audit hash chain. Only the chainer and the verifier use it; writers only INSERT.
+AUDIT_KEY = secret("AUDIT_KEY", dev_default="dev-only-audit-key" if DEBUG else None)
+# Where the daily audit anchor (the chain head) is written; copy it off the database's machine.
+AUDIT_ANCHOR_DIR = Path(env.str("AUDIT_ANCHOR_DIR", default=str(VAR_DIR / "audit-anchors")))
+
+# --- applications --------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "ops",
+    "audit",
+    "datadomain",
+    "underwriting",
+    "insurer_portal",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+]
+
+MIDDLEWARE = [
+    "ops.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "ops.middleware.ContentSecurityPolicyMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ------------------------------------------------------------------------------------
+# Unset DATABASE_URL means the embedded default: an SQLite file under VAR_DIR.
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Workers and the web process share the file: wait for locks rather than failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- insurer portal sign-in -----------------------------------------------------------------------
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:dashboard"
+# Idle sessions end: every request renews the cookie, so this is the inactivity limit (seconds).
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=30 * 60)
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+# Repeated failed sign-ins (password or one-time code) lock the account name for a while.
+PORTAL_LOCKOUT_FAILURES = env.int("PORTAL_LOCKOUT_FAILURES", default=5)
+PORTAL_LOCKOUT_SECONDS = env.int("PORTAL_LOCKOUT_SECONDS", default=15 * 60)
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Underwriting portal")
+# Password-reset mail; the console backend prints it (development and the demo).
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="portal@localhost")
+# Signed consent forms uploaded in the portal: kept only here, inside the data domain, by SHA-256.
+CONSENT_STORE_DIR = Path(env.str("CONSENT_STORE_DIR", default=str(VAR_DIR / "consent-artifacts")))
+PORTAL_BATCH_MAX_ROWS = env.int("PORTAL_BATCH_MAX_ROWS", default=1000)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# --- internationalisation -------------------------------------------------------------------------
+LANGUAGE_CODE = "zh-hans"
+LANGUAGES = [("zh-hans", _("Simplified Chinese")), ("en", _("English"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = "Asia/Shanghai"
+USE_I18N = True
+USE_TZ = True
+
+# --- static files --------------------------------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# In development, serve straight from the app and project static folders, no collectstatic needed.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": env.str("STATICFILES_STORAGE", default="django.contrib.staticfiles.storage.StaticFilesStorage"),
+    },
+}
+
+# --- REST API ------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "insurer_portal.api_errors.api_exception_handler",
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Underwriting API",
+    "DESCRIPTION": (
+        "Privacy-preserving medical underwriting: submit a consented applicant and receive only a "
+        "result tier. Raw medical records never leave the data domain."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Self-hosted Swagger UI and ReDoc assets: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Celery --------------------------------------------------------------------------------------
+# Unset REDIS_URL: tasks run eagerly in-process, so the embedded default needs no services.
+REDIS_URL = env.str("REDIS_URL", default="")
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"  # in-process: never connected to
+CELERY_RESULT_BACKEND = REDIS_URL or None
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_QUEUES = [Queue(name) for name in ("domain", "scoring", "custodian", "webhooks")]
+CELERY_TASK_DEFAULT_QUEUE = "domain"
+CELERY_TASK_ROUTES = {
+    # Exact names win over the patterns below.
+    "underwriting.tasks.extract_features": {"queue": "domain"},
+    "underwriting.tasks.deliver_webhook": {"queue": "webhooks"},
+    # The custodian is the only process holding the Paillier private key: its own queue, its own worker.
+    "datadomain.custodian.*": {"queue": "custodian"},
+    "datadomain.tasks.*": {"queue": "domain"},
+    "underwriting.tasks.*": {"queue": "scoring"},
+    "underwriting.webhooks.*": {"queue": "webhooks"},
+}
+# A task is acknowledged only once it has finished, and a worker that dies mid-task (kill -9, OOM)
+# hands the message back, so every task must be safe to run twice.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# With Redis, an unacknowledged message returns to its queue after the visibility timeout; keep it
+# above the hard time limit so a slow task is never run twice while it is still running.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300)}
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = True
+# Periodic jobs: later features add their entries here (task name and schedule in seconds or crontab).
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "worker-heartbeat": {
+        "task": "ops.tasks.broadcast_heartbeat",
+        "schedule": env.float("HEARTBEAT_SECONDS", default=30.0),
+    },
+    "sweep-stuck-requests": {
+        "task": "underwriting.tasks.sweep_requests",
+        "schedule": env.float("UNDERWRITING_SWEEP_SECONDS", default=15.0),
+    },
+    "sweep-stuck-batches": {"task": "insurer_portal.tasks.sweep_batches", "schedule": 60.0},
+    "audit-chain": {"task": "audit.tasks.chain_pending", "schedule": env.float("AUDIT_CHAIN_SECONDS", default=5.0)},
+    "audit-anchor": {"task": "audit.tasks.export_anchor", "schedule": crontab(hour=0, minute=5)},
+}
+
+# --- caches (API throttling) ----------------------------------------------------------------------
+CACHES = {
+    "default": (
+        # Redis, or this process's memory while Redis does not answer (ops/cache.py).
+        {
+            "BACKEND": "ops.cache.RedisWithLocalFallback",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
+# --- underwriting ---------------------------------------------------------------------------------
+# At most COUNT requests per (insurer, subject) within DAYS: bounds what repeated requests reveal.
+UNDERWRITING_RATE_LIMIT_COUNT = env.int("UNDERWRITING_RATE_LIMIT_COUNT", default=3)
+UNDERWRITING_RATE_LIMIT_DAYS = env.int("UNDERWRITING_RATE_LIMIT_DAYS", default=30)
+# Retries of a pipeline task before its request turns "failed".
+UNDERWRITING_TASK_MAX_RETRIES = env.int("UNDERWRITING_TASK_MAX_RETRIES", default=3)
+# A request whose step made no progress for this long is re-enqueued by the sweeper.
+UNDERWRITING_STUCK_SECONDS = env.int("UNDERWRITING_STUCK_SECONDS", default=30)
+# How many times the sweeper may re-enqueue one request before it turns "failed".
+UNDERWRITING_MAX_ATTEMPTS = env.int("UNDERWRITING_MAX_ATTEMPTS", default=5)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10.0)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+# Per-API-key throttle (DRF rate syntax).
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
+
+# --- logging -------------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# "json": one object per line with the request id (production); "plain": for reading in a terminal.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "request_id": {"()": "ops.logging.RequestIdFilter"},
+        "redact": {"()": "ops.logging.RedactPersonalData"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "ops.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id", "redact"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Celery's per-task "succeeded ... <return value>" lines: task results are protocol messages
+        # (e.g. the custodian's signs), not something for the log.
+        "celery.app.trace": {"level": env.str("CELERY_TRACE_LOG_LEVEL", default="WARNING")},
+    },
+}
+
+# --- metrics -------------------------------------------------------------------------------------
+# /metrics (Prometheus). Set a token to require "Authorization: Bearer <token>" from the scraper.
+METRICS_TOKEN = secret("METRICS_TOKEN", dev_default="")
+
+# --- demo ----------------------------------------------------------------------------------------
+DEMO_ADMIN_USERNAME = env.str("DEMO_ADMIN_USERNAME", default="admin")
+DEMO_ADMIN_PASSWORD = env.str("DEMO_ADMIN_PASSWORD", default="admin-demo-2026" if DEBUG else "")

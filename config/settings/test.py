@@ -1,0 +1,32 @@
+"""Settings for the test suite: the base settings with test-only defaults.
+
+Everything the environment sets (DATABASE_URL, REDIS_URL in CI) still applies.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key")
+os.environ.setdefault("SUBJECT_PEPPER", "test-subject-pepper")
+os.environ.setdefault("PAILLIER_KEY_BITS", "2048")
+os.environ.setdefault("CUSTODIAN_KEK", "7e57" * 16)
+os.environ.setdefault("AUDIT_KEY", "test-audit-key")
+
+from config.settings.base import *  # noqa: F403
+from config.settings.base import DATABASES, VAR_DIR
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; never in production
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+WHITENOISE_AUTOREFRESH = True  # no collectstatic before tests
+CUSTODIAN_KEY_DIR = VAR_DIR / "test-keys"
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not :memory:, so that worker processes started by the tests can open it too; one per
+    # test run, so that two runs side by side do not share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
+
+# Worker processes started by tests/conftest.py connect straight to the test database.
+if os.environ.get("TEST_WORKER_DATABASE_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["TEST_WORKER_DATABASE_NAME"]

@@ -1,0 +1,330 @@
+"""Parse and validate one FHIR R4 NDJSON line into a row tuple, or say why it is rejected.
+
+Pure functions, no database: the hot loop of ``ingest_fhir``. Reasons never quote values from the
+line (no IDs, names or codes), because they are shown in summaries and logs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from hashlib import sha256
+from typing import Any, NamedTuple
+
+import orjson
+
+from datadomain import identity
+from datadomain.catalog import normalise_code
+
+# FHIR R4 id datatype; ids and references are therefore safe to write into COPY text unescaped.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.1"
+ICD10_SYSTEMS = {"http://hl7.org/fhir/sid/icd-10": "icd10", "http://hl7.org/fhir/sid/icd-10-cm": "icd10cm"}
+LOINC = "http://loinc.org"
+BP_PANEL, SYSTOLIC, DIASTOLIC = "85354-9", "8480-6", "8462-4"
+HBA1C_CODES = {"4548-4", "17856-6"}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FAR_FUTURE_GRACE_DAYS = 1
+
+
+class LineError(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class PatientRow(NamedTuple):
+    resource_id: str
+    resident_id: str
+    name: str
+    birth_date: date
+    sex: str
+    subject_key: str
+    resident_id_masked: str
+    version_id: int
+    last_updated: datetime
+
+
+class ConditionRow(NamedTuple):
+    resource_id: str
+    patient_ref: str
+    version_id: int
+    last_updated: datetime
+    code_system: str
+    code: str
+    verification_status: str
+    clinical_status: str
+    onset_date: date | None
+
+
+class EncounterRow(NamedTuple):
+    resource_id: str
+    patient_ref: str
+    version_id: int
+    last_updated: datetime
+    class_code: str
+    status: str
+    period_start: date
+    period_end: date | None
+
+
+class ObservationRow(NamedTuple):
+    resource_id: str
+    patient_ref: str
+    version_id: int
+    last_updated: datetime
+    code: str
+    status: str
+    effective_date: date
+    value: float
+    value_secondary: float | None
+    unit: str
+
+
+Row = PatientRow | ConditionRow | EncounterRow | ObservationRow
+
+
+@dataclass(frozen=True)
+class Parser:
+    pepper: bytes
+    today: date
+
+    def parse(self, line: bytes | str) -> Row:
+        # PostgreSQL text cannot hold NUL; a raw NUL is invalid JSON anyway, an escaped one is refused here.
+        if (line if isinstance(line, bytes) else line.encode()).find(b"\\u0000") >= 0:
+            raise LineError("invalid_value", "the line contains a NUL character")
+        try:
+            resource = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise LineError("invalid_json", "the line is not valid JSON") from None
+        if not isinstance(resource, dict):
+            raise LineError("invalid_json", "the line is not a JSON object")
+        kind = resource.get("resourceType")
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            raise LineError("unknown_resource_type", "resourceType is missing or not one of the supported types")
+        resource_id = resource.get("id")
+        if not isinstance(resource_id, str) or not _FHIR_ID.fullmatch(resource_id):
+            raise LineError("missing_id", "the resource has no valid id ([A-Za-z0-9-.]{1,64})")
+        try:
+            return handler(self, resource, resource_id)
+        except LineError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError):
+            raise LineError("malformed_resource", f"the {kind} resource is missing a required element") from None
+
+    # --- resource types ----------------------------------------------------------------------------
+
+    def patient(self, resource: dict[str, Any], resource_id: str) -> PatientRow:
+        raw_id = _resident_id(resource.get("identifier") or [])
+        if raw_id is None:
+            raise LineError("missing_resident_id", "no identifier of type NNCHN (resident ID)")
+        resident_id = identity.normalise(raw_id)
+        id_birth = identity.validated_birth_date(resident_id, self.today)
+        if id_birth is None:
+            raise LineError("invalid_resident_id", "the resident ID fails GB 11643 validation")
+        declared = resource.get("birthDate")
+        if declared is not None and self.parse_date(declared) != id_birth:
+            raise LineError("birth_date_mismatch", "birthDate differs from the birth date in the resident ID")
+        name = _name(resource.get("name") or [])
+        if not name:
+            raise LineError("missing_name", "the patient has no name")
+        sex = resource.get("gender") or "unknown"
+        if sex not in ("male", "female", "other", "unknown"):
+            raise LineError("invalid_value", "gender is not a FHIR administrative gender")
+        version_id, last_updated = self.meta(resource)
+        key = hmac.new(self.pepper, resident_id.encode("ascii"), sha256).hexdigest()
+        return PatientRow(
+            resource_id,
+            resident_id,
+            name[:200],
+            id_birth,
+            sex,
+            key,
+            identity.mask_normalised(resident_id),
+            version_id,
+            last_updated,
+        )
+
+    def condition(self, resource: dict[str, Any], resource_id: str) -> ConditionRow:
+        patient_ref = _subject(resource)
+        coding = _pick_coding(resource.get("code"), ICD10_SYSTEMS)
+        if coding is None:
+            raise LineError("unknown_code_system", "no ICD-10 or ICD-10-CM coding")
+        code = normalise_code(str(coding.get("code") or ""))
+        if not code or len(code) > 20 or not code.isalnum():
+            raise LineError("invalid_code", "the ICD-10 code is missing or malformed")
+        onset_raw = resource.get("onsetDateTime") or resource.get("recordedDate")
+        onset = self.past_date(onset_raw) if onset_raw else None
+        version_id, last_updated = self.meta(resource)
+        return ConditionRow(
+            resource_id,
+            patient_ref,
+            version_id,
+            last_updated,
+            ICD10_SYSTEMS[coding["system"]],
+            code,
+            _status_code(resource.get("verificationStatus")),
+            _status_code(resource.get("clinicalStatus")),
+            onset,
+        )
+
+    def encounter(self, resource: dict[str, Any], resource_id: str) -> EncounterRow:
+        patient_ref = _subject(resource)
+        cls = resource.get("class") or {}
+        class_code = str(cls.get("code") or "")[:16]
+        if not class_code:
+            raise LineError("malformed_resource", "the encounter has no class")
+        period = resource.get("period") or {}
+        if not period.get("start"):
+            raise LineError("malformed_resource", "the encounter has no period.start")
+        start = self.past_date(period["start"])
+        end = self.parse_date(period["end"]) if period.get("end") else None
+        if end is not None and end < start:
+            raise LineError("impossible_date", "the encounter ends before it starts")
+        version_id, last_updated = self.meta(resource)
+        status = str(resource.get("status") or "unknown")[:20]
+        return EncounterRow(resource_id, patient_ref, version_id, last_updated, class_code, status, start, end)
+
+    def observation(self, resource: dict[str, Any], resource_id: str) -> ObservationRow:
+        patient_ref = _subject(resource)
+        coding = _pick_coding(resource.get("code"), _LOINC_SYSTEMS)
+        if coding is None:
+            raise LineError("unknown_code_system", "no LOINC coding")
+        code = str(coding.get("code") or "")[:16]
+        effective = resource.get("effectiveDateTime") or (resource.get("effectivePeriod") or {}).get("start")
+        if not effective:
+            raise LineError("malformed_resource", "the observation has no effective date")
+        effective_date = self.past_date(effective)
+        secondary: float | None = None
+        if code == BP_PANEL:
+            components = {
+                (_pick_coding(component.get("code"), _LOINC_SYSTEMS) or {}).get("code"): component["valueQuantity"]
+                for component in resource.get("component") or []
+            }
+            if SYSTOLIC not in components:
+                raise LineError("missing_value", "the blood-pressure panel has no systolic component")
+            value, unit = _quantity(components[SYSTOLIC])
+            if DIASTOLIC in components:
+                secondary = _quantity(components[DIASTOLIC])[0]
+        else:
+            if "valueQuantity" not in resource:
+                raise LineError("missing_value", "the observation has no valueQuantity")
+            value, unit = _quantity(resource["valueQuantity"])
+            if code in HBA1C_CODES and unit.lower() == "mmol/mol":
+                # IFCC mmol/mol to NGSP %: the IFCC-NGSP master equation (Hoelzel et al., Clin Chem 2004).
+                value, unit = round(value / 10.929 + 2.15, 2), "%"
+        version_id, last_updated = self.meta(resource)
+        status = str(resource.get("status") or "unknown")[:20]
+        return ObservationRow(
+            resource_id, patient_ref, version_id, last_updated, code, status, effective_date, value, secondary, unit
+        )
+
+    # --- shared elements ---------------------------------------------------------------------------
+
+    def meta(self, resource: dict[str, Any]) -> tuple[int, datetime]:
+        meta = resource.get("meta") or {}
+        version = meta.get("versionId")
+        try:
+            version_id = int(version) if version is not None else 0
+        except (TypeError, ValueError):
+            raise LineError("invalid_value", "meta.versionId is not an integer") from None
+        if not 0 <= version_id < 2**63:
+            raise LineError("invalid_value", "meta.versionId is out of range")
+        raw = meta.get("lastUpdated")
+        if not raw:
+            return version_id, EPOCH
+        try:
+            moment = datetime.fromisoformat(raw)
+            if moment.tzinfo is None:
+                raise LineError("invalid_date", "meta.lastUpdated has no time zone")
+            return version_id, moment.astimezone(UTC)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted to UTC
+            raise LineError("invalid_date", "meta.lastUpdated is not a valid instant") from None
+
+    def parse_date(self, raw: object) -> date:
+        """FHIR date or dateTime (``2024``, ``2024-05``, ``2024-05-17``, ``2024-05-17T08:00:00+08:00``)."""
+        if not isinstance(raw, str) or len(raw) < 4:
+            raise LineError("invalid_date", "a date is missing or malformed")
+        text = raw[:10]
+        if len(text) == 4:
+            text += "-01-01"
+        elif len(text) == 7:
+            text += "-01"
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise LineError("invalid_date", "a date is not a real calendar date") from None
+
+    def past_date(self, raw: object) -> date:
+        value = self.parse_date(raw)
+        if value.year < 1870 or (value - self.today).days > FAR_FUTURE_GRACE_DAYS:
+            raise LineError("impossible_date", "a clinical date lies in the future or before 1870")
+        return value
+
+
+def _resident_id(identifiers: list[dict[str, Any]]) -> str | None:
+    for identifier in identifiers:
+        codings = (identifier.get("type") or {}).get("coding") or []
+        if identifier.get("system") == RESIDENT_ID_SYSTEM or any(c.get("code") == "NNCHN" for c in codings):
+            value = identifier.get("value")
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _name(names: list[dict[str, Any]]) -> str:
+    for name in names:
+        if name.get("text"):
+            return str(name["text"]).strip()
+        family = name.get("family") or ""
+        given = "".join(name.get("given") or [])
+        if family or given:
+            return f"{family}{given}".strip()
+    return ""
+
+
+def _subject(resource: dict[str, Any]) -> str:
+    reference = (resource.get("subject") or {}).get("reference")
+    if not isinstance(reference, str) or not reference.startswith("Patient/") or not _FHIR_ID.fullmatch(reference, 8):
+        raise LineError("missing_subject", "subject is missing or is not a Patient reference")
+    return reference[8:]
+
+
+def _pick_coding(concept: object, systems: dict[str, str]) -> dict[str, Any] | None:
+    if not isinstance(concept, dict):
+        return None
+    for coding in concept.get("coding") or []:
+        if coding.get("system") in systems:
+            return coding  # type: ignore[no-any-return]
+    return None
+
+
+_STATUS_SYSTEMS = {
+    "http://terminology.hl7.org/CodeSystem/condition-ver-status": "ver",
+    "http://terminology.hl7.org/CodeSystem/condition-clinical": "clin",
+}
+_LOINC_SYSTEMS = {LOINC: "loinc"}
+
+
+def _status_code(concept: object) -> str:
+    coding = _pick_coding(concept, _STATUS_SYSTEMS)
+    return str(coding.get("code") or "")[:20] if coding else ""
+
+
+def _quantity(quantity: dict[str, Any]) -> tuple[float, str]:
+    value = quantity.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise LineError("missing_value", "a quantity has no numeric value")
+    return float(value), str(quantity.get("unit") or quantity.get("code") or "")[:16]
+
+
+_HANDLERS: dict[str, Callable[[Parser, dict[str, Any], str], Row]] = {
+    "Patient": Parser.patient,
+    "Condition": Parser.condition,
+    "Encounter": Parser.encounter,
+    "Observation": Parser.observation,
+}

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import date
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+from tqdm import tqdm
+
+from datadomain import catalog, keyring
+from datadomain.errors import DomainError
+from datadomain.models import Patient
+from datadomain.precompute import precompute
+
+# The features of the built-in `charlson-acci` manual: the default set to precompute.
+CHARLSON_ACCI = [name for name in catalog.current().names() if name.startswith("charlson.")] + ["age.acci_points"]
+
+
+class Command(BaseCommand):
+    help = (
+        "Precompute encrypted feature vectors for every subject under a custodian public key, using all "
+        "cores for encryption. Fresh stored vectors are kept; stale ones (new records, new catalog) are redone. "
+        "After a key rotation, run it with the new key to re-encrypt."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--as-of", type=date.fromisoformat, default=None, help="YYYY-MM-DD (default today)")
+        parser.add_argument(
+            "--features",
+            default="",
+            help="comma-separated catalog names or prefixes ending in '*' (default: the charlson-acci set)",
+        )
+        parser.add_argument("--key-id", default=None, help="custodian key id (default: the active key)")
+        parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
+        parser.add_argument("--chunk-size", type=int, default=200)
+        parser.add_argument("--limit", type=int, default=None, help="only the first N subjects (by id)")
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        names = self.feature_names(options["features"])
+        try:
+            if options["key_id"]:
+                key_id, public_key = options["key_id"], keyring.public_key(options["key_id"])
+            else:
+                key_id, public_key = keyring.active_public_key()
+        except DomainError as exc:
+            raise CommandError(exc.message) from exc
+        as_of = options["as_of"] or timezone.localdate()
+        started = time.monotonic()
+        with tqdm(
+            total=min(Patient.objects.count(), options["limit"] or 10**12),
+            unit="subject",
+            disable=options["no_progress"],
+            file=sys.stderr,
+        ) as bar:
+            result = precompute(
+                public_key=public_key,
+                feature_names=names,
+                as_of=as_of,
+                processes=max(1, options["processes"]),
+                chunk_size=options["chunk_size"],
+                limit=options["limit"],
+                on_progress=bar.update,
+            )
+        seconds = time.monotonic() - started
+        self.stdout.write(
+            f"key {key_id}, {len(names)} features, as of {as_of}: {result.subjects} subjects, "
+            f"{result.encrypted} encrypted, {result.already_fresh} already fresh, {seconds:.1f} s, "
+            f"{result.encrypted / seconds if seconds else 0:.1f} subjects/s"
+        )
+
+    def feature_names(self, spec: str) -> list[str]:
+        if not spec:
+            return CHARLSON_ACCI
+        available = catalog.current().names()
+        names: list[str] = []
+        for item in (part.strip() for part in spec.split(",") if part.strip()):
+            matched = [n for n in available if n.startswith(item[:-1])] if item.endswith("*") else [item]
+            unknown = [n for n in matched if n not in available]
+            if unknown or not matched:
+                raise CommandError(f"unknown catalog feature: {item}", returncode=2)
+            names.extend(n for n in matched if n not in names)
+        return names

@@ -1,0 +1,154 @@
+"""Bulk precompute of encrypted feature vectors, using every core for the Paillier encryption.
+
+The parent process does all database work, set-based per chunk of patients: records stamps of the
+chunk, which stored vectors are still fresh, features of the stale ones (a few queries). Worker
+processes only encrypt (no database, no Django state): they receive the modulus once and integer
+vectors, and return ciphertexts. Each chunk is then upserted in one statement.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+from multiprocessing.pool import AsyncResult
+from typing import Any
+
+import phe
+from django.db import connection, connections
+
+from datadomain import catalog
+from datadomain.encryption import Stored, encrypt_vector, key_fingerprint, pack, to_pair, unpack
+from datadomain.extraction import features_for_patients
+from datadomain.freshness import records_stamps
+from datadomain.models import EncryptedFeatureVector, Patient
+
+_worker_key: phe.PaillierPublicKey | None = None
+
+
+def _init_worker(n: int) -> None:
+    global _worker_key
+    _worker_key = phe.PaillierPublicKey(n)
+
+
+def _encrypt(job: tuple[int, list[int]]) -> tuple[int, list[tuple[int, int]]]:
+    patient_id, values = job
+    assert _worker_key is not None
+    return patient_id, [to_pair(number) for number in encrypt_vector(_worker_key, values)]
+
+
+@dataclass
+class PrecomputeResult:
+    subjects: int = 0
+    encrypted: int = 0
+    already_fresh: int = 0
+
+
+def _chunks(chunk_size: int, limit: int | None) -> Iterator[list[int]]:
+    last, remaining = 0, limit if limit is not None else -1
+    while remaining:
+        size = chunk_size if remaining < 0 else min(chunk_size, remaining)
+        ids = list(Patient.objects.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:size])
+        if not ids:
+            return
+        yield ids
+        last, remaining = ids[-1], remaining - len(ids) if remaining > 0 else -1
+
+
+@dataclass
+class _Chunk:
+    ids: list[int]
+    stamps: dict[int, int]
+    existing: dict[int, tuple[int, Stored]]
+    encrypted: AsyncResult[list[tuple[int, list[tuple[int, int]]]]] | None
+
+
+def precompute(
+    *,
+    public_key: phe.PaillierPublicKey,
+    feature_names: Sequence[str],
+    as_of: date,
+    processes: int = 2,
+    chunk_size: int = 200,
+    limit: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> PrecomputeResult:
+    """Make sure every patient (or the first ``limit`` by id) has a fresh vector of ``feature_names``
+    under ``public_key`` on ``as_of``. While the workers encrypt one chunk, this process stores the
+    previous one and extracts the next."""
+    current = catalog.current()
+    current.require(feature_names)
+    job = _Job(list(feature_names), current, key_fingerprint(public_key), as_of)
+    result = PrecomputeResult()
+    if not connection.in_atomic_block:
+        # Forked workers never use the database; closing first means they do not even inherit a socket.
+        connections.close_all()
+    context = multiprocessing.get_context("fork")
+    with context.Pool(processes, initializer=_init_worker, initargs=(public_key.n,)) as pool:
+        pending: _Chunk | None = None
+        for ids in _chunks(chunk_size, limit):
+            chunk = job.prepare(ids, pool, result)
+            if pending is not None:
+                job.store(pending, result, on_progress)
+            pending = chunk
+        if pending is not None:
+            job.store(pending, result, on_progress)
+    return result
+
+
+@dataclass
+class _Job:
+    names: list[str]
+    catalog: catalog.Catalog
+    key_id: str
+    as_of: date
+
+    def prepare(self, ids: list[int], pool: Any, result: PrecomputeResult) -> _Chunk:
+        """Find the stale vectors of a chunk, extract their features and hand them to the workers."""
+        stamps = records_stamps(ids)
+        existing = {
+            patient_id: (stamp, unpack(names, exponents, bytes(blob)))
+            for patient_id, stamp, names, exponents, blob in EncryptedFeatureVector.objects.filter(
+                patient_id__in=ids, catalog_version=self.catalog.version, key_id=self.key_id, as_of=self.as_of
+            ).values_list("patient_id", "records_stamp", "features", "exponents", "ciphertexts")
+        }
+        stale = [
+            pk
+            for pk in ids
+            if pk not in existing or existing[pk][0] != stamps[pk] or any(n not in existing[pk][1] for n in self.names)
+        ]
+        result.subjects += len(ids)
+        result.already_fresh += len(ids) - len(stale)
+        vectors = features_for_patients(stale, self.names, self.as_of, self.catalog) if stale else {}
+        encrypted = pool.map_async(_encrypt, list(vectors.items()), chunksize=4) if vectors else None
+        return _Chunk(ids, stamps, existing, encrypted)
+
+    def store(self, chunk: _Chunk, result: PrecomputeResult, on_progress: Callable[[int], None] | None) -> None:
+        rows = []
+        for patient_id, stored in chunk.encrypted.get() if chunk.encrypted is not None else []:
+            kept = chunk.existing.get(patient_id)
+            merged = dict(kept[1]) if kept is not None and kept[0] == chunk.stamps[patient_id] else {}
+            merged.update(zip(self.names, stored, strict=True))
+            names, exponents, blob = pack(merged)
+            rows.append(
+                EncryptedFeatureVector(
+                    patient_id=patient_id,
+                    catalog_version=self.catalog.version,
+                    key_id=self.key_id,
+                    as_of=self.as_of,
+                    records_stamp=chunk.stamps[patient_id],
+                    features=names,
+                    exponents=exponents,
+                    ciphertexts=blob,
+                )
+            )
+        EncryptedFeatureVector.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["patient", "catalog_version", "key_id", "as_of"],
+            update_fields=["records_stamp", "features", "exponents", "ciphertexts", "computed_at"],
+        )
+        result.encrypted += len(rows)
+        if on_progress is not None:
+            on_progress(len(chunk.ids))

@@ -1,0 +1,269 @@
+"""The data domain's operations used by other apps: identity, consent, encrypted features, grants.
+
+Keyword-only, typed; they raise only :class:`datadomain.errors.DomainError` and return plain values or
+dataclasses. No resident ID, name or clinical value ever appears in an error message or log line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Literal
+
+import phe
+from celery import current_app
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.services import audit_record, subject_ref
+from datadomain import catalog, identity
+from datadomain.encryption import Stored, encrypt_vector, from_pair, key_fingerprint, pack, to_pair, unpack
+from datadomain.errors import DomainError
+from datadomain.extraction import features_for_patients
+from datadomain.freshness import records_stamps
+from datadomain.models import ComparisonGrant, Consent, CustodianKey, EncryptedFeatureVector, Patient, QuarantinedLine
+
+# --- identity --------------------------------------------------------------------------------------
+
+
+def resident_id_normalise(value: str) -> str:
+    """NFKC, trimmed, upper case (``x`` -> ``X``)."""
+    return identity.normalise(value)
+
+
+def resident_id_is_valid(value: str) -> bool:
+    """GB 11643: 18 characters, a real birth date, ISO 7064 MOD 11-2 check character (after normalising)."""
+    return identity.is_valid(identity.normalise(value))
+
+
+def mask_resident_id(value: str) -> str:
+    """``370214********123X``."""
+    return identity.mask(value)
+
+
+def subject_key_for(resident_id: str) -> str:
+    """HMAC-SHA256(SUBJECT_PEPPER, normalised resident ID), hex."""
+    return identity.subject_key(resident_id, str(settings.SUBJECT_PEPPER))
+
+
+@dataclass(frozen=True)
+class IdentityCheck:
+    outcome: Literal["matched", "mismatch", "unknown"]
+    subject_key: str
+    resident_id_masked: str
+
+
+def identity_check(*, resident_id: str, name: str) -> IdentityCheck:
+    """Does the domain know this resident ID, and under this name? ``invalid_input`` for a malformed ID."""
+    normalised = identity.normalise(resident_id)
+    if not identity.is_valid(normalised):
+        raise DomainError("invalid_input", "The resident ID is not a valid 18-character GB 11643 number.")
+    key = subject_key_for(normalised)
+    stored = Patient.objects.filter(subject_key=key).values_list("name", flat=True).first()
+    if stored is None:
+        outcome: Literal["matched", "mismatch", "unknown"] = "unknown"
+    elif identity.normalise_name(stored) == identity.normalise_name(name):
+        outcome = "matched"
+    else:
+        outcome = "mismatch"
+    return IdentityCheck(outcome=outcome, subject_key=key, resident_id_masked=identity.mask(normalised))
+
+
+# --- consent ---------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def consent_record(
+    *,
+    insurer_slug: str,
+    subject_key: str,
+    reference: str,
+    signed_at: datetime,
+    expires_at: datetime | None,
+    scope: list[str],
+    artifact_sha256: str,
+) -> int:
+    """Store consent evidence; the same (insurer, subject, reference) again returns the existing id,
+    unless its evidence differs, which is ``invalid_input`` (evidence is immutable once recorded)."""
+    if timezone.is_naive(signed_at) or (expires_at is not None and timezone.is_naive(expires_at)):
+        raise DomainError("invalid_input", "Consent times must be time-zone aware.")
+    digest = artifact_sha256.lower()
+    if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+        raise DomainError("invalid_input", "artifact_sha256 must be 64 hexadecimal characters.")
+    if not reference or len(reference) > 200 or not all(isinstance(item, str) for item in scope):
+        raise DomainError("invalid_input", "Consent reference or scope is malformed.")
+    fields = {"signed_at": signed_at, "expires_at": expires_at, "scope": sorted(set(scope)), "artifact_sha256": digest}
+    consent, created = Consent.objects.get_or_create(
+        insurer_slug=insurer_slug, subject_key=subject_key, reference=reference, defaults=fields
+    )
+    if not created and any(getattr(consent, name) != value for name, value in fields.items()):
+        raise DomainError("invalid_input", "A different consent was already recorded under this reference.")
+    if created:
+        _audit_consent("consent.record", consent, scope=fields["scope"])
+    return consent.pk
+
+
+def _audit_consent(action: str, consent: Consent, *, by: str = "", **detail: object) -> None:
+    audit_record(
+        action=action,
+        actor=by or f"insurer:{consent.insurer_slug}",
+        target_type="consent",
+        target_id=str(consent.pk),
+        # Not the insurer's free-text reference: the consent id names the evidence without risking what an
+        # insurer may have typed into it.
+        detail={"subject": subject_ref(consent.subject_key), **detail},
+    )
+
+
+def consent_is_valid(*, consent_id: int, purpose: str = "underwriting", at: datetime) -> bool:
+    """Scope includes ``purpose``, signed at or before ``at``, not expired and not withdrawn at ``at``."""
+    consent = Consent.objects.filter(pk=consent_id).first()
+    if consent is None:
+        return False
+    return (
+        purpose in consent.scope
+        and consent.signed_at <= at
+        and (consent.expires_at is None or at < consent.expires_at)
+        and (consent.withdrawn_at is None or at < consent.withdrawn_at)
+    )
+
+
+def consent_withdraw(*, consent_id: int, at: datetime | None = None, by: str = "") -> None:
+    """Withdraw from ``at`` (default now); the first withdrawal stands. ``by``: the staff member, if any."""
+    moment = at or timezone.now()
+    consent = Consent.objects.filter(pk=consent_id).first()
+    if consent is None:
+        raise DomainError("not_found", "No such consent.")
+    if Consent.objects.filter(pk=consent_id, withdrawn_at__isnull=True).update(withdrawn_at=moment):
+        _audit_consent("consent.withdraw", consent, by=by, withdrawn_at=moment.isoformat())
+
+
+# --- encrypted features ----------------------------------------------------------------------------
+
+
+def encrypted_feature_vector(
+    *, subject_key: str, feature_names: list[str], as_of: date, public_key: phe.PaillierPublicKey
+) -> list[phe.EncryptedNumber]:
+    """The subject's features as Paillier ciphertexts, in ``feature_names`` order.
+
+    Uses the store when it holds a fresh vector for (subject, catalog version, key, as-of date);
+    otherwise computes the missing features, encrypts them and stores them.
+    """
+    unknown = sorted(set(feature_names) - set(catalog.current().features))
+    if unknown:
+        raise DomainError("invalid_input", f"Unknown catalog features: {', '.join(unknown)}.")
+    patient_id = Patient.objects.filter(subject_key=subject_key).values_list("pk", flat=True).first()
+    if patient_id is None:
+        raise DomainError("unknown_subject", "The subject is not known to the data domain.")
+    stored = features_store(
+        patient_id=patient_id,
+        records_stamp=records_stamps([patient_id])[patient_id],
+        feature_names=feature_names,
+        as_of=as_of,
+        public_key=public_key,
+    )
+    return [from_pair(public_key, stored[name]) for name in feature_names]
+
+
+def features_store(
+    *,
+    patient_id: int,
+    records_stamp: int,
+    feature_names: Sequence[str],
+    as_of: date,
+    public_key: phe.PaillierPublicKey,
+) -> Stored:
+    """Make sure the store holds fresh ciphertexts of ``feature_names`` for one patient; return them all."""
+    lookup = {
+        "patient_id": patient_id,
+        "catalog_version": catalog.current().version,
+        "key_id": key_fingerprint(public_key),
+        "as_of": as_of,
+    }
+    row = (
+        EncryptedFeatureVector.objects.filter(**lookup)
+        .values_list("records_stamp", "features", "exponents", "ciphertexts")
+        .first()
+    )
+    stored: Stored = unpack(row[1], row[2], bytes(row[3])) if row and row[0] == records_stamp else {}
+    missing = [name for name in feature_names if name not in stored]
+    if not missing:
+        return stored
+    values = features_for_patients([patient_id], missing, as_of)[patient_id]
+    stored.update(zip(missing, map(to_pair, encrypt_vector(public_key, values)), strict=True))
+    vector_save(lookup=lookup, records_stamp=records_stamp, ciphertexts=stored)
+    return stored
+
+
+def vector_save(*, lookup: dict[str, object], records_stamp: int, ciphertexts: Stored) -> None:
+    """Store ciphertexts computed from the records state ``records_stamp``.
+
+    The stamp is read before the features are computed, so a change committed meanwhile leaves the
+    row stale (recomputed next time) rather than wrongly fresh."""
+    names, exponents, blob = pack(ciphertexts)
+    defaults = {"records_stamp": records_stamp, "features": names, "exponents": exponents, "ciphertexts": blob}
+    try:
+        with transaction.atomic():
+            EncryptedFeatureVector.objects.update_or_create(**lookup, defaults=defaults)  # type: ignore[arg-type]
+    except IntegrityError:  # another worker created the row first: both computed the same state
+        EncryptedFeatureVector.objects.filter(**lookup).update(**defaults)
+
+
+# --- custodian bookkeeping -------------------------------------------------------------------------
+
+
+def comparison_grant_create(*, request_ref: str, budget: int, key_id: str | None = None) -> int:
+    """Allow the custodian to answer ``budget`` comparisons for one request; idempotent per request."""
+    if budget < 0:
+        raise DomainError("invalid_input", "A comparison budget cannot be negative.")
+    if key_id is None:
+        key_id = (
+            CustodianKey.objects.filter(status=CustodianKey.Status.ACTIVE)
+            .order_by("-created_at")
+            .values_list("key_id", flat=True)
+            .first()
+        ) or ""
+    grant, _ = ComparisonGrant.objects.get_or_create(
+        request_ref=request_ref, defaults={"key_id": key_id, "budget": budget}
+    )
+    return grant.pk
+
+
+def keypair_rotate_request(*, actor: str) -> None:
+    """Ask the custodian for a new active key. Only the custodian holds the key directory and KEK, so the
+    rotation runs on its queue; the task is sent by name so that this process never imports the custodian."""
+    if current_app.conf.task_always_eager:  # in-process mode: this process is the custodian too
+        from datadomain.custodian import rotate_keypair
+
+        rotate_keypair.delay(actor=actor)
+    else:
+        current_app.send_task("datadomain.custodian.rotate_keypair", kwargs={"actor": actor})
+
+
+# --- quarantine ------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def quarantine_reprocess(*, quarantined_id: int) -> bool:
+    """Ingest a quarantined line again (after a fix in the admin). True when it was ingested; otherwise
+    the line stays quarantined with the new reason."""
+    from datadomain.ingest.runner import Ingester, parse_batch  # the ingest machinery is only needed here
+
+    line = QuarantinedLine.objects.select_for_update().filter(pk=quarantined_id).first()
+    if line is None:
+        raise DomainError("not_found", "No such quarantined line.")
+    if line.resolved_at is not None:
+        return True
+    ingester = Ingester()
+    lines = [(line.line_number, line.raw_line.encode("utf-8"))]
+    parsed = parse_batch(ingester.parser, line.source_path, lines, line.line_number, copy=False)
+    rejects = ingester.write(parsed)
+    if rejects:
+        _, line.reason_code, line.reason = rejects[0]
+        line.save(update_fields=["reason_code", "reason"])
+        return False
+    line.resolved_at = timezone.now()
+    line.save(update_fields=["resolved_at"])
+    return True

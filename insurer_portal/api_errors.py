@@ -1,0 +1,79 @@
+"""One JSON error shape for the whole API: ``{"error": {"code", "message", "fields"}}``.
+
+Domain errors map to HTTP here, once. Unexpected exceptions become a bare 500 with no stack trace and
+no input echoed back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import DatabaseError
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from underwriting.errors import UnderwritingError
+
+logger = logging.getLogger(__name__)
+
+STATUS_FOR_CODE = {
+    "invalid_input": status.HTTP_400_BAD_REQUEST,
+    "idempotency_conflict": status.HTTP_409_CONFLICT,
+}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, UnderwritingError):
+        http_status = STATUS_FOR_CODE.get(exc.code, status.HTTP_400_BAD_REQUEST)
+        return error_response(http_status, exc.code, exc.message, exc.fields)
+    if isinstance(exc, DatabaseError):
+        logger.error("database unavailable while serving the API: %s", exc.__class__.__name__)
+        return error_response(503, "service_unavailable", "The service is temporarily unavailable; retry later.")
+    response = exception_handler(exc, context)
+    if response is None:
+        logger.exception("unhandled API error: %s", exc.__class__.__name__)
+        return error_response(500, "server_error", "Internal error; it has been logged.")
+    if isinstance(exc, exceptions.ValidationError):
+        fields = flatten(exc.detail)
+        return error_response(400, "invalid_input", "The request has invalid fields.", fields, headers=response)
+    code = str(getattr(exc, "default_code", "error"))
+    message = str(getattr(exc, "detail", "")) or code
+    return error_response(response.status_code, code, message, headers=response)
+
+
+def error_response(
+    http_status: int,
+    code: str,
+    message: str,
+    fields: dict[str, list[str]] | None = None,
+    *,
+    headers: Response | None = None,
+) -> Response:
+    response = Response({"error": {"code": code, "message": message, "fields": fields or {}}}, status=http_status)
+    if headers is not None:
+        for name in ("Retry-After", "WWW-Authenticate"):
+            if name in headers:
+                response[name] = headers[name]
+    return response
+
+
+def flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested error detail as ``{"applicant.resident_id": ["..."]}``."""
+    if isinstance(detail, dict):
+        result: dict[str, list[str]] = {}
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key == "non_field_errors":
+                name = prefix or "non_field_errors"
+            result.update(flatten(value, name))
+        return result
+    if isinstance(detail, list):
+        if all(not isinstance(item, dict | list) for item in detail):
+            return {prefix or "non_field_errors": [str(item) for item in detail]}
+        result = {}
+        for index, item in enumerate(detail):
+            result.update(flatten(item, f"{prefix}[{index}]"))
+        return result
+    return {prefix or "non_field_errors": [str(detail)]}

@@ -1,0 +1,241 @@
+"""REST API v1 for insurers' systems. Views parse, check access, call one service and render."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from insurer_portal.authentication import ApiKeyAuthentication, ApiKeyRateThrottle, InsurerPrincipal
+from underwriting import selectors as uw_selectors
+from underwriting.models import RequestStatus, UnderwritingRequest
+from underwriting.serializers import RequestOutputSerializer
+from underwriting.services.requests import Applicant, ConsentEvidence, body_fingerprint, request_submit
+
+MAX_WAIT_SECONDS = 10
+
+
+class ApplicantInputSerializer(serializers.Serializer[Any]):
+    resident_id = serializers.CharField(min_length=18, max_length=18, help_text="18-character resident ID")
+    name = serializers.CharField(max_length=100)
+
+    def validate_resident_id(self, value: str) -> str:
+        from datadomain.services import resident_id_is_valid, resident_id_normalise
+
+        if not resident_id_is_valid(value):
+            # Never echo the value: it is personal data.
+            raise serializers.ValidationError("Not a valid resident ID (length, birth date or check character).")
+        return resident_id_normalise(value)
+
+
+class ConsentInputSerializer(serializers.Serializer[Any]):
+    reference = serializers.CharField(max_length=100)
+    signed_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    scope = serializers.ListField(child=serializers.CharField(max_length=50), allow_empty=False, max_length=20)
+    artifact_sha256 = serializers.RegexField(r"^[0-9a-f]{64}$", help_text="SHA-256 (hex) of the signed consent form")
+
+
+class RequestInputSerializer(serializers.Serializer[Any]):
+    reference = serializers.CharField(max_length=100, help_text="your own reference, e.g. a policy application number")
+    applicant = ApplicantInputSerializer()
+    manual = serializers.SlugField(max_length=63, help_text="rating manual slug, e.g. charlson-acci")
+    consent = ConsentInputSerializer()
+
+
+class RequestPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+EXAMPLE_BODY = {
+    "reference": "APP-2026-000123",
+    "applicant": {"resident_id": "11010519491231002X", "name": "张三"},
+    "manual": "charlson-acci",
+    "consent": {
+        "reference": "CONSENT-88321",
+        "signed_at": "2026-11-20T10:00:00+08:00",
+        "expires_at": "2027-11-20T10:00:00+08:00",
+        "scope": ["underwriting"],
+        "artifact_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    },
+}
+EXAMPLE_RESPONSE = {
+    "id": "0b8f5b8e-3a8d-4b35-9d44-6f2f7f1c2a10",
+    "reference": "APP-2026-000123",
+    "status": "completed",
+    "reason": None,
+    "applicant": {"resident_id_masked": "110105********002X"},
+    "manual": {"slug": "charlson-acci", "version": 1},
+    "result": {"tier": "B", "label": "Standard", "decision": "accept", "table_rating": None},
+    "created_at": "2026-11-23T10:00:00.120000+08:00",
+    "completed_at": "2026-11-23T10:00:00.180000+08:00",
+}
+
+
+class InsurerAPIView(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [ApiKeyRateThrottle]
+
+    def principal(self) -> InsurerPrincipal:
+        user = self.request.user
+        assert isinstance(user, InsurerPrincipal)
+        return user
+
+
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="underwriting_requests_create",
+        summary="Submit an underwriting request",
+        request=RequestInputSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Retry-safe key: the same key and body return the same request; another body is 409.",
+            )
+        ],
+        responses={
+            202: RequestOutputSerializer,
+            400: OpenApiResponse(description="Invalid fields"),
+            409: OpenApiResponse(description="Idempotency-Key reused with another body"),
+        },
+        examples=[
+            OpenApiExample("Request", value=EXAMPLE_BODY, request_only=True),
+            OpenApiExample("Accepted", value=EXAMPLE_RESPONSE, response_only=True),
+        ],
+    ),
+    get=extend_schema(
+        operation_id="underwriting_requests_list",
+        summary="List your underwriting requests (newest first)",
+        parameters=[
+            OpenApiParameter("status", OpenApiTypes.STR, enum=[s.value for s in RequestStatus]),
+            OpenApiParameter("reference", OpenApiTypes.STR),
+            OpenApiParameter("created_after", OpenApiTypes.DATETIME),
+            OpenApiParameter("created_before", OpenApiTypes.DATETIME),
+        ],
+        responses=RequestOutputSerializer(many=True),
+    ),
+)
+class UnderwritingRequestListApi(InsurerAPIView):
+    pagination_class = RequestPagination
+
+    def post(self, request: Request) -> Response:
+        serializer = RequestInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        principal = self.principal()
+        created = request_submit(
+            insurer_id=principal.insurer.pk,
+            insurer_slug=principal.insurer.slug,
+            reference=data["reference"],
+            applicant=Applicant(**data["applicant"]),
+            manual_slug=data["manual"],
+            consent=ConsentEvidence(
+                reference=data["consent"]["reference"],
+                signed_at=data["consent"]["signed_at"],
+                expires_at=data["consent"].get("expires_at"),
+                scope=list(data["consent"]["scope"]),
+                artifact_sha256=data["consent"]["artifact_sha256"],
+            ),
+            idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
+            body_sha256=body_fingerprint(dict(request.data)),
+        )[0]
+        return Response(RequestOutputSerializer(created).data, status=status.HTTP_202_ACCEPTED)
+
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        status_filter = params.get("status")
+        if status_filter and status_filter not in RequestStatus.values:
+            raise ValidationError({"status": [f"Use one of: {', '.join(RequestStatus.values)}."]})
+        queryset = uw_selectors.requests_for_insurer(
+            insurer_id=self.principal().insurer.pk,
+            status=status_filter,
+            reference=params.get("reference"),
+            created_after=_datetime_param(params, "created_after"),
+            created_before=_datetime_param(params, "created_before"),
+        )
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(RequestOutputSerializer(page, many=True).data)  # type: ignore[arg-type]
+
+
+def _datetime_param(params: Any, name: str) -> Any:
+    value = params.get(name)
+    if not value:
+        return None
+    message = "Use an ISO 8601 date-time with a time zone, e.g. 2026-11-01T00:00:00+08:00."
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValidationError({name: [message]})
+    try:
+        # UTC before it reaches the database: PostgreSQL refuses offsets Python accepts (e.g. -18:38).
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValidationError({name: [message]}) from None
+
+
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="underwriting_requests_retrieve",
+        summary="Read one underwriting request",
+        parameters=[
+            OpenApiParameter(
+                "wait",
+                OpenApiTypes.NUMBER,
+                description=f"Seconds (at most {MAX_WAIT_SECONDS}) to wait for a terminal status before answering.",
+            )
+        ],
+        responses={200: RequestOutputSerializer, 404: OpenApiResponse(description="No such request for you")},
+        examples=[OpenApiExample("Completed", value=EXAMPLE_RESPONSE, response_only=True)],
+    )
+)
+class UnderwritingRequestDetailApi(InsurerAPIView):
+    def get(self, request: Request, request_id: str) -> Response:
+        wait = _wait_seconds(request.query_params.get("wait"))
+        insurer_id = self.principal().insurer.pk
+        found = self.load(insurer_id, request_id)
+        started = time.monotonic()
+        deadline = started + wait
+        while not found.is_terminal and time.monotonic() < deadline:
+            # A request usually completes within tens of milliseconds: poll often at first, then back off.
+            pause = 0.01 if time.monotonic() - started < 1 else 0.1
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+            found = self.load(insurer_id, request_id)
+        return Response(RequestOutputSerializer(found).data)
+
+    def load(self, insurer_id: int, request_id: str) -> UnderwritingRequest:
+        found = uw_selectors.request_for_insurer(insurer_id=insurer_id, request_id=request_id)
+        if found is None:
+            raise NotFound("No such underwriting request.")
+        return found
+
+
+def _wait_seconds(value: str | None) -> float:
+    if value in (None, ""):
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValidationError({"wait": [f"A number of seconds from 0 to {MAX_WAIT_SECONDS}."]}) from None
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:
+        raise ValidationError({"wait": [f"A number of seconds from 0 to {MAX_WAIT_SECONDS}."]})
+    return seconds

@@ -1,0 +1,101 @@
+"""Server-side SVG charts for the dashboard: geometry computed here, drawn by the templates.
+
+Plain SVG needs no JavaScript and no vendored library, prints well, and each chart carries a text
+table beside it for screen readers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from insurer_portal.selectors import DayCount
+
+# Colour-blind-safe palette (Okabe-Ito based), dark enough for 3:1 against white; tiers are ascending
+# risk, so A is green and D red whatever mix a period happens to have.
+TIER_COLOURS = ["#008060", "#0072B2", "#C45100", "#a40e26", "#8a6d00", "#56606b"]
+
+
+def tier_colour(tier: str) -> str:
+    index = ord(tier[0].upper()) - ord("A") if tier else -1
+    return TIER_COLOURS[index] if 0 <= index < len(TIER_COLOURS) else TIER_COLOURS[-1]
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str
+    value: int
+    colour: str = "#0b5cad"
+
+
+@dataclass(frozen=True)
+class Chart:
+    width: int
+    height: int
+    bars: list[Bar]
+    ticks: list[tuple[float, str]]  # (position, label)
+    max_value: int
+
+
+def volume_chart(days: list[DayCount], *, width: int = 720, height: int = 200) -> Chart:
+    top, bottom, left = 10, 24, 36
+    peak = max((day.count for day in days), default=0) or 1
+    slot = (width - left) / max(len(days), 1)
+    scale = (height - top - bottom) / peak
+    bars = [
+        Bar(
+            x=round(left + i * slot + slot * 0.15, 1),
+            y=round(height - bottom - day.count * scale, 1),
+            width=round(slot * 0.7, 1),
+            height=round(day.count * scale, 1),
+            label=day.day.isoformat(),
+            value=day.count,
+        )
+        for i, day in enumerate(days)
+    ]
+    ticks = [
+        (round(left + i * slot + slot / 2, 1), day.day.strftime("%m-%d")) for i, day in enumerate(days) if i % 5 == 0
+    ]
+    return Chart(width=width, height=height, bars=bars, ticks=ticks, max_value=peak)
+
+
+@dataclass(frozen=True)
+class StackRow:
+    label: str
+    y: float
+    total: int
+    segments: list[Bar]
+
+
+def tier_mix_chart(
+    mix: dict[str, dict[str, int]], *, width: int = 720, row_height: int = 34
+) -> tuple[list[StackRow], list[tuple[str, str]], int]:
+    """One horizontal 100% bar per manual; returns rows, the legend (tier, colour) and the SVG height."""
+    left, right = 150, 10
+    tiers = sorted({tier for tiers in mix.values() for tier in tiers})
+    colour = {tier: tier_colour(tier) for tier in tiers}
+    rows = []
+    for index, (manual, counts) in enumerate(mix.items()):
+        total = sum(counts.values()) or 1
+        x = float(left)
+        segments = []
+        for tier in tiers:
+            share = (width - left - right) * counts.get(tier, 0) / total
+            if share:
+                segments.append(
+                    Bar(
+                        x=round(x, 1),
+                        y=index * row_height + 4,
+                        width=round(share, 1),
+                        height=row_height - 10,
+                        label=tier,
+                        value=counts[tier],
+                        colour=colour[tier],
+                    )
+                )
+            x += share
+        rows.append(StackRow(label=manual, y=index * row_height + row_height / 2 + 2, total=total, segments=segments))
+    return rows, [(tier, colour[tier]) for tier in tiers], max(len(rows), 1) * row_height

@@ -1,0 +1,344 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import orjson
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from audit.services import audit_record
+from insurer_portal import batches, tasks
+from insurer_portal.models import ApiKey, Batch, BatchRow, Insurer, InsurerUser
+from underwriting import selectors as uw_selectors
+from underwriting.errors import UnderwritingError
+from underwriting.models import WebhookEndpoint
+from underwriting.services.requests import Applicant, ConsentEvidence, request_submit
+from underwriting.services.webhooks import post_signed
+
+
+class InsurerError(Exception):
+    """A request about insurers that cannot be carried out; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@transaction.atomic
+def insurer_create(*, slug: str, name: str) -> Insurer:
+    if Insurer.objects.filter(slug=slug).exists():
+        raise InsurerError("insurer_exists", f"An insurer with slug '{slug}' already exists.")
+    insurer = Insurer(slug=slug, name=name)
+    try:
+        insurer.full_clean()
+    except ValidationError as exc:
+        detail = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items())
+        raise InsurerError("invalid_input", detail) from exc
+    insurer.save()
+    return insurer
+
+
+@transaction.atomic
+def insurer_ensure(*, slug: str, name: str) -> tuple[Insurer, bool]:
+    """Return the insurer with ``slug``, creating it if needed (for idempotent seeding)."""
+    existing = Insurer.objects.filter(slug=slug).first()
+    if existing is not None:
+        return existing, False
+    return insurer_create(slug=slug, name=name), True
+
+
+API_KEY_PREFIX = "uwk"
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def _hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_key_create(*, insurer: Insurer, name: str = "") -> tuple[ApiKey, str]:
+    """Create a key and return it with its only plaintext copy (shown once, stored as SHA-256).
+
+    The secret has 256 bits of entropy, so a fast hash is enough: nothing can be brute-forced.
+    """
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    plaintext = f"{API_KEY_PREFIX}_{prefix}_{secret}"
+    key = ApiKey.objects.create(insurer=insurer, name=name, prefix=prefix, key_sha256=_hash_key(plaintext))
+    _audit_key("api_key.create", key)
+    return key, plaintext
+
+
+def _audit_key(action: str, key: ApiKey) -> None:
+    audit_record(
+        action=action,
+        actor=f"insurer:{key.insurer_id}",
+        target_type="api_key",
+        target_id=str(key.pk),
+        detail={"prefix": key.prefix, "insurer_id": key.insurer_id},
+    )
+
+
+@transaction.atomic
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    if ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        _audit_key("api_key.revoke", key)
+    key.refresh_from_db()
+    return key
+
+
+def api_key_authenticate(*, plaintext: str) -> ApiKey | None:
+    """The active key matching ``plaintext``, with its last-used time refreshed (at most once a minute)."""
+    parts = plaintext.split("_", 2)
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
+        return None
+    key = ApiKey.objects.select_related("insurer").filter(prefix=parts[1]).first()
+    if key is None or not hmac.compare_digest(key.key_sha256, _hash_key(plaintext)) or not key.is_active:
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+        _audit_key("api_key.use", key)  # the first use in each minute, like last_used_at
+    return key
+
+
+# --- portal users, sign-in lock-out and two-factor ------------------------------------------------------
+
+
+@transaction.atomic
+def portal_user_create(
+    *, insurer: Insurer, username: str, email: str, role: str, password: str | None = None
+) -> InsurerUser:
+    """A portal user of ``insurer``. Without a password the user sets one through the reset link."""
+    if User.objects.filter(username__iexact=username).exists():
+        raise InsurerError("user_exists", "This user name is taken.")
+    if role not in InsurerUser.Role.values:
+        raise InsurerError("invalid_input", "Unknown role.")
+    user = User.objects.create_user(username=username, email=email, password=password)
+    if password is None:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return InsurerUser.objects.create(user=user, insurer=insurer, role=role)
+
+
+@transaction.atomic
+def portal_user_set_active(*, membership: InsurerUser, active: bool) -> None:
+    User.objects.filter(pk=membership.user_id).update(is_active=active)
+
+
+@transaction.atomic
+def portal_user_set_role(*, membership: InsurerUser, role: str) -> None:
+    """Change a member's role; a new admin is asked to enrol an authenticator at the next page."""
+    if role not in InsurerUser.Role.values:
+        raise InsurerError("invalid_input", "Unknown role.")
+    InsurerUser.objects.filter(pk=membership.pk).update(role=role)
+
+
+def _lock_key(username: str) -> str:
+    return f"portal-login-failures:{hashlib.sha256(username.strip().lower().encode()).hexdigest()}"
+
+
+def login_is_locked(*, username: str) -> bool:
+    return bool(int(cache.get(_lock_key(username), 0)) >= settings.PORTAL_LOCKOUT_FAILURES)
+
+
+def login_failure_record(*, username: str) -> bool:
+    """Count a failed password or code; returns True when the account name is now locked.
+
+    The count lives in the shared cache for PORTAL_LOCKOUT_SECONDS from the first failure, so a lock
+    ends by itself and guessing is capped at PORTAL_LOCKOUT_FAILURES tries per window.
+    """
+    key = _lock_key(username)
+    cache.add(key, 0, timeout=settings.PORTAL_LOCKOUT_SECONDS)
+    try:
+        failures = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=settings.PORTAL_LOCKOUT_SECONDS)
+        failures = 1
+    return bool(int(failures) >= settings.PORTAL_LOCKOUT_FAILURES)
+
+
+def login_failures_clear(*, username: str) -> None:
+    cache.delete(_lock_key(username))
+
+
+@transaction.atomic
+def totp_device_start(*, user: User) -> TOTPDevice:
+    """A new, unconfirmed authenticator for ``user`` (replacing an unconfirmed earlier one)."""
+    TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+    return TOTPDevice.objects.create(user=user, name="authenticator", confirmed=False)
+
+
+@transaction.atomic
+def totp_device_confirm(*, device: TOTPDevice, token: str) -> bool:
+    """Confirm the device with a first code from the app; other confirmed devices of the user go."""
+    if not device.verify_token(token):
+        return False
+    TOTPDevice.objects.filter(user=device.user).exclude(pk=device.pk).delete()
+    TOTPDevice.objects.filter(pk=device.pk).update(confirmed=True)
+    device.confirmed = True
+    return True
+
+
+@transaction.atomic
+def totp_device_remove(*, user: User) -> None:
+    TOTPDevice.objects.filter(user=user).delete()
+
+
+# --- webhooks -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestEventResult:
+    status_code: int | None
+    error: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def webhook_test_send(*, endpoint: WebhookEndpoint) -> TestEventResult:
+    """POST a signed ``test.ping`` event (no request data) so the insurer can check its receiver."""
+    body = orjson.dumps({"id": str(uuid.uuid4()), "type": "test.ping", "created_at": timezone.now().isoformat()})
+    return TestEventResult(*post_signed(endpoint, body))
+
+
+@transaction.atomic
+def webhook_endpoint_set_active(*, endpoint: WebhookEndpoint, active: bool) -> None:
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(is_active=active)
+
+
+# --- batches ------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def batch_create(*, insurer: Insurer, user: User | None, filename: str, content: bytes) -> Batch:
+    """Read and check an uploaded file; keep its rows for preview (applicants sealed). Raises BatchFileError."""
+    raw_rows = batches.read_rows(filename=filename, content=content)
+    manuals = set(uw_selectors.manuals_for_insurer(insurer_slug=insurer.slug).values_list("slug", flat=True))
+    seen: set[str] = set()
+    parsed = [batches.ParsedRow(line=index + 2, values=values) for index, values in enumerate(raw_rows)]
+    for row in parsed:
+        batches.check_row(row, manuals=manuals, seen_references=seen)
+    valid = [row for row in parsed if not row.errors]
+    batch = Batch.objects.create(
+        insurer=insurer, created_by=user, filename=filename[:200], total_rows=len(parsed), valid_rows=len(valid),
+        sealed_rows=batches.seal(valid, insurer_id=insurer.pk) if valid else None,
+    )  # fmt: skip
+    BatchRow.objects.bulk_create(
+        BatchRow(
+            batch=batch,
+            line=row.line,
+            reference=row.values.get("reference", "")[:100],
+            manual_slug=row.values.get("manual", "")[:63],
+            resident_id_masked=_masked(row.values.get("resident_id", "")),
+            errors=row.errors,
+        )
+        for row in parsed
+    )
+    return batch
+
+
+def _masked(resident_id: str) -> str:
+    from datadomain.services import mask_resident_id, resident_id_is_valid, resident_id_normalise
+
+    if not resident_id_is_valid(resident_id):
+        return ""
+    return mask_resident_id(resident_id_normalise(resident_id))
+
+
+@transaction.atomic
+def batch_start(*, batch: Batch) -> bool:
+    """Confirm a previewed batch: its valid rows are submitted by a task. False if already started."""
+    started = Batch.objects.filter(pk=batch.pk, status=Batch.Status.PREVIEW, valid_rows__gt=0).update(
+        status=Batch.Status.RUNNING, started_at=timezone.now()
+    )
+    if started:
+        transaction.on_commit(lambda: tasks.run_batch.delay(batch.pk))
+    return bool(started)
+
+
+@transaction.atomic
+def batch_cancel(*, batch: Batch) -> bool:
+    return bool(
+        Batch.objects.filter(pk=batch.pk, status=Batch.Status.PREVIEW).update(
+            status=Batch.Status.CANCELLED, sealed_rows=None, finished_at=timezone.now()
+        )
+    )
+
+
+def batch_run(*, batch_id: int) -> None:
+    """Submit each valid row through ``request_submit``, the API's own path. Safe to run twice.
+
+    Each row's idempotency key is derived from the batch and line, so a re-run after a crash finds the
+    rows already submitted instead of submitting them again.
+    """
+    batch = Batch.objects.filter(pk=batch_id, status=Batch.Status.RUNNING).first()
+    if batch is None or batch.sealed_rows is None:
+        return
+    insurer = batch.insurer
+    for row in batches.unseal(bytes(batch.sealed_rows), insurer_id=insurer.pk):
+        _batch_row_submit(batch, insurer, row)
+    Batch.objects.filter(pk=batch.pk, status=Batch.Status.RUNNING).update(
+        status=Batch.Status.DONE, sealed_rows=None, finished_at=timezone.now()
+    )
+
+
+def _batch_row_submit(batch: Batch, insurer: Insurer, row: batches.ParsedRow) -> None:
+    values = row.values
+    try:
+        request, _ = request_submit(
+            insurer_id=insurer.pk,
+            insurer_slug=insurer.slug,
+            reference=values["reference"],
+            applicant=Applicant(resident_id=values["resident_id"], name=values["name"]),
+            manual_slug=values["manual"],
+            consent=ConsentEvidence(
+                reference=values["consent_reference"],
+                signed_at=batches.parse_moment(values["consent_signed_at"]),  # type: ignore[arg-type]
+                expires_at=batches.parse_moment(values.get("consent_expires_at", "")),
+                scope=["underwriting"],
+                artifact_sha256=values["consent_sha256"].lower(),
+            ),
+            idempotency_key=f"portal-batch-{batch.pk}-{row.line}",
+            body_sha256=batches.row_fingerprint(values),
+        )
+    except UnderwritingError as exc:
+        BatchRow.objects.filter(batch=batch, line=row.line).update(errors=[exc.code])
+        return
+    updated = BatchRow.objects.filter(batch=batch, line=row.line, request__isnull=True).update(request=request)
+    if updated:
+        Batch.objects.filter(pk=batch.pk).update(submitted_rows=F("submitted_rows") + 1)
+
+
+BATCH_STUCK_AFTER = timedelta(minutes=5)
+
+
+def batches_sweep() -> int:
+    """Re-enqueue confirmed batches whose task was lost (broker down at commit, worker killed).
+
+    Safe even if the first run is only slow: rows already submitted are found by their idempotency keys.
+    """
+    stuck = Batch.objects.filter(
+        status=Batch.Status.RUNNING,
+        sealed_rows__isnull=False,
+        started_at__lt=timezone.now() - BATCH_STUCK_AFTER,
+    ).values_list("pk", flat=True)
+    count = 0
+    for batch_id in stuck:
+        tasks.run_batch.delay(batch_id)
+        count += 1
+    return count

@@ -1,0 +1,21 @@
+"""Celery tasks of the portal: thin wrappers taking ids."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(ignore_result=True)
+def run_batch(batch_id: int) -> None:
+    """Submit a confirmed batch's rows; safe to run twice (each row has its own idempotency key)."""
+    from insurer_portal.services import batch_run
+
+    batch_run(batch_id=batch_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_batches() -> int:
+    """Re-enqueue batches whose run was lost."""
+    from insurer_portal.services import batches_sweep
+
+    return batches_sweep()

@@ -1,0 +1,39 @@
+"""The dashboard: volume per day, tier mix per manual, latency percentiles."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from insurer_portal import charts, selectors
+from insurer_portal.models import InsurerUser
+from insurer_portal.views.access import portal_view
+from underwriting import selectors as uw_selectors
+
+WINDOW_DAYS = 30
+
+
+@portal_view()
+def dashboard(request: HttpRequest, membership: InsurerUser) -> HttpResponse:
+    insurer_id = membership.insurer_id
+    since = timezone.now() - timedelta(days=WINDOW_DAYS)
+    days = selectors.volume_per_day(insurer_id=insurer_id, days=WINDOW_DAYS)
+    mix_rows, legend, mix_height = charts.tier_mix_chart(
+        selectors.tier_mix_per_manual(insurer_id=insurer_id, since=since)
+    )
+    context = {
+        "membership": membership,
+        "window_days": WINDOW_DAYS,
+        "volume": charts.volume_chart(days),
+        "volume_total": sum(day.count for day in days),
+        "mix_rows": mix_rows,
+        "legend": legend,
+        "mix_height": mix_height,
+        "latency": selectors.latency_percentiles(insurer_id=insurer_id, since=since),
+        "statuses": selectors.status_counts(insurer_id=insurer_id, since=since),
+        "recent": uw_selectors.requests_for_insurer(insurer_id=insurer_id)[:8],
+    }
+    return render(request, "portal/dashboard.html", context)

@@ -1,0 +1,192 @@
+"""Insurer admin pages: users, API keys, webhook endpoints and their delivery log, usage."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.contrib import messages
+from django.contrib.auth.forms import PasswordResetForm
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from insurer_portal import selectors, services
+from insurer_portal.forms import ApiKeyCreateForm, MemberCreateForm, WebhookCreateForm
+from insurer_portal.models import InsurerUser
+from insurer_portal.services import InsurerError
+from underwriting.errors import UnderwritingError
+from underwriting.services.webhooks import webhook_endpoint_create, webhook_replay
+
+from .access import portal_view
+
+
+@portal_view(admin=True)
+def members(request: HttpRequest, membership: InsurerUser) -> HttpResponse:
+    form = MemberCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            created = services.portal_user_create(
+                insurer=membership.insurer, username=data["username"], email=data["email"], role=data["role"],
+                password=secrets.token_urlsafe(32),  # never shown: the user chooses one through the reset link
+            )  # fmt: skip
+        except InsurerError:
+            form.add_error("username", _("This user name is taken."))
+        else:
+            _send_password_link(request, created.user.email)
+            messages.success(request, _("User %(name)s was created and sent a link to set a password.") % {
+                "name": created.user.username})  # fmt: skip
+            return redirect("portal:members")
+    people = selectors.members_for_insurer(insurer_id=membership.insurer_id)
+    context = {"membership": membership, "form": form, "people": people, "roles": InsurerUser.Role.choices}
+    return render(request, "portal/admin/members.html", context)
+
+
+def _send_password_link(request: HttpRequest, email: str) -> None:
+    reset = PasswordResetForm({"email": email})
+    if reset.is_valid():
+        reset.save(
+            request=request,
+            use_https=request.is_secure(),
+            email_template_name="portal/auth/password_reset_email.txt",
+            subject_template_name="portal/auth/password_reset_subject.txt",
+        )
+
+
+@require_POST
+@portal_view(admin=True)
+def member_toggle(request: HttpRequest, membership: InsurerUser, member_id: int) -> HttpResponse:
+    member = selectors.member_for_insurer(insurer_id=membership.insurer_id, member_id=member_id)
+    if member is None:
+        raise Http404
+    if member.pk == membership.pk:
+        messages.error(request, _("You cannot deactivate yourself."))
+    else:
+        services.portal_user_set_active(membership=member, active=not member.user.is_active)
+        messages.success(request, _("User %(name)s was updated.") % {"name": member.user.username})
+    return redirect("portal:members")
+
+
+NEW_KEY_SESSION = "portal-new-api-key"
+
+
+@require_POST
+@portal_view(admin=True)
+def member_role(request: HttpRequest, membership: InsurerUser, member_id: int) -> HttpResponse:
+    member = selectors.member_for_insurer(insurer_id=membership.insurer_id, member_id=member_id)
+    if member is None:
+        raise Http404
+    role = request.POST.get("role", "")
+    if member.pk == membership.pk:
+        messages.error(request, _("You cannot change your own role."))
+    elif role in InsurerUser.Role.values:
+        services.portal_user_set_role(membership=member, role=role)
+        messages.success(request, _("User %(name)s was updated.") % {"name": member.user.username})
+    return redirect("portal:members")
+
+
+@never_cache
+@portal_view(admin=True)
+def api_keys(request: HttpRequest, membership: InsurerUser) -> HttpResponse:
+    """Create shows the key once: it crosses the redirect in the session and is removed when displayed."""
+    form = ApiKeyCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        _key, plaintext = services.api_key_create(insurer=membership.insurer, name=form.cleaned_data["name"])
+        request.session[NEW_KEY_SESSION] = plaintext
+        return redirect("portal:api-keys")
+    keys = selectors.api_keys_for_insurer(insurer_id=membership.insurer_id)
+    context = {
+        "membership": membership,
+        "form": form,
+        "keys": keys,
+        "plaintext": request.session.pop(NEW_KEY_SESSION, None),
+    }
+    return render(request, "portal/admin/api_keys.html", context)
+
+
+@require_POST
+@portal_view(admin=True)
+def api_key_revoke(request: HttpRequest, membership: InsurerUser, key_id: int) -> HttpResponse:
+    key = selectors.api_key_for_insurer(insurer_id=membership.insurer_id, key_id=key_id)
+    if key is None:
+        raise Http404
+    services.api_key_revoke(key=key)
+    messages.success(request, _("Key %(key)s was revoked; it no longer works.") % {"key": str(key)})
+    return redirect("portal:api-keys")
+
+
+@portal_view(admin=True)
+def webhooks(request: HttpRequest, membership: InsurerUser) -> HttpResponse:
+    form = WebhookCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            endpoint = webhook_endpoint_create(insurer_id=membership.insurer_id, url=form.cleaned_data["url"])
+        except UnderwritingError:
+            form.add_error("url", _("Use an http or https URL."))
+        else:
+            messages.success(request, _("Endpoint added. Copy its signing secret to your receiver."))
+            return redirect("portal:webhook-detail", endpoint_id=endpoint.pk)
+    endpoints = selectors.endpoints_for_insurer(insurer_id=membership.insurer_id)
+    return render(
+        request, "portal/admin/webhooks.html", {"membership": membership, "form": form, "endpoints": endpoints}
+    )
+
+
+def _endpoint(membership: InsurerUser, endpoint_id: int):  # type: ignore[no-untyped-def]
+    endpoint = selectors.endpoint_for_insurer(insurer_id=membership.insurer_id, endpoint_id=endpoint_id)
+    if endpoint is None:
+        raise Http404
+    return endpoint
+
+
+@never_cache
+@portal_view(admin=True)
+def webhook_detail(request: HttpRequest, membership: InsurerUser, endpoint_id: int) -> HttpResponse:
+    endpoint = _endpoint(membership, endpoint_id)
+    deliveries = selectors.deliveries_for_insurer(insurer_id=membership.insurer_id, endpoint_id=endpoint.pk)
+    page = Paginator(deliveries, 25).get_page(request.GET.get("page"))
+    return render(
+        request, "portal/admin/webhook_detail.html", {"membership": membership, "endpoint": endpoint, "page": page}
+    )
+
+
+@require_POST
+@portal_view(admin=True)
+def webhook_test(request: HttpRequest, membership: InsurerUser, endpoint_id: int) -> HttpResponse:
+    endpoint = _endpoint(membership, endpoint_id)
+    result = services.webhook_test_send(endpoint=endpoint)
+    if result.ok:
+        messages.success(request, _("Test event delivered (HTTP %(code)s).") % {"code": result.status_code})
+    else:
+        messages.error(request, _("Test event not delivered: %(error)s.") % {"error": result.error or "-"})
+    return redirect("portal:webhook-detail", endpoint_id=endpoint.pk)
+
+
+@require_POST
+@portal_view(admin=True)
+def webhook_toggle(request: HttpRequest, membership: InsurerUser, endpoint_id: int) -> HttpResponse:
+    endpoint = _endpoint(membership, endpoint_id)
+    services.webhook_endpoint_set_active(endpoint=endpoint, active=not endpoint.is_active)
+    return redirect("portal:webhook-detail", endpoint_id=endpoint.pk)
+
+
+@require_POST
+@portal_view(admin=True)
+def delivery_retry(request: HttpRequest, membership: InsurerUser, delivery_id: int) -> HttpResponse:
+    delivery = selectors.delivery_for_insurer(insurer_id=membership.insurer_id, delivery_id=delivery_id)
+    if delivery is None:
+        raise Http404
+    webhook_replay(delivery_id=delivery.pk)
+    messages.success(request, _("The delivery was queued again."))
+    return redirect(reverse("portal:webhook-detail", kwargs={"endpoint_id": delivery.endpoint_id}))
+
+
+@portal_view(admin=True)
+def usage(request: HttpRequest, membership: InsurerUser) -> HttpResponse:
+    months = selectors.usage_per_month(insurer_id=membership.insurer_id)
+    keys = selectors.api_keys_for_insurer(insurer_id=membership.insurer_id)
+    return render(request, "portal/admin/usage.html", {"membership": membership, "months": months, "keys": keys})

@@ -1,0 +1,58 @@
+"""The shared cache (API throttling, sign-in lockouts) on Redis, with a per-process fallback.
+
+Redis restarting must not turn every API call into a 500: while Redis does not answer, each operation
+goes to a local in-memory cache instead, so throttles and lockouts keep working per process (looser,
+never off) and the request itself goes on; requests accepted meanwhile are resumed by the sweeper once
+the broker is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache
+
+logger = logging.getLogger(__name__)
+_WARN_EVERY_SECONDS = 10.0
+
+
+def _with_fallback(name: str) -> Callable[..., Any]:
+    def method(self: RedisWithLocalFallback, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(super(RedisWithLocalFallback, self), name)(*args, **kwargs)
+        except redis.RedisError as exc:
+            self._warn(exc)
+            return getattr(self.local, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+class RedisWithLocalFallback(RedisCache):
+    def __init__(self, server: str, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        self.local = LocMemCache("redis-fallback", {"OPTIONS": {"MAX_ENTRIES": 10_000}})
+        self._warned_at = 0.0
+
+    def _warn(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned_at > _WARN_EVERY_SECONDS:
+            self._warned_at = now
+            logger.warning("cache unavailable (%s): using this process's local cache", exc.__class__.__name__)
+
+    get = _with_fallback("get")
+    set = _with_fallback("set")
+    add = _with_fallback("add")
+    touch = _with_fallback("touch")
+    delete = _with_fallback("delete")
+    incr = _with_fallback("incr")
+    has_key = _with_fallback("has_key")
+    get_many = _with_fallback("get_many")
+    set_many = _with_fallback("set_many")
+    delete_many = _with_fallback("delete_many")
+    clear = _with_fallback("clear")

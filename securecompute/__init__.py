@@ -1,0 +1,70 @@
+"""Plain-Python secure computation: Paillier keys, fast encryption, encrypted linear scoring and the
+blinded comparison protocol used for tiering.
+
+No Django import, no settings: callers pass keys and numbers in. ``securecompute.private`` holds
+everything that needs a private key; an import-linter contract lets only ``datadomain.custodian``
+import it, so this package's top level never imports it.
+
+Typical flow (DESIGN.md, steps 3-5)::
+
+    encryptor = fast_encryptor(public_key)                        # data domain, once per process
+    features = encryptor.encrypt_vector([1, 0, 3])
+    score = encrypted_score(public_key, features, [2, -1, 1])    # scoring worker
+    query, state = build_tier_query(public_key, score, [1, 3, 5], request_id="42", score_bound=9)
+    answer = private.answer_comparisons(private_key, query, budget_remaining=3)   # custodian
+    tier = tier_index_from_answer(state, answer)                  # scoring worker: 0-based tier
+"""
+
+from securecompute.encryption import FastEncryptor, fast_encryptor
+from securecompute.errors import (
+    BudgetExceededError,
+    InvalidCiphertextError,
+    KeyTooShortError,
+    PlaintextOverflowError,
+    ProtocolError,
+    SecureComputeError,
+    WrongKeyError,
+)
+from securecompute.keys import generate_keypair, key_id, public_key_from_json, public_key_to_json
+from securecompute.protocol import (
+    ComparisonAnswer,
+    ComparisonQuery,
+    answer_from_json,
+    answer_to_json,
+    ciphertexts_from_json,
+    ciphertexts_to_json,
+    query_from_json,
+    query_to_json,
+)
+from securecompute.scoring import encrypted_score, score_bound
+from securecompute.tiering import TieringState, build_tier_query, tier_index_from_answer, tier_index_plain
+
+__all__ = [
+    "BudgetExceededError",
+    "ComparisonAnswer",
+    "ComparisonQuery",
+    "FastEncryptor",
+    "InvalidCiphertextError",
+    "KeyTooShortError",
+    "PlaintextOverflowError",
+    "ProtocolError",
+    "SecureComputeError",
+    "TieringState",
+    "WrongKeyError",
+    "answer_from_json",
+    "answer_to_json",
+    "build_tier_query",
+    "ciphertexts_from_json",
+    "ciphertexts_to_json",
+    "encrypted_score",
+    "fast_encryptor",
+    "generate_keypair",
+    "key_id",
+    "public_key_from_json",
+    "public_key_to_json",
+    "query_from_json",
+    "query_to_json",
+    "score_bound",
+    "tier_index_from_answer",
+    "tier_index_plain",
+]

@@ -1,0 +1,249 @@
+"""The audit log is append-only and hash-chained: every way of tampering with the table is caught."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import DatabaseError, connection, transaction
+
+from audit import services
+from audit.models import AppendOnlyError, AuditEntry
+
+pytestmark = pytest.mark.django_db
+POSTGRES = connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def chain() -> list[AuditEntry]:
+    for index in range(5):
+        services.audit_record(
+            action="test.event", actor="tester", target_type="thing", target_id=str(index), detail={"n": index}
+        )
+    services.audit_chain_pending()
+    return list(AuditEntry.objects.order_by("chain_seq"))
+
+
+@contextmanager
+def tampering() -> Iterator[None]:
+    """Raw SQL as an attacker with database access; on PostgreSQL the trigger must be switched off first
+    (inside the test's transaction, so it comes back on afterwards)."""
+    with connection.cursor() as cursor:
+        if POSTGRES:
+            cursor.execute("ALTER TABLE audit_auditentry DISABLE TRIGGER audit_entry_append_only")
+        yield
+        if POSTGRES:
+            cursor.execute("ALTER TABLE audit_auditentry ENABLE TRIGGER audit_entry_append_only")
+
+
+def sql(statement: str, params: list[object] | None = None) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params or [])
+
+
+def broken_at() -> str:
+    with pytest.raises(CommandError) as caught:
+        call_command("verify_audit_chain")
+    return str(caught.value)
+
+
+def test_writers_insert_unchained_rows_and_the_chainer_links_them_in_id_order() -> None:
+    services.audit_record(action="a.one", detail={"x": 1})
+    services.audit_record(action="a.two")
+    assert AuditEntry.objects.filter(chain_seq__isnull=True).count() == 2
+    assert services.audit_chain_pending() == 2
+    first, second = AuditEntry.objects.order_by("id")
+    assert (first.chain_seq, second.chain_seq) == (1, 2)
+    assert first.prev_hash == services.GENESIS
+    assert second.prev_hash == first.hash
+    assert services.audit_chain_pending() == 0
+
+
+def test_chainer_continues_from_the_head(chain: list[AuditEntry]) -> None:
+    services.audit_record(action="later")
+    services.audit_chain_pending()
+    last = AuditEntry.objects.get(action="later")
+    assert last.chain_seq == 6
+    assert last.prev_hash == chain[-1].hash
+
+
+def test_intact_chain_verifies(chain: list[AuditEntry], capsys: pytest.CaptureFixture[str]) -> None:
+    services.audit_record(action="pending.before.verification")
+    call_command("verify_audit_chain")
+    assert "intact: 6 entries" in capsys.readouterr().out
+
+
+def test_empty_chain_verifies() -> None:
+    assert services.audit_chain_verify().intact
+
+
+def test_detects_an_edited_entry(chain: list[AuditEntry]) -> None:
+    with tampering():
+        sql("UPDATE audit_auditentry SET actor = 'someone-else' WHERE chain_seq = 3")
+    assert "broken at entry 3" in broken_at()
+
+
+def test_detects_an_edited_detail(chain: list[AuditEntry]) -> None:
+    with tampering():
+        sql("UPDATE audit_auditentry SET detail = %s WHERE chain_seq = 2", [json.dumps({"n": 99})])
+    assert "broken at entry 2" in broken_at()
+
+
+def test_detects_a_deleted_entry(chain: list[AuditEntry]) -> None:
+    with tampering():
+        sql("DELETE FROM audit_auditentry WHERE chain_seq = 2")
+    message = broken_at()
+    assert "broken at entry 3" in message
+    assert "missing" in message
+
+
+def test_detects_reordered_entries(chain: list[AuditEntry]) -> None:
+    with tampering():
+        sql("UPDATE audit_auditentry SET chain_seq = 1000 WHERE chain_seq = 2")
+        sql("UPDATE audit_auditentry SET chain_seq = 2 WHERE chain_seq = 3")
+        sql("UPDATE audit_auditentry SET chain_seq = 3 WHERE chain_seq = 1000")
+    assert "broken at entry 2" in broken_at()
+
+
+def test_detects_swapped_contents_with_hashes_kept_in_place(chain: list[AuditEntry]) -> None:
+    with tampering():
+        sql("UPDATE audit_auditentry SET target_id = 'x' WHERE chain_seq = 4")
+        sql("UPDATE audit_auditentry SET target_id = '3' WHERE chain_seq = 5")
+        sql("UPDATE audit_auditentry SET target_id = '4' WHERE chain_seq = 4")
+    assert "broken at entry 4" in broken_at()
+
+
+def test_detects_an_entry_inserted_in_the_middle(chain: list[AuditEntry]) -> None:
+    with tampering():
+        sql("UPDATE audit_auditentry SET chain_seq = chain_seq + 1000 WHERE chain_seq >= 3")
+        sql("UPDATE audit_auditentry SET chain_seq = chain_seq - 999 WHERE chain_seq >= 1000")
+        sql(
+            "INSERT INTO audit_auditentry (at, action, actor, target_type, target_id, detail, chain_seq, prev_hash,"
+            " hash) VALUES (%s, 'forged', '', '', '', '{}', 3, %s, %s)",
+            [chain[0].at, chain[1].hash, "f" * 64],
+        )
+    assert "broken at entry 3" in broken_at()
+
+
+def test_detects_a_forged_entry_at_the_head(chain: list[AuditEntry]) -> None:
+    with tampering():
+        sql(
+            "INSERT INTO audit_auditentry (at, action, actor, target_type, target_id, detail, chain_seq, prev_hash,"
+            " hash) VALUES (%s, 'forged', '', '', '', '{}', 6, %s, %s)",
+            [chain[0].at, chain[-1].hash, "0" * 64],
+        )
+    assert "broken at entry 6" in broken_at()
+
+
+def test_detects_an_entry_unlinked_and_rechained(chain: list[AuditEntry]) -> None:
+    with tampering():
+        sql("UPDATE audit_auditentry SET chain_seq = NULL, prev_hash = NULL, hash = NULL WHERE chain_seq = 2")
+    assert "broken at entry 3" in broken_at()
+
+
+def test_orm_refuses_update_and_delete(chain: list[AuditEntry]) -> None:
+    entry = chain[0]
+    with pytest.raises(AppendOnlyError):
+        AuditEntry.objects.filter(pk=entry.pk).update(actor="x")
+    with pytest.raises(AppendOnlyError):
+        AuditEntry.objects.all().delete()
+    with pytest.raises(AppendOnlyError):
+        entry.delete()
+    entry.actor = "x"
+    with pytest.raises(AppendOnlyError):
+        entry.save()
+    with pytest.raises(AppendOnlyError):
+        AuditEntry.objects.filter(pk=entry.pk).chain_set(actor="x")
+    assert AuditEntry.objects.filter(pk=entry.pk).chain_set(chain_seq=99) == 0  # chained already: no change
+    assert services.audit_chain_verify().intact
+
+
+@pytest.mark.skipif(not POSTGRES, reason="the database-level guard exists on PostgreSQL only")
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_auditentry SET actor = 'x' WHERE chain_seq = 1",
+        "UPDATE audit_auditentry SET hash = NULL, chain_seq = NULL, prev_hash = NULL WHERE chain_seq = 1",
+        "DELETE FROM audit_auditentry WHERE chain_seq = 1",
+    ],
+)
+def test_postgres_trigger_refuses_raw_changes(chain: list[AuditEntry], statement: str) -> None:
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        sql(statement)
+
+
+@pytest.mark.skipif(not POSTGRES, reason="the database-level guard exists on PostgreSQL only")
+def test_postgres_trigger_refuses_changing_content_while_chaining() -> None:
+    services.audit_record(action="pending")
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        sql("UPDATE audit_auditentry SET actor = 'x', chain_seq = 1 WHERE action = 'pending'")
+
+
+def test_anchor_export_and_truncation_check(chain: list[AuditEntry], tmp_path: Path) -> None:
+    call_command("export_audit_anchor", "--out", str(tmp_path))
+    (path,) = tmp_path.glob("audit-anchor-*.json")
+    anchor = services.anchor_read(path)
+    assert (anchor["chain_seq"], anchor["hash"]) == (5, chain[-1].hash)
+    call_command("verify_audit_chain", "--anchor", str(path))
+    with tampering():
+        sql("DELETE FROM audit_auditentry WHERE chain_seq >= 4")
+    with pytest.raises(CommandError, match="truncated"):
+        call_command("verify_audit_chain", "--anchor", str(path))
+
+
+def test_recording_an_event_is_one_insert(chain: list[AuditEntry], django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]
+    with django_assert_max_num_queries(1):
+        services.audit_record(action="hot.path")
+
+
+def test_beat_chains_every_few_seconds_and_exports_an_anchor_daily(settings: Any, tmp_path: Path) -> None:
+    from audit import tasks
+
+    schedule = settings.CELERY_BEAT_SCHEDULE
+    assert schedule["audit-chain"]["task"] == tasks.chain_pending.name
+    assert float(schedule["audit-chain"]["schedule"]) <= 10
+    assert schedule["audit-anchor"]["task"] == tasks.export_anchor.name
+    services.audit_record(action="beat.test")
+    assert tasks.chain_pending() == 1
+    settings.AUDIT_ANCHOR_DIR = tmp_path
+    assert services.anchor_read(Path(tasks.export_anchor()))["chain_seq"] == 1
+
+
+def test_chaining_refuses_an_empty_key(settings: Any) -> None:
+    settings.AUDIT_KEY = ""
+    services.audit_record(action="x")
+    with pytest.raises(RuntimeError, match="AUDIT_KEY"):
+        services.audit_chain_pending()
+
+
+@pytest.mark.skipif(not POSTGRES, reason="concurrent chainers need a server database")
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_chainers_and_writers_never_fork_the_chain() -> None:
+    import threading
+
+    from django.db import connections
+
+    def work(worker: int) -> None:
+        try:
+            for index in range(40):
+                services.audit_record(action="concurrent", target_id=f"{worker}-{index}")
+                if index % 10 == 0:
+                    services.audit_chain_pending()
+            services.audit_chain_pending()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    report = services.audit_chain_verify()
+    assert report.intact, report.problem
+    assert report.checked == AuditEntry.objects.count() == 160

@@ -1,0 +1,220 @@
+"""Fault injection on real processes: the session's worker pool is restarted with short recovery
+timeouts (the product's own knobs, read from the environment by the workers and by beat), plus a real
+``celery beat`` that runs the sweeper every second. Afterwards the pool is restarted as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from io import StringIO
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from django.core.management import call_command
+
+from datadomain import custodian
+from datadomain.synthetic import generate
+from insurer_portal.models import Insurer
+from tests.factories import InsurerFactory, UserFactory
+from tests.underwriting.conftest import client_for
+from tests.workers import ROOT, WorkerPool
+from underwriting.models import UnderwritingRequest
+from underwriting.reference import builtin_manual_paths
+from underwriting.services.manuals import manual_approve, manual_upload
+
+# Scoring apart from the rest, so that one can be killed alone.
+FAULT_GROUPS = {
+    "domain": ["domain", "webhooks"],
+    "scoring": ["scoring"],
+    "custodian": ["custodian"],
+}
+# The product's recovery knobs, short: a stuck step is resumed after 3 s, the sweeper runs every second.
+FAULT_ENV = {
+    "UNDERWRITING_STUCK_SECONDS": "3",
+    "UNDERWRITING_SWEEP_SECONDS": "1",
+    "UNDERWRITING_MAX_ATTEMPTS": "3",
+    "UNDERWRITING_RATE_LIMIT_COUNT": "1000",
+    "WEBHOOK_RETRY_BASE_SECONDS": "0.5",
+    "WEBHOOK_TIMEOUT_SECONDS": "2",
+    "HEARTBEAT_SECONDS": "300",
+    "CELERY_TASK_SOFT_TIME_LIMIT": "20",
+    "CELERY_TASK_TIME_LIMIT": "25",
+    "CELERY_VISIBILITY_TIMEOUT": "30",
+}
+TERMINAL = {"completed", "rejected", "unrated", "failed"}
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.1, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} not met within {timeout}s")
+
+
+class FaultStack:
+    """The fault pool (domain, scoring, custodian workers) and a beat process, all with FAULT_ENV."""
+
+    def __init__(self, pool: WorkerPool, env: dict[str, str]) -> None:
+        self.pool = pool
+        self.env = env
+        self.beat: subprocess.Popen[bytes] | None = None
+
+    def worker_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.env,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "TEST_WORKER_DATABASE_NAME": self.pool.database_name,
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start_worker(self, group: str) -> None:
+        self.pool.start_one(group, FAULT_GROUPS[group], self.worker_env())
+        self.pool.wait_ready(timeout=60)
+
+    def start_beat(self) -> None:
+        schedule = self.pool.log_dir / "beat-schedule"
+        log = (self.pool.log_dir / "beat.log").open("wb")
+        command = [sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "INFO", "--schedule", str(schedule)]
+        self.beat = subprocess.Popen(command, cwd=ROOT, env=self.worker_env(), stdout=log, stderr=subprocess.STDOUT)
+
+    def stop_beat(self) -> None:
+        if self.beat is not None and self.beat.poll() is None:
+            self.beat.send_signal(signal.SIGTERM)
+            try:
+                self.beat.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.beat.kill()
+                self.beat.wait()
+        self.beat = None
+
+    def logs(self) -> str:
+        paths = sorted(self.pool.log_dir.glob("*.log"))
+        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')}" for path in paths)
+
+
+class Supervisor:
+    """Restarts a worker whose process exited, as the deployment's supervisor does (compose's
+    ``restart: unless-stopped``). Celery 5.7's Redis transport can die with an "Unrecoverable error" when
+    the broker connection drops while it restores unacknowledged messages; the restart is part of the
+    recovery, so the tests count restarts rather than hide them."""
+
+    def __init__(self, stack: FaultStack) -> None:
+        self.stack = stack
+        self.restarts: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for group, worker in list(self.stack.pool.workers.items()):
+                if worker.process.poll() is not None:
+                    self.restarts.append(f"{group}: {worker.log_tail(3)}")
+                    self.stack.pool.start_one(group, FAULT_GROUPS[group], self.stack.worker_env())
+
+
+def start_fault_stack(pool: WorkerPool, env: dict[str, str]) -> FaultStack:
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        pool.start(groups=FAULT_GROUPS)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    stack = FaultStack(pool, env)
+    stack.start_beat()
+    return stack
+
+
+@pytest.fixture(scope="module")
+def fault_stack(_worker_pool: WorkerPool) -> Iterator[FaultStack]:
+    """The session pool, restarted with FAULT_ENV for this module, and restarted as before afterwards."""
+    _worker_pool.stop()
+    stack = start_fault_stack(_worker_pool, FAULT_ENV)
+    try:
+        yield stack
+    finally:
+        stack.stop_beat()
+        _worker_pool.stop()
+        _worker_pool.start()
+
+
+@pytest.fixture
+def faulty(fault_stack: FaultStack, transactional_db: None, settings: Any) -> FaultStack:
+    settings.UNDERWRITING_RATE_LIMIT_COUNT = 1000
+    for group in FAULT_GROUPS:  # a test may have left a group stopped
+        worker = fault_stack.pool.workers.get(group)
+        if worker is None or worker.process.poll() is not None:
+            fault_stack.start_worker(group)
+    return fault_stack
+
+
+def make_population(tmp_path: Path) -> dict[str, Any]:
+    """A key pair, the built-in manuals approved, 30 synthetic residents ingested, an insurer and its client."""
+    custodian.keypair_create(bits=2048)
+    author, reviewer = UserFactory(username="author"), UserFactory(username="reviewer")
+    for path in builtin_manual_paths():
+        manual = manual_upload(text=path.read_text(), uploaded_by=author)
+        manual_approve(slug=manual.slug, version=manual.version, approved_by=reviewer)
+    generate(patients=30, seed=23, out=tmp_path / "fhir")
+    call_command("ingest_fhir", str(tmp_path / "fhir"), stdout=StringIO(), stderr=StringIO())
+    people = []
+    for line in (tmp_path / "fhir" / "Patient.ndjson").read_text().splitlines():
+        patient = json.loads(line)
+        people.append({"resident_id": patient["identifier"][0]["value"], "name": patient["name"][0]["text"]})
+    insurer: Insurer = InsurerFactory(slug="fault-life")
+    return {"insurer": insurer, "api": client_for(insurer), "people": people}
+
+
+@pytest.fixture
+def population(faulty: FaultStack, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    population = make_population(tmp_path)
+    yield population
+    assert_no_personal_data_in_logs(faulty, population["people"])
+
+
+def assert_no_personal_data_in_logs(stack: FaultStack, people: list[dict[str, str]]) -> None:
+    """Worker and beat logs (crashes and tracebacks included) never name an applicant."""
+    logs = stack.logs()
+    for person in people:
+        assert person["resident_id"] not in logs
+        assert person["name"] not in logs
+
+
+def statuses(ids: list[str]) -> dict[str, str]:
+    rows = UnderwritingRequest.objects.filter(pk__in=ids).values_list("pk", "status")
+    return {str(pk): status for pk, status in rows}
+
+
+def wait_terminal(ids: list[str], timeout: float = 90.0, stack: FaultStack | None = None) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = statuses(ids)
+        if len(current) == len(ids) and set(current.values()) <= TERMINAL:
+            return current
+        time.sleep(0.2)
+    pending = sorted(s for s in statuses(ids).values() if s not in TERMINAL)
+    logs = stack.logs()[-6000:] if stack else ""
+    raise AssertionError(f"requests not terminal after {timeout}s: {pending}\n{logs}")

@@ -1,0 +1,39 @@
+"""seed_demo's insurer admin: an admin with a confirmed authenticator, so the demo can sign in."""
+
+from __future__ import annotations
+
+import pytest
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from insurer_portal.models import Insurer, InsurerUser
+from ops import demo
+
+pytestmark = pytest.mark.django_db
+
+
+def test_demo_admin_has_an_authenticator_and_seeding_twice_adds_nothing(insurer: Insurer) -> None:
+    seeded = demo.Seeded()
+    demo.portal_admin_ensure(seeded, insurer)
+    demo.portal_admin_ensure(seeded, insurer)
+    member = InsurerUser.objects.get(user__username=demo.DEMO_INSURER_ADMIN)
+    assert member.role == InsurerUser.Role.ADMIN
+    assert TOTPDevice.objects.filter(user=member.user, confirmed=True).count() == 1
+    assert any("TOTP key" in line for line in seeded.lines)
+
+
+def test_totp_code_command_prints_the_current_code_only_in_debug(insurer: Insurer, settings: object) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from tests.portal.conftest import code_for
+
+    demo.portal_admin_ensure(demo.Seeded(), insurer)
+    device = TOTPDevice.objects.get(user__username=demo.DEMO_INSURER_ADMIN)
+    settings.DEBUG = True  # type: ignore[attr-defined]
+    out = StringIO()
+    call_command("portal_totp_code", demo.DEMO_INSURER_ADMIN, stdout=out)
+    assert out.getvalue().strip() == code_for(device)
+    settings.DEBUG = False  # type: ignore[attr-defined]
+    with pytest.raises(CommandError):
+        call_command("portal_totp_code", demo.DEMO_INSURER_ADMIN, stdout=StringIO())

@@ -1,0 +1,128 @@
+"""Sign-in: password, two factors (required for insurer admins), lock-out, reset, session expiry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.test import Client
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from insurer_portal.models import Insurer, InsurerUser
+from tests.portal.conftest import PASSWORD, code_for, member
+
+pytestmark = pytest.mark.django_db
+
+
+def test_pages_send_anonymous_visitors_to_sign_in(client: Client) -> None:
+    response = client.get("/portal/requests/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/portal/login/?next=/portal/requests/")
+
+
+def test_home_links_to_the_portal(client: Client) -> None:
+    assert 'href="/portal/"' in client.get("/").content.decode()
+
+
+def test_underwriter_signs_in_with_a_password(underwriter: InsurerUser, client: Client) -> None:
+    response = client.post("/portal/login/", {"username": "uw-ping", "password": PASSWORD})
+    assert response.status_code == 302
+    page = client.get("/portal/")
+    assert page.status_code == 200
+    assert "Ping Life" in page.content.decode()
+
+
+def test_wrong_password_is_refused_without_saying_which_part(underwriter: InsurerUser, client: Client) -> None:
+    response = client.post("/portal/login/", {"username": "uw-ping", "password": "nope"}, HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 200
+    assert "The user name or password is not correct." in response.content.decode()
+
+
+def test_user_of_no_insurer_cannot_sign_in(client: Client, django_user_model: Any) -> None:
+    django_user_model.objects.create_user(username="staff", password=PASSWORD)
+    response = client.post("/portal/login/", {"username": "staff", "password": PASSWORD})
+    assert response.status_code == 200
+    assert client.get("/portal/").status_code == 302
+
+
+def test_locks_out_after_repeated_failures(underwriter: InsurerUser, client: Client, settings: Any) -> None:
+    settings.PORTAL_LOCKOUT_FAILURES = 3
+    for _ in range(3):
+        client.post("/portal/login/", {"username": "uw-ping", "password": "wrong"})
+    response = client.post("/portal/login/", {"username": "UW-PING", "password": PASSWORD}, HTTP_ACCEPT_LANGUAGE="en")
+    assert "Too many failed attempts" in response.content.decode()
+    assert client.get("/portal/").status_code == 302
+
+
+def test_admin_without_authenticator_must_enrol_before_any_page(
+    insurer: Insurer, client: Client, settings: Any
+) -> None:
+    settings.OTP_TOTP_THROTTLE_FACTOR = 0  # no back-off delay after the wrong code below
+    admin = member(insurer, "new-admin", InsurerUser.Role.ADMIN)
+    response = client.post("/portal/login/", {"username": "new-admin", "password": PASSWORD})
+    assert response["Location"].startswith("/portal/account/two-factor/")
+    assert client.get("/portal/requests/")["Location"].startswith("/portal/account/two-factor/")
+    page = client.get("/portal/account/two-factor/")
+    assert "<svg" in page.content.decode()
+    device = TOTPDevice.objects.get(user=admin.user, confirmed=False)
+    assert client.post("/portal/account/two-factor/", {"token": "000000"}).status_code == 200
+    response = client.post("/portal/account/two-factor/", {"token": code_for(device)})
+    assert response.status_code == 302
+    assert client.get("/portal/admin/users/").status_code == 200
+
+
+def test_user_with_authenticator_must_give_a_code(insurer_admin: InsurerUser, client: Client) -> None:
+    response = client.post("/portal/login/", {"username": "admin-ping", "password": PASSWORD})
+    assert response["Location"].startswith("/portal/login/verify/")
+    assert client.get("/portal/")["Location"].startswith("/portal/login/verify/")
+    device = TOTPDevice.objects.get(user=insurer_admin.user)
+    assert client.post("/portal/login/verify/", {"token": code_for(device)}).status_code == 302
+    assert client.get("/portal/").status_code == 200
+
+
+def test_wrong_codes_count_towards_the_lock_out(insurer_admin: InsurerUser, client: Client, settings: Any) -> None:
+    settings.PORTAL_LOCKOUT_FAILURES = 2
+    client.post("/portal/login/", {"username": "admin-ping", "password": PASSWORD})
+    client.post("/portal/login/verify/", {"token": "000000"})
+    response = client.post("/portal/login/verify/", {"token": "000001"})
+    assert response["Location"] == "/portal/login/"
+    response = client.post("/portal/login/", {"username": "admin-ping", "password": PASSWORD})
+    assert response.status_code == 200  # locked: the right password is refused too
+
+
+def test_underwriter_may_turn_two_factor_on_and_off(uw_client: Client, underwriter: InsurerUser) -> None:
+    uw_client.get("/portal/account/two-factor/")
+    device = TOTPDevice.objects.get(user=underwriter.user)
+    uw_client.post("/portal/account/two-factor/", {"token": code_for(device)})
+    assert TOTPDevice.objects.get(user=underwriter.user).confirmed
+    uw_client.post("/portal/account/two-factor/remove/")
+    assert not TOTPDevice.objects.filter(user=underwriter.user).exists()
+
+
+def test_admin_cannot_turn_two_factor_off(admin_client: Client, insurer_admin: InsurerUser) -> None:
+    admin_client.post("/portal/account/two-factor/remove/")
+    assert TOTPDevice.objects.filter(user=insurer_admin.user).exists()
+
+
+def test_password_reset_mails_a_link_that_sets_a_new_password(underwriter: InsurerUser, client: Client) -> None:
+    response = client.post("/portal/password-reset/", {"email": "uw-ping@example.com"})
+    assert response["Location"] == "/portal/password-reset/sent/"
+    assert len(mail.outbox) == 1
+    link = next(line for line in mail.outbox[0].body.splitlines() if "/portal/password-reset/" in line)
+    path = link.split("testserver", 1)[1]
+    form = client.get(path, follow=True)
+    new = "a-brand-new-password-42"
+    response = client.post(form.redirect_chain[-1][0], {"new_password1": new, "new_password2": new})
+    assert response["Location"] == "/portal/password-reset/complete/"
+    assert client.post("/portal/login/", {"username": "uw-ping", "password": new}).status_code == 302
+
+
+def test_sessions_end_after_inactivity(settings: Any) -> None:
+    assert settings.SESSION_SAVE_EVERY_REQUEST is True
+    assert settings.SESSION_COOKIE_AGE <= 60 * 60
+
+
+def test_sign_out(uw_client: Client) -> None:
+    uw_client.post("/portal/logout/")
+    assert uw_client.get("/portal/").status_code == 302

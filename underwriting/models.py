@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class RatingManual(models.Model):
+    """One version of a rating manual. Approved versions are immutable (services refuse changes)."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("awaiting approval")
+        APPROVED = "approved", _("approved")
+        RETIRED = "retired", _("retired")
+
+    slug = models.SlugField(_("slug"), max_length=63)
+    version = models.PositiveIntegerField(_("version"))
+    title = models.CharField(_("title"), max_length=300)
+    owner = models.CharField(_("owner"), max_length=63, help_text=_("'builtin' or the owning insurer's slug"))
+    document = models.TextField(_("YAML document"))
+    document_sha256 = models.CharField(_("SHA-256"), max_length=64)
+    parsed = models.JSONField(_("parsed document"))
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.DRAFT)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", verbose_name=_("uploaded by")
+    )
+    uploaded_at = models.DateTimeField(_("uploaded"), auto_now_add=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        null=True,
+        blank=True,
+        verbose_name=_("approved by"),
+    )
+    approved_at = models.DateTimeField(_("approved"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("rating manual")
+        verbose_name_plural = _("rating manuals")
+        ordering = ["slug", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["slug", "version"], name="uw_manual_slug_version"),
+            models.CheckConstraint(
+                condition=~models.Q(status="approved") | models.Q(approved_by__isnull=False),
+                name="uw_manual_approved_has_approver",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(approved_by__isnull=True) | ~models.Q(approved_by=models.F("uploaded_by")),
+                name="uw_manual_four_eyes",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.slug} v{self.version}"
+
+
+class RequestStatus(models.TextChoices):
+    RECEIVED = "received", _("received")
+    VERIFYING = "verifying", _("verifying")
+    EXTRACTING = "extracting", _("extracting features")
+    SCORING = "scoring", _("scoring")
+    TIERING = "tiering", _("tiering")
+    COMPLETED = "completed", _("completed")
+    REJECTED = "rejected", _("rejected")
+    UNRATED = "unrated", _("unrated")
+    FAILED = "failed", _("failed")
+
+
+TERMINAL_STATUSES = frozenset(
+    {RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.UNRATED, RequestStatus.FAILED}
+)
+
+
+class RejectReason(models.TextChoices):
+    IDENTITY_MISMATCH = "identity_mismatch", _("identity does not match")
+    CONSENT_INVALID = "consent_invalid", _("consent invalid")
+    RATE_LIMITED = "rate_limited", _("rate limited")
+    MANUAL_NOT_APPROVED = "manual_not_approved", _("manual not approved")
+    INVALID_INPUT = "invalid_input", _("invalid input")
+
+
+class UnderwritingRequest(models.Model):
+    """An insurer's request for one applicant. Holds the pseudonymous subject key and a masked ID only."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    insurer = models.ForeignKey(
+        "insurer_portal.Insurer", on_delete=models.PROTECT, related_name="requests", verbose_name=_("insurer")
+    )
+    reference = models.CharField(_("insurer reference"), max_length=100)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=200, blank=True, default="")
+    body_sha256 = models.CharField(_("request body SHA-256"), max_length=64, blank=True, default="")
+    subject_key = models.CharField(_("subject key"), max_length=64, db_index=True)
+    resident_id_masked = models.CharField(_("resident ID (masked)"), max_length=18)
+    manual = models.ForeignKey(RatingManual, on_delete=models.PROTECT, null=True, blank=True, related_name="requests")
+    manual_slug = models.CharField(_("manual asked for"), max_length=63)
+    consent_id = models.BigIntegerField(_("consent record"), null=True, blank=True)
+    as_of = models.DateField(_("request date (Asia/Shanghai)"))
+    status = models.CharField(_("status"), max_length=16, choices=RequestStatus.choices, default=RequestStatus.RECEIVED)
+    reason = models.CharField(_("reason"), max_length=32, choices=RejectReason.choices, blank=True, default="")
+    tier_code = models.CharField(_("tier"), max_length=16, blank=True, default="")
+    tier_label = models.CharField(_("tier label"), max_length=100, blank=True, default="")
+    decision = models.CharField(_("decision"), max_length=16, blank=True, default="")
+    table_rating = models.CharField(_("table rating"), max_length=16, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    # The worker's secret un-blinding state (shuffle and sign flips) between sending the comparisons
+    # to the custodian and reading its answer; cleared when the request completes.
+    tiering_state = models.JSONField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("underwriting request")
+        verbose_name_plural = _("underwriting requests")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["insurer", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="uw_request_idempotency",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["insurer", "-created_at"], name="uw_request_insurer_created"),
+            models.Index(fields=["insurer", "subject_key", "created_at"], name="uw_request_rate"),
+            models.Index(fields=["status", "updated_at"], name="uw_request_status_updated"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reference} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class RequestEvent(models.Model):
+    """One transition of a request: its timeline."""
+
+    request = models.ForeignKey(UnderwritingRequest, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=16, blank=True, default="")
+    to_status = models.CharField(max_length=16)
+    reason = models.CharField(max_length=32, blank=True, default="")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("request event")
+        verbose_name_plural = _("request events")
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '-'} -> {self.to_status}"
+
+
+class WebhookEndpoint(models.Model):
+    insurer = models.ForeignKey("insurer_portal.Insurer", on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(_("URL"), max_length=500)
+    secret = models.CharField(_("signing secret"), max_length=100)
+    is_active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("webhook endpoint")
+        verbose_name_plural = _("webhook endpoints")
+        ordering = ["insurer", "url"]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookDelivery(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", _("pending")
+        DELIVERED = "delivered", _("delivered")
+        FAILED = "failed", _("failed")
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.UUIDField(default=uuid.uuid4, editable=False)
+    event_type = models.CharField(_("event"), max_length=40)
+    request = models.ForeignKey(UnderwritingRequest, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    payload = models.JSONField(_("payload"))
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    last_status_code = models.PositiveSmallIntegerField(_("last HTTP status"), null=True, blank=True)
+    last_error = models.CharField(_("last error"), max_length=200, blank=True, default="")
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    delivered_at = models.DateTimeField(_("delivered"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "request", "event_type"], name="uw_delivery_once_per_event")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} -> {self.endpoint_id} ({self.status})"

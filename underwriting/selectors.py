@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from functools import lru_cache
+
+from django.db.models import Q, QuerySet
+
+from datadomain import selectors as domain
+from underwriting.manual_format import ManualDocument, parse_manual
+from underwriting.models import RatingManual, RequestStatus, UnderwritingRequest
+
+
+def known_feature_names() -> set[str]:
+    return set(domain.catalog_feature_names())
+
+
+def manual_for_use(*, slug: str, insurer_slug: str) -> RatingManual | None:
+    """The newest approved version of ``slug`` that this insurer may use (built-in or its own)."""
+    return (
+        RatingManual.objects.filter(slug=slug, status=RatingManual.Status.APPROVED)
+        .filter(Q(owner="builtin") | Q(owner=insurer_slug))
+        .order_by("-version")
+        .first()
+    )
+
+
+def manuals_for_insurer(*, insurer_slug: str) -> QuerySet[RatingManual]:
+    return RatingManual.objects.filter(status=RatingManual.Status.APPROVED).filter(
+        Q(owner="builtin") | Q(owner=insurer_slug)
+    )
+
+
+def manual_document(manual: RatingManual) -> ManualDocument:
+    return _parsed(manual.document_sha256, manual.document)
+
+
+@lru_cache(maxsize=256)
+def _parsed(sha256: str, text: str) -> ManualDocument:
+    # Approved documents never change, so the hash is a safe cache key.
+    return parse_manual(text)
+
+
+def requests_for_insurer(
+    *,
+    insurer_id: int,
+    status: str | None = None,
+    reference: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> QuerySet[UnderwritingRequest]:
+    queryset = UnderwritingRequest.objects.filter(insurer_id=insurer_id).select_related("manual")
+    if status:
+        queryset = queryset.filter(status=status)
+    if reference:
+        queryset = queryset.filter(reference=reference)
+    if created_after:
+        queryset = queryset.filter(created_at__gte=created_after)
+    if created_before:
+        queryset = queryset.filter(created_at__lt=created_before)
+    return queryset
+
+
+def request_for_insurer(*, insurer_id: int, request_id: uuid.UUID | str) -> UnderwritingRequest | None:
+    """The request if it belongs to this insurer; None otherwise (callers answer 404, never 403)."""
+    try:
+        key = uuid.UUID(str(request_id))
+    except ValueError:
+        return None
+    return UnderwritingRequest.objects.filter(pk=key, insurer_id=insurer_id).select_related("manual").first()
+
+
+def stuck_requests(*, older_than: datetime) -> QuerySet[UnderwritingRequest]:
+    return UnderwritingRequest.objects.filter(
+        status__in=[RequestStatus.EXTRACTING, RequestStatus.SCORING, RequestStatus.TIERING],
+        updated_at__lt=older_than,
+    )
+
+
+REGULATOR_CSV_COLUMNS = [
+    "id", "reference", "insurer", "manual", "manual_version", "status", "reason", "tier", "decision",
+    "table_rating", "created_at", "completed_at",
+]  # fmt: skip
+
+
+def requests_regulator_rows(queryset: QuerySet[UnderwritingRequest]) -> Iterator[list[str]]:
+    """Rows of the regulator's request export: outcomes only, never a subject key or masked ID."""
+    yield REGULATOR_CSV_COLUMNS
+    rows = queryset.select_related("insurer", "manual").order_by("created_at", "id")
+    for request in rows.iterator(chunk_size=2000):
+        yield [
+            str(request.pk), request.reference, request.insurer.slug, request.manual_slug,
+            str(request.manual.version) if request.manual else "", request.status, request.reason,
+            request.tier_code, request.decision, request.table_rating, request.created_at.isoformat(),
+            request.completed_at.isoformat() if request.completed_at else "",
+        ]  # fmt: skip
