@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from kombu import pools
 from django.db import connection
 
 from config.celery import app
@@ -72,12 +73,14 @@ class ThrowawayRedis:
 
 
 def use_broker(url: str) -> None:
-    """Point this process's Celery producer at ``url`` (its connection pools are rebuilt on next use)."""
+    """Point this process's Celery producer at ``url``; its connection pools are rebuilt on next use.
+
+    kombu keeps pools in a process-wide registry keyed by connection, so closing only ``app.pool`` would
+    hand the same closed pool back when the URL is switched back: ``pools.reset`` clears the registry."""
     app.conf.broker_url = url
     app.conf.result_backend = url
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    pools.reset()
+    app._pool = None
     app.amqp._producer_pool = None
 
 
