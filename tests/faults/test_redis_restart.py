@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import redis
-from kombu import pools
 from django.db import connection
+from kombu import pools
 
 from config.celery import app
 from tests.faults.conftest import (
