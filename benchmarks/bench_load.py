@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +60,7 @@ def run(options: argparse.Namespace) -> Report:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-load-") as folder:
             # Every secret production requires (the shared helper may predate some of them).
-            env = {"AUDIT_KEY": secrets.token_urlsafe(32), **_environment(url, redis_url, Path(folder))}
+            env = _environment(url, redis_url, Path(folder))
             people = _prepare(env, Path(folder), patients)
             with _stack(env) as port:
                 client = Client(port, (Path(folder) / "demo-api-key.txt").read_text().strip())

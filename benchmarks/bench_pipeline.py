@@ -122,6 +122,7 @@ def _environment(database_url: str, redis_url: str, folder: Path) -> dict[str, s
         "SECRET_KEY": secrets.token_urlsafe(40),
         "SUBJECT_PEPPER": secrets.token_urlsafe(20),
         "CUSTODIAN_KEK": secrets.token_hex(32),
+        "AUDIT_KEY": secrets.token_urlsafe(32),
         "CUSTODIAN_KEY_DIR": str(folder / "keys"),
         "VAR_DIR": str(folder),
         "PAILLIER_KEY_BITS": "3072",
