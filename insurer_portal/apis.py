@@ -155,6 +155,7 @@ class UnderwritingRequestListApi(InsurerAPIView):
             ),
             idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
             body_sha256=body_fingerprint(dict(request.data)),
+            api_key_id=principal.api_key.pk,
         )[0]
         return Response(RequestOutputSerializer(created).data, status=status.HTTP_202_ACCEPTED)
 

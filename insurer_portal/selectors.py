@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from insurer_portal.models import ApiKey, Batch, InsurerUser
 from underwriting import selectors as uw_selectors
+from underwriting.charts import DayCount
 from underwriting.models import RequestStatus, UnderwritingRequest, WebhookDelivery, WebhookEndpoint
 
 
@@ -134,12 +135,6 @@ def delivery_for_insurer(*, insurer_id: int, delivery_id: int) -> WebhookDeliver
 # --- dashboard and usage -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DayCount:
-    day: date
-    count: int
-
-
 def volume_per_day(*, insurer_id: int, days: int = 30, today: date | None = None) -> list[DayCount]:
     today = today or timezone.localdate()
     first = today - timedelta(days=days - 1)
@@ -154,37 +149,12 @@ def volume_per_day(*, insurer_id: int, days: int = 30, today: date | None = None
 
 
 def tier_mix_per_manual(*, insurer_id: int, since: datetime) -> dict[str, dict[str, int]]:
-    rows = (
-        UnderwritingRequest.objects.filter(insurer_id=insurer_id, status=RequestStatus.COMPLETED, created_at__gte=since)
-        .values("manual_slug", "tier_code")
-        .annotate(n=Count("id"))
-    )
-    mix: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in rows:
-        mix[row["manual_slug"]][row["tier_code"]] = row["n"]
-    return {slug: dict(sorted(tiers.items())) for slug, tiers in sorted(mix.items())}
-
-
-LATENCY_SAMPLE = 5000
+    return uw_selectors.tier_mix_per_manual(since=since, insurer_id=insurer_id)
 
 
 def latency_percentiles(*, insurer_id: int, since: datetime) -> dict[str, float] | None:
     """p50/p90/p99 of submit-to-result time (seconds) over the newest completed requests (nearest rank)."""
-    pairs = (
-        UnderwritingRequest.objects.filter(
-            insurer_id=insurer_id, status=RequestStatus.COMPLETED, created_at__gte=since, completed_at__isnull=False
-        )
-        .order_by("-created_at")
-        .values_list("created_at", "completed_at")[:LATENCY_SAMPLE]
-    )
-    durations = sorted((done - start).total_seconds() for start, done in pairs if done is not None)
-    if not durations:
-        return None
-
-    def rank(p: float) -> float:
-        return durations[max(math.ceil(p / 100 * len(durations)) - 1, 0)]
-
-    return {"p50": rank(50), "p90": rank(90), "p99": rank(99)}
+    return uw_selectors.latency_percentiles(since=since, insurer_id=insurer_id)
 
 
 def status_counts(*, insurer_id: int, since: datetime) -> dict[str, int]:

@@ -90,6 +90,15 @@ class UnderwritingRequest(models.Model):
         "insurer_portal.Insurer", on_delete=models.PROTECT, related_name="requests", verbose_name=_("insurer")
     )
     reference = models.CharField(_("insurer reference"), max_length=100)
+    # The API key the request came through (none for the portal and batches): misuse flags count by key.
+    api_key = models.ForeignKey(
+        "insurer_portal.ApiKey",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("API key"),
+    )
     idempotency_key = models.CharField(_("idempotency key"), max_length=200, blank=True, default="")
     body_sha256 = models.CharField(_("request body SHA-256"), max_length=64, blank=True, default="")
     subject_key = models.CharField(_("subject key"), max_length=64, db_index=True)
@@ -200,3 +209,116 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} -> {self.endpoint_id} ({self.status})"
+
+
+class FlagKind(models.TextChoices):
+    SUBJECT_MANUALS = "subject_manuals", _("one subject, many manuals")
+    SUBJECT_INSURERS = "subject_insurers", _("one subject, many insurers")
+    BURST = "burst", _("burst of requests")
+    IDENTITY_MISMATCHES = "identity_mismatches", _("many identity mismatches")
+
+
+class MisuseFlag(models.Model):
+    """A pattern of requests that looks like probing: an oracle (one subject scored again and again, by
+    several manuals or insurers), a burst, or name fishing (identity mismatches).
+
+    Raised by ``underwriting.services.flags.flags_evaluate`` (Celery beat) and reviewed by bureau staff.
+    Names subjects only by their pseudonymous key, never a resident ID or name. At most one flag per
+    ``condition`` is open or acknowledged at a time, so re-evaluating never duplicates one.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", _("open")
+        ACKNOWLEDGED = "acknowledged", _("acknowledged")
+        CLOSED = "closed", _("closed")
+
+    kind = models.CharField(_("kind"), max_length=32, choices=FlagKind.choices)
+    # What the flag is about, e.g. "burst|insurer:3|key:7"; one open or acknowledged flag per condition.
+    condition = models.CharField(_("condition"), max_length=200, editable=False)
+    insurer = models.ForeignKey(
+        "insurer_portal.Insurer",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("insurer"),
+    )
+    api_key = models.ForeignKey(
+        "insurer_portal.ApiKey",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("API key"),
+    )
+    subject_key = models.CharField(_("subject key"), max_length=64, blank=True, default="")
+    window_start = models.DateTimeField(_("first request counted"))
+    window_end = models.DateTimeField(_("last request counted"))
+    window_seconds = models.PositiveIntegerField(_("window (seconds)"))
+    count = models.PositiveIntegerField(_("count"))
+    threshold = models.PositiveIntegerField(_("threshold"))
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.OPEN)
+    raised_at = models.DateTimeField(_("raised"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("reviewed by"),
+    )
+    reviewed_at = models.DateTimeField(_("reviewed"), null=True, blank=True)
+    review_note = models.CharField(_("review note"), max_length=500, blank=True, default="")
+
+    class Meta:
+        verbose_name = _("misuse flag")
+        verbose_name_plural = _("misuse flags")
+        ordering = ["-raised_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["condition"], condition=~models.Q(status="closed"), name="uw_flag_one_open_per_condition"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+    @property
+    def subject_ref(self) -> str:
+        return self.subject_key[:12]
+
+
+class RateLimitOverride(models.Model):
+    """A bureau officer's permission for an insurer to underwrite one subject again past the rate limit:
+    ``allowance`` more requests until ``expires_at``. Granting and each use are audited."""
+
+    insurer = models.ForeignKey(
+        "insurer_portal.Insurer", on_delete=models.PROTECT, related_name="+", verbose_name=_("insurer")
+    )
+    subject_key = models.CharField(_("subject key"), max_length=64, db_index=True)
+    reason = models.CharField(_("reason"), max_length=500)
+    allowance = models.PositiveSmallIntegerField(_("extra requests allowed"), default=1)
+    used = models.PositiveSmallIntegerField(_("extra requests used"), default=0)
+    expires_at = models.DateTimeField(_("expires"))
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", verbose_name=_("granted by")
+    )
+    granted_at = models.DateTimeField(_("granted"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("rate-limit override")
+        verbose_name_plural = _("rate-limit overrides")
+        ordering = ["-granted_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(used__lte=models.F("allowance")), name="uw_override_within_allowance"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.insurer_id}:{self.subject_key[:12]} ({self.used}/{self.allowance})"
+
+    @property
+    def subject_ref(self) -> str:
+        return self.subject_key[:12]

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import math
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from datadomain import selectors as domain
 from underwriting.manual_format import ManualDocument, parse_manual
@@ -95,3 +99,68 @@ def requests_regulator_rows(queryset: QuerySet[UnderwritingRequest]) -> Iterator
             request.tier_code, request.decision, request.table_rating, request.created_at.isoformat(),
             request.completed_at.isoformat() if request.completed_at else "",
         ]  # fmt: skip
+
+
+# --- statistics (the insurer's dashboard for one insurer, the bureau's for all) -------------------
+
+
+def _scoped(insurer_id: int | None) -> QuerySet[UnderwritingRequest]:
+    queryset = UnderwritingRequest.objects.all()
+    return queryset if insurer_id is None else queryset.filter(insurer_id=insurer_id)
+
+
+def tier_mix_per_manual(*, since: datetime, insurer_id: int | None = None) -> dict[str, dict[str, int]]:
+    rows = (
+        _scoped(insurer_id)
+        .filter(status=RequestStatus.COMPLETED, created_at__gte=since)
+        .values("manual_slug", "tier_code")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    mix: dict[str, dict[str, int]] = defaultdict(dict)
+    for row in rows:
+        mix[row["manual_slug"]][row["tier_code"]] = row["n"]
+    return {slug: dict(sorted(tiers.items())) for slug, tiers in sorted(mix.items())}
+
+
+LATENCY_SAMPLE = 5000
+
+
+def latency_percentiles(*, since: datetime, insurer_id: int | None = None) -> dict[str, float] | None:
+    """p50/p90/p99 of submit-to-result time (seconds) over the newest completed requests (nearest rank)."""
+    pairs = (
+        _scoped(insurer_id)
+        .filter(status=RequestStatus.COMPLETED, created_at__gte=since, completed_at__isnull=False)
+        .order_by("-created_at")
+        .values_list("created_at", "completed_at")[:LATENCY_SAMPLE]
+    )
+    durations = sorted((done - start).total_seconds() for start, done in pairs if done is not None)
+    if not durations:
+        return None
+
+    def rank(p: float) -> float:
+        return durations[max(math.ceil(p / 100 * len(durations)) - 1, 0)]
+
+    return {"p50": rank(50), "p90": rank(90), "p99": rank(99)}
+
+
+def requests_per_day_by_insurer(
+    *, days: int = 30, today: date | None = None
+) -> tuple[list[date], dict[str, list[int]]]:
+    """Each day of the last ``days`` (Asia/Shanghai) and, per insurer (by name), its requests on that day."""
+    today = today or timezone.localdate()
+    first = today - timedelta(days=days - 1)
+    start = timezone.make_aware(datetime.combine(first, datetime.min.time()))
+    rows = (
+        UnderwritingRequest.objects.filter(created_at__gte=start)
+        .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
+        .values("insurer__name", "day")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    calendar = [first + timedelta(days=i) for i in range(days)]
+    series: dict[str, list[int]] = {}
+    for row in sorted(rows, key=lambda row: str(row["insurer__name"])):
+        counts = series.setdefault(str(row["insurer__name"]), [0] * days)
+        counts[(row["day"] - first).days] += row["n"]
+    return calendar, series

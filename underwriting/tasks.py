@@ -68,3 +68,12 @@ def sweep_requests() -> int:
     from underwriting.services.webhooks import webhooks_sweep
 
     return requests_sweep() + webhooks_sweep()
+
+
+@shared_task(ignore_result=True)
+def evaluate_flags() -> int:
+    """Raise misuse flags (oracle, burst, fishing) for new patterns of requests; safe to run twice."""
+    from underwriting.services.flags import flags_evaluate
+
+    report = flags_evaluate()
+    return report.raised

@@ -238,6 +238,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sweep-stuck-batches": {"task": "insurer_portal.tasks.sweep_batches", "schedule": 60.0},
     "audit-chain": {"task": "audit.tasks.chain_pending", "schedule": env.float("AUDIT_CHAIN_SECONDS", default=5.0)},
     "audit-anchor": {"task": "audit.tasks.export_anchor", "schedule": crontab(hour=0, minute=5)},
+    "evaluate-misuse-flags": {
+        "task": "underwriting.tasks.evaluate_flags",
+        "schedule": env.float("FLAG_EVALUATE_SECONDS", default=300.0),
+    },
 }
 
 # --- caches (API throttling) ----------------------------------------------------------------------
@@ -267,6 +271,19 @@ UNDERWRITING_MAX_ATTEMPTS = env.int("UNDERWRITING_MAX_ATTEMPTS", default=5)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10.0)
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+# Misuse flags (underwriting.services.flags), evaluated every FLAG_EVALUATE_SECONDS by beat: one subject
+# scored with at least FLAG_SUBJECT_MANUALS manuals by one insurer, or queried by FLAG_SUBJECT_INSURERS
+# insurers, within FLAG_SUBJECT_WINDOW_DAYS; FLAG_BURST_COUNT requests from one insurer or API key within
+# FLAG_BURST_WINDOW_MINUTES; FLAG_MISMATCH_COUNT identity mismatches from one API key within
+# FLAG_MISMATCH_WINDOW_HOURS.
+FLAG_EVALUATE_SECONDS = env.float("FLAG_EVALUATE_SECONDS", default=300.0)
+FLAG_SUBJECT_WINDOW_DAYS = env.int("FLAG_SUBJECT_WINDOW_DAYS", default=30)
+FLAG_SUBJECT_MANUALS = env.int("FLAG_SUBJECT_MANUALS", default=3)
+FLAG_SUBJECT_INSURERS = env.int("FLAG_SUBJECT_INSURERS", default=3)
+FLAG_BURST_WINDOW_MINUTES = env.int("FLAG_BURST_WINDOW_MINUTES", default=10)
+FLAG_BURST_COUNT = env.int("FLAG_BURST_COUNT", default=200)
+FLAG_MISMATCH_WINDOW_HOURS = env.int("FLAG_MISMATCH_WINDOW_HOURS", default=24)
+FLAG_MISMATCH_COUNT = env.int("FLAG_MISMATCH_COUNT", default=10)
 # Per-API-key throttle (DRF rate syntax).
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
 

@@ -8,9 +8,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from insurer_portal import charts, selectors
+from insurer_portal import selectors
 from insurer_portal.models import InsurerUser
 from insurer_portal.views.access import portal_view
+from underwriting import charts
 from underwriting import selectors as uw_selectors
 
 WINDOW_DAYS = 30

@@ -19,6 +19,7 @@ from underwriting import selectors, tasks
 from underwriting.errors import UnderwritingError
 from underwriting.models import RatingManual, RejectReason, RequestEvent, RequestStatus, UnderwritingRequest
 from underwriting.services.dispatch import enqueue_on_commit
+from underwriting.services.overrides import override_use
 from underwriting.services.state import transition
 from underwriting.services.webhooks import webhooks_enqueue_for_request
 
@@ -58,6 +59,7 @@ def request_submit(
     consent: ConsentEvidence,
     idempotency_key: str = "",
     body_sha256: str = "",
+    api_key_id: int | None = None,
 ) -> tuple[UnderwritingRequest, bool]:
     """Accept a request, verify it in the domain and queue its scoring. Returns (request, created).
 
@@ -78,6 +80,7 @@ def request_submit(
             request = UnderwritingRequest.objects.create(
                 insurer_id=insurer_id,
                 reference=reference,
+                api_key_id=api_key_id,
                 idempotency_key=idempotency_key,
                 body_sha256=body_sha256,
                 subject_key=domain.subject_key_for(resident_id),
@@ -197,7 +200,8 @@ def _verification_outcome(
 
 
 def _rate_limited(request: UnderwritingRequest) -> bool:
-    """At most N requests per (insurer, subject) in a sliding window bound what repeated requests reveal."""
+    """At most N requests per (insurer, subject) in a sliding window bound what repeated requests reveal;
+    past it, only a live override granted by bureau staff lets a request through (and spends one use)."""
     window = timedelta(days=settings.UNDERWRITING_RATE_LIMIT_DAYS)
     earlier = (
         UnderwritingRequest.objects.filter(
@@ -209,4 +213,6 @@ def _rate_limited(request: UnderwritingRequest) -> bool:
         .exclude(status=RequestStatus.REJECTED)
         .count()
     )
-    return earlier >= int(settings.UNDERWRITING_RATE_LIMIT_COUNT)
+    if earlier < int(settings.UNDERWRITING_RATE_LIMIT_COUNT):
+        return False
+    return override_use(request=request) is None
