@@ -1,12 +1,14 @@
-"""The audit log in the admin: read-only for everyone, superusers included."""
+"""The audit log in the admin (read-only for everyone, superusers included) and four-eyes requests."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
-from audit.models import AuditEntry
+from audit import approvals
+from audit.models import Approval, AuditEntry
 
 
 @admin.register(AuditEntry)
@@ -30,3 +32,51 @@ class AuditEntryAdmin(admin.ModelAdmin[AuditEntry]):
 
     def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
         return False
+
+
+@admin.register(Approval)
+class ApprovalAdmin(admin.ModelAdmin[Approval]):
+    """Four-eyes requests: staff see the kinds their role handles (auditors see all, read-only) and
+    approve or refuse other people's requests. Carrying an approved request out happens where the
+    action lives: the custodian keys page, the subject rights page, or a management command."""
+
+    list_display = ["id", "kind", "target", "status", "requested_by", "requested_at", "decided_by", "executed_by"]
+    list_filter = ["kind", "status"]
+    readonly_fields = [f.name for f in Approval._meta.fields]
+    actions = ["approve", "refuse"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
+        queryset = super().get_queryset(request).select_related("requested_by", "decided_by", "executed_by")
+        if request.user.has_perm("audit.view_auditentry"):
+            return queryset
+        return queryset.filter(kind__in=approvals.kinds_for(request.user))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Approval | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Approval | None = None) -> bool:
+        return False
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        return bool(approvals.kinds_for(request.user))
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[Approval], *, approve: bool) -> None:
+        for approval in queryset:
+            try:
+                approvals.approval_decide(approval_id=approval.pk, decided_by=request.user, approve=approve)
+            except approvals.ApprovalError as exc:
+                self.message_user(request, f"{approval}: {exc.message}", messages.ERROR)
+            else:
+                done = _("Approved %(request)s.") if approve else _("Refused %(request)s.")
+                self.message_user(request, done % {"request": approval}, messages.SUCCESS)
+
+    @admin.action(description=_("Approve the selected requests (four-eyes: not your own)"), permissions=["decide"])
+    def approve(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
+        self._decide(request, queryset, approve=True)
+
+    @admin.action(description=_("Refuse the selected requests"), permissions=["decide"])
+    def refuse(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
+        self._decide(request, queryset, approve=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -67,3 +68,66 @@ class AuditEntry(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise AppendOnlyError("Audit entries are append-only: they cannot be deleted.")
+
+
+class Approval(models.Model):
+    """A four-eyes request: one staff member asks for a governed action, another approves it, and the
+    approval is then carried out once. ``target`` names what the action applies to (an underwriting
+    request id, never a resident ID or name); the services in ``audit.approvals`` keep the rules."""
+
+    class Kind(models.TextChoices):
+        KEY_ROTATION = "key_rotation", _("custodian key rotation")
+        SUBJECT_EXPLANATION = "subject_explanation", _("explanation of a decision")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("awaiting approval")
+        APPROVED = "approved", _("approved")
+        REFUSED = "refused", _("refused")
+        EXECUTED = "executed", _("carried out")
+
+    kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    target = models.CharField(_("target"), max_length=64, blank=True)
+    reason = models.CharField(
+        _("reason"), max_length=300, blank=True, help_text=_("Why it is needed. Never a resident ID or a name.")
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", verbose_name=_("requested by")
+    )
+    requested_at = models.DateTimeField(_("requested"), default=timezone.now)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        null=True,
+        blank=True,
+        verbose_name=_("approved or refused by"),
+    )
+    decided_at = models.DateTimeField(_("decided"), null=True, blank=True)
+    executed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        null=True,
+        blank=True,
+        verbose_name=_("carried out by"),
+    )
+    executed_at = models.DateTimeField(_("carried out"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        verbose_name = _("four-eyes request")
+        verbose_name_plural = _("four-eyes requests")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(decided_by__isnull=True) | ~Q(decided_by=models.F("requested_by")),
+                name="audit_approval_four_eyes",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["approved", "executed"]) | Q(decided_by__isnull=False),
+                name="audit_approval_approved_has_approver",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_kind_display()}"

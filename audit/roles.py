@@ -1,8 +1,9 @@
 """Bureau staff roles as Django groups, each with the least privilege its work needs.
 
 Permissions are named by "app_label.codename" strings, so this module imports no other app of the
-project. Two permissions are not model defaults and are created here: approving a rating manual and
-rotating the custodian's key. Superusers hold every permission and need no group.
+project. Some permissions are not model defaults and are created here: approving a rating manual,
+rotating and retiring the custodian's keys, explaining a decision and serving subject rights (access
+report, consent withdrawal, erasure). Superusers hold every permission and need no group.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ KEY_OFFICER = "key officer"
 CUSTOM_PERMISSIONS = {
     "underwriting.approve_ratingmanual": ("underwriting", "ratingmanual", "Can approve rating manual"),
     "datadomain.rotate_custodiankey": ("datadomain", "custodiankey", "Can rotate custodian key"),
+    "datadomain.explain_patient": ("datadomain", "patient", "Can ask for or approve the explanation of a decision"),
+    "datadomain.serve_subject_rights": ("datadomain", "patient", "Can serve subject rights requests"),
 }
 
 ROLES: dict[str, list[str]] = {
@@ -29,11 +32,28 @@ ROLES: dict[str, list[str]] = {
         "underwriting.view_requestevent",
         "underwriting.view_ratingmanual",
         "datadomain.view_consent",
+        "audit.view_approval",
+        "underwriting.view_misuseflag",
+        "underwriting.view_ratelimitoverride",
     ],
-    # Consent evidence and withdrawal; subjects by pseudonymous key and masked ID only.
-    PRIVACY_OFFICER: ["datadomain.view_consent", "datadomain.change_consent", "datadomain.view_patient"],
+    # Consent evidence and withdrawal, subject rights (access report, erasure) and four-eyes explanations;
+    # subjects by pseudonymous key and masked ID only.
+    PRIVACY_OFFICER: [
+        "datadomain.view_consent",
+        "datadomain.change_consent",
+        "datadomain.view_patient",
+        "datadomain.explain_patient",
+        "datadomain.serve_subject_rights",
+        "audit.view_approval",
+        # Misuse flags (review) and rate-limit overrides (grant): both audited.
+        "underwriting.view_misuseflag",
+        "underwriting.change_misuseflag",
+        "underwriting.view_ratelimitoverride",
+        "underwriting.add_ratelimitoverride",
+    ],
     MODEL_REVIEWER: ["underwriting.view_ratingmanual", "underwriting.approve_ratingmanual"],
-    KEY_OFFICER: ["datadomain.view_custodiankey", "datadomain.rotate_custodiankey"],
+    # Keys, four-eyes rotation and retirement of unused keys; never a private key.
+    KEY_OFFICER: ["datadomain.view_custodiankey", "datadomain.rotate_custodiankey", "audit.view_approval"],
 }
 
 

@@ -6,6 +6,7 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from ops import views as ops_views
+from underwriting.admin_subjects import subject_rights
 
 urlpatterns = [
     path("", ops_views.home, name="home"),
@@ -13,6 +14,7 @@ urlpatterns = [
     path("readyz", ops_views.readyz, name="readyz"),
     path("metrics", ops_views.prometheus_metrics, name="metrics"),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("admin/subject-rights/", admin.site.admin_view(subject_rights), name="subject-rights"),
     path("admin/", admin.site.urls),
     path("portal/", include("insurer_portal.urls")),
     path("api/v1/", include("insurer_portal.urls_api")),

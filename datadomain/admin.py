@@ -1,14 +1,24 @@
 """Bureau staff's view of the data domain. Lists show masked resident IDs only; a quarantined line
-can be corrected and re-processed."""
+can be corrected and re-processed; custodian keys are rotated (four-eyes) and retired here, by the
+custodian's worker: this module never opens a private key."""
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.translation import gettext_lazy as _
+from typing import Any
 
-from datadomain import services
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.decorators import method_decorator
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
+
+from audit.approvals import ApprovalError, approval_request
+from audit.models import Approval
+from datadomain import selectors, services
+from datadomain.errors import DomainError
 from datadomain.models import (
     ComparisonGrant,
     Consent,
@@ -79,19 +89,81 @@ class ConsentAdmin(ReadOnlyAdmin):
 
 @admin.register(CustodianKey)
 class CustodianKeyAdmin(ReadOnlyAdmin):
+    """Keys with their status, the active key and re-encryption progress, four-eyes rotation and the
+    retirement of unused keys. Public halves only: the custodian's worker does the work on its queue."""
+
     list_display = ["key_id", "status", "created_at"]
     list_filter = ["status"]
-    actions = ["rotate"]
+    actions = ["retire"]
+    change_list_template = "admin/datadomain/custodiankey/change_list.html"
 
     def has_rotate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("datadomain.rotate_custodiankey")
 
-    @admin.action(
-        description=_("Rotate the key pair (a new active key; the old one keeps answering)"), permissions=["rotate"]
-    )
-    def rotate(self, request: HttpRequest, queryset: QuerySet[CustodianKey]) -> None:
-        services.keypair_rotate_request(actor=request.user.get_username())
-        self.message_user(request, _("Key rotation requested from the custodian."), messages.SUCCESS)
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path("rotation/ask/", self.admin_site.admin_view(self.ask_rotation), name="datadomain_key_rotation_ask"),
+            path(
+                "rotation/<int:approval_id>/carry-out/",
+                self.admin_site.admin_view(self.carry_out_rotation),
+                name="datadomain_key_rotation_carry_out",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        context = {
+            **(extra_context or {}),
+            "progress": selectors.reencryption_progress(),
+            "rotations": Approval.objects.filter(
+                kind=Approval.Kind.KEY_ROTATION, status__in=[Approval.Status.PENDING, Approval.Status.APPROVED]
+            ).select_related("requested_by", "decided_by"),
+            "may_rotate": self.has_rotate_permission(request),
+        }
+        return super().changelist_view(request, extra_context=context)
+
+    def _back(self) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:datadomain_custodiankey_changelist"))
+
+    @method_decorator(require_POST)
+    def ask_rotation(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_rotate_permission(request):
+            raise PermissionDenied
+        try:
+            approval = approval_request(
+                kind=Approval.Kind.KEY_ROTATION, requested_by=request.user, reason=request.POST.get("reason", "")
+            )
+        except ApprovalError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                _("Rotation requested (%(approval)s): another key officer must approve it.") % {"approval": approval},
+                messages.SUCCESS,
+            )
+        return self._back()
+
+    @method_decorator(require_POST)
+    def carry_out_rotation(self, request: HttpRequest, approval_id: int) -> HttpResponse:
+        if not self.has_rotate_permission(request):
+            raise PermissionDenied
+        try:
+            services.key_rotation_execute(approval_id=approval_id, executed_by=request.user)
+        except ApprovalError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(request, _("Key rotation sent to the custodian."), messages.SUCCESS)
+        return self._back()
+
+    @admin.action(description=_("Retire the selected keys (only when no ciphertext uses them)"), permissions=["rotate"])
+    def retire(self, request: HttpRequest, queryset: QuerySet[CustodianKey]) -> None:
+        for key_id in queryset.values_list("key_id", flat=True):
+            try:
+                services.key_retire_request(key_id=key_id, actor=request.user.get_username())
+            except DomainError as exc:
+                self.message_user(request, f"{key_id[:16]}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, _("Retirement of %(key)s sent to the custodian.") % {"key": key_id[:16]})
 
 
 @admin.register(ComparisonGrant)

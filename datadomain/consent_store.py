@@ -32,3 +32,13 @@ def consent_artifact_store(*, content: bytes) -> str:
 
 def consent_artifact_exists(*, digest: str) -> bool:
     return len(digest) == 64 and _path_for(digest.lower()).is_file()
+
+
+def consent_artifact_delete(*, digest: str) -> bool:
+    """Delete a stored consent form (erasure on request); True when there was one."""
+    if len(digest) != 64:
+        return False
+    path = _path_for(digest.lower())
+    existed = path.is_file()
+    path.unlink(missing_ok=True)
+    return existed

@@ -20,7 +20,10 @@ from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 
+from audit.approvals import Staff, approval_claim
+from audit.models import Approval
 from audit.services import audit_record
+from datadomain import selectors
 from datadomain.errors import DomainError
 from datadomain.models import ComparisonGrant, CustodianKey, EncryptedFeatureVector
 from securecompute import private
@@ -40,7 +43,7 @@ def _sealed_path(fingerprint: str) -> Path:
 
 
 @transaction.atomic
-def keypair_create(*, bits: int, actor: str = "") -> CustodianKey:
+def keypair_create(*, bits: int, actor: str = "", approval_id: int | None = None) -> CustodianKey:
     """A new active key pair: the public half in the database, the private half sealed on disk (0600).
 
     Earlier active keys become ``retiring``: their ciphertexts stay readable until re-encrypted.
@@ -60,10 +63,18 @@ def keypair_create(*, bits: int, actor: str = "") -> CustodianKey:
         actor=actor,
         target_type="custodian_key",
         target_id=fingerprint,
-        detail={"bits": bits, "retiring": previous},
+        detail={"bits": bits, "retiring": previous, **({"approval": approval_id} if approval_id else {})},
     )
     logger.info("custodian key %s created (%d bits)", fingerprint, bits)
     return key
+
+
+def keypair_rotate_approved(*, approval_id: int, executed_by: Staff, bits: int) -> CustodianKey:
+    """Carry out an approved four-eyes rotation here, in the custodian's process (``rotate_keypair
+    --approval``). The approval is claimed in the same transaction: a failed rotation leaves it approved."""
+    with transaction.atomic():
+        approval_claim(approval_id=approval_id, kind=Approval.Kind.KEY_ROTATION, executed_by=executed_by)
+        return keypair_create(bits=bits, actor=executed_by.get_username(), approval_id=approval_id)
 
 
 def keypair_ensure(*, bits: int) -> tuple[CustodianKey, bool]:
@@ -85,16 +96,31 @@ def vectors_drop_retiring() -> int:
 def keys_retire_unused() -> list[str]:
     """Retire ``retiring`` keys that no stored ciphertext uses any more, and delete their sealed files."""
     retired = []
-    for key in CustodianKey.objects.filter(status=CustodianKey.Status.RETIRING):
-        if EncryptedFeatureVector.objects.filter(key_id=key.key_id).exists():
-            continue
-        CustodianKey.objects.filter(pk=key.pk).update(status=CustodianKey.Status.RETIRED)
-        audit_record(action="custodian.key_retire", target_type="custodian_key", target_id=key.key_id)
-        if key.sealed_path:
-            Path(key.sealed_path).unlink(missing_ok=True)
-        _private_key.cache_clear()
-        retired.append(key.key_id)
+    retiring = CustodianKey.objects.filter(status=CustodianKey.Status.RETIRING).values_list("key_id", flat=True)
+    for fingerprint in retiring:
+        if not EncryptedFeatureVector.objects.filter(key_id=fingerprint).exists():
+            key_retire(key_id=fingerprint)
+            retired.append(fingerprint)
     return retired
+
+
+@transaction.atomic
+def key_retire(*, key_id: str, actor: str = "") -> None:
+    """Retire one ``retiring`` key that no stored ciphertext uses, and delete its sealed private key
+    (``DomainError`` with the reason otherwise). New ciphertexts are only ever made under the active key,
+    so a key found unused here stays unused."""
+    refusal = selectors.key_retire_refusal(key_id)
+    if refusal is not None:
+        raise refusal
+    key = CustodianKey.objects.get(key_id=key_id)
+    if not CustodianKey.objects.filter(pk=key.pk, status=CustodianKey.Status.RETIRING).update(
+        status=CustodianKey.Status.RETIRED
+    ):
+        return  # retired meanwhile by another run
+    audit_record(action="custodian.key_retire", actor=actor, target_type="custodian_key", target_id=key_id)
+    if key.sealed_path:
+        Path(key.sealed_path).unlink(missing_ok=True)
+    _private_key.cache_clear()
 
 
 @lru_cache(maxsize=4)
@@ -150,7 +176,13 @@ def answer_comparisons(request_ref: str, query: dict[str, Any]) -> AnswerJSON:
 
 
 @shared_task(name="datadomain.custodian.rotate_keypair", acks_late=True, ignore_result=True)
-def rotate_keypair(actor: str = "") -> str:
-    """A rotation asked for in the admin; stored vectors are re-encrypted by ``rotate_keypair --reencrypt``
-    or the next precompute, and old keys retire once nothing uses them."""
-    return keypair_create(bits=int(settings.PAILLIER_KEY_BITS), actor=actor).key_id
+def rotate_keypair(actor: str = "", approval_id: int | None = None) -> str:
+    """A rotation approved in the admin (four-eyes); stored vectors are re-encrypted by
+    ``rotate_keypair --reencrypt`` or the next precompute, and old keys retire once nothing uses them."""
+    return keypair_create(bits=int(settings.PAILLIER_KEY_BITS), actor=actor, approval_id=approval_id).key_id
+
+
+@shared_task(name="datadomain.custodian.retire_key", acks_late=True, ignore_result=True)
+def retire_key(key_id: str, actor: str = "") -> None:
+    """A retirement asked for in the admin; refused again here if a ciphertext came to use the key meanwhile."""
+    key_retire(key_id=key_id, actor=actor)

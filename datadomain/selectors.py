@@ -4,12 +4,17 @@ never a model instance (underwriting and insurer_portal may not import ``datadom
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from django.db.models import Count
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from datadomain import catalog
 from datadomain.errors import DomainError
 from datadomain.extraction import features_for_patients
-from datadomain.models import Patient
+from datadomain.models import Consent, CustodianKey, EncryptedFeatureVector, Patient
 
 BULK_CHUNK = 500
 
@@ -57,3 +62,101 @@ def subject_birth_date(subject_key: str) -> date | None:
 
 def subject_is_known(subject_key: str) -> bool:
     return Patient.objects.filter(subject_key=subject_key).exists()
+
+
+# --- custodian keys --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    key_id: str
+    status: str
+    created_at: datetime
+    vectors: int
+
+
+@dataclass(frozen=True)
+class ReencryptionProgress:
+    """How many stored encrypted vectors use the active key, and how many still use an older one."""
+
+    active_key_id: str | None
+    on_active: int
+    on_old: int
+    keys: list[KeyRow]
+
+    @property
+    def percent_done(self) -> int:
+        total = self.on_active + self.on_old
+        return 100 if total == 0 else (100 * self.on_active) // total
+
+
+def key_retire_refusal(key_id: str) -> DomainError | None:
+    """Why ``key_id`` may not be retired now, or None: only a ``retiring`` key that no stored ciphertext
+    uses may go. The admin checks before asking the custodian, and the custodian checks again."""
+    key = CustodianKey.objects.filter(key_id=key_id).first()
+    if key is None:
+        return DomainError("not_found", _("No such custodian key."))
+    if key.status == CustodianKey.Status.ACTIVE:
+        return DomainError("key_active", _("The active key cannot be retired: rotate to a new key first."))
+    if key.status == CustodianKey.Status.RETIRED:
+        return DomainError("key_retired", _("This key is already retired."))
+    in_use = EncryptedFeatureVector.objects.filter(key_id=key_id).count()
+    if in_use:
+        message = ngettext(
+            "%(count)d encrypted feature vector still uses this key: re-encrypt it under the active key first.",
+            "%(count)d encrypted feature vectors still use this key: re-encrypt them under the active key first.",
+            in_use,
+        )
+        return DomainError("key_in_use", message % {"count": in_use})
+    return None
+
+
+def vectors_per_key() -> dict[str, int]:
+    """Stored encrypted vectors per key id (one grouped count over the store)."""
+    rows = EncryptedFeatureVector.objects.values("key_id").annotate(n=Count("id")).order_by()
+    return {row["key_id"]: row["n"] for row in rows}
+
+
+def reencryption_progress() -> ReencryptionProgress:
+    counts = vectors_per_key()
+    keys = [
+        KeyRow(key_id=key_id, status=status, created_at=created_at, vectors=counts.get(key_id, 0))
+        for key_id, status, created_at in CustodianKey.objects.order_by("-created_at").values_list(
+            "key_id", "status", "created_at"
+        )
+    ]
+    active = next((key.key_id for key in keys if key.status == CustodianKey.Status.ACTIVE), None)
+    on_active = counts.get(active, 0) if active else 0
+    return ReencryptionProgress(
+        active_key_id=active, on_active=on_active, on_old=sum(counts.values()) - on_active, keys=keys
+    )
+
+
+# --- subjects --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsentRow:
+    consent_id: int
+    insurer_slug: str
+    signed_at: datetime
+    expires_at: datetime | None
+    withdrawn_at: datetime | None
+    scope: list[str]
+
+
+def subject_consents(subject_key: str) -> list[ConsentRow]:
+    """Every consent recorded for a subject, oldest first (the insurer's reference is left out: it is
+    the insurer's free text)."""
+    rows = Consent.objects.filter(subject_key=subject_key).order_by("signed_at", "id")
+    return [
+        ConsentRow(
+            consent_id=row.pk,
+            insurer_slug=row.insurer_slug,
+            signed_at=row.signed_at,
+            expires_at=row.expires_at,
+            withdrawn_at=row.withdrawn_at,
+            scope=list(row.scope),
+        )
+        for row in rows
+    ]

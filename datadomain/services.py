@@ -17,13 +17,27 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.approvals import Staff, approval_claim
+from audit.models import Approval
 from audit.services import audit_record, subject_ref
 from datadomain import catalog, identity
+from datadomain.consent_store import consent_artifact_delete
 from datadomain.encryption import Stored, encrypt_vector, from_pair, key_fingerprint, pack, to_pair, unpack
 from datadomain.errors import DomainError
 from datadomain.extraction import features_for_patients
 from datadomain.freshness import records_stamps
-from datadomain.models import ComparisonGrant, Consent, CustodianKey, EncryptedFeatureVector, Patient, QuarantinedLine
+from datadomain.models import (
+    ComparisonGrant,
+    Condition,
+    Consent,
+    CustodianKey,
+    Encounter,
+    EncryptedFeatureVector,
+    Observation,
+    Patient,
+    QuarantinedLine,
+)
+from datadomain.selectors import key_retire_refusal
 
 # --- identity --------------------------------------------------------------------------------------
 
@@ -140,6 +154,75 @@ def consent_withdraw(*, consent_id: int, at: datetime | None = None, by: str = "
         _audit_consent("consent.withdraw", consent, by=by, withdrawn_at=moment.isoformat())
 
 
+def subject_consents_withdraw(*, subject_key: str, by: str) -> int:
+    """Withdraw every consent of one subject not yet withdrawn (PIPL Art. 15); returns how many."""
+    open_ids = Consent.objects.filter(subject_key=subject_key, withdrawn_at__isnull=True).values_list("pk", flat=True)
+    ids = list(open_ids)
+    for consent_id in ids:
+        consent_withdraw(consent_id=consent_id, by=by)
+    return len(ids)
+
+
+# --- erasure ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What an erasure removed, by count only."""
+
+    identity: int
+    vectors: int
+    conditions: int
+    encounters: int
+    observations: int
+    quarantined_lines: int
+    consents_withdrawn: int
+    consent_forms: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@transaction.atomic
+def subject_erase(*, resident_id: str, by: str, detail: dict[str, int] | None = None) -> Erasure:
+    """Erase one subject on request (PIPL Art. 47): encrypted vectors, clinical records, quarantined input
+    lines that name them, stored consent forms and the identity row (resident ID, name, birth date) go;
+    consents are withdrawn and kept as pseudonymous evidence of past lawful processing. The audit event
+    names the subject by the first digits of its pseudonymous key only. ``detail``: counts the caller
+    adds to the event (e.g. requests anonymised by underwriting)."""
+    normalised = identity.normalise(resident_id)
+    if not identity.is_valid(normalised):
+        raise DomainError("invalid_input", "The resident ID is not a valid 18-character GB 11643 number.")
+    key = subject_key_for(normalised)
+    withdrawn = subject_consents_withdraw(subject_key=key, by=by)
+    digests = set(Consent.objects.filter(subject_key=key).values_list("artifact_sha256", flat=True))
+    shared = set(
+        Consent.objects.filter(artifact_sha256__in=digests)
+        .exclude(subject_key=key)
+        .values_list("artifact_sha256", flat=True)
+    )
+    forms = sum(consent_artifact_delete(digest=digest) for digest in digests - shared)
+    patient = Patient.objects.filter(subject_key=key).values_list("pk", "resource_id").first()
+    counts = {"vectors": 0, "conditions": 0, "encounters": 0, "observations": 0, "identity": 0}
+    lines = QuarantinedLine.objects.filter(raw_line__contains=normalised)
+    if patient is not None:
+        patient_id, resource_id = patient
+        lines = lines | QuarantinedLine.objects.filter(raw_line__contains=f"Patient/{resource_id}")
+        for name, model in (("conditions", Condition), ("encounters", Encounter), ("observations", Observation)):
+            counts[name] = model.objects.filter(patient_id=patient_id).delete()[0]
+        counts["vectors"] = EncryptedFeatureVector.objects.filter(patient_id=patient_id).delete()[0]
+        counts["identity"] = Patient.objects.filter(pk=patient_id).delete()[1].get(Patient._meta.label, 0)
+    erasure = Erasure(quarantined_lines=lines.delete()[0], consents_withdrawn=withdrawn, consent_forms=forms, **counts)
+    audit_record(
+        action="subject.erase",
+        actor=by,
+        target_type="subject",
+        target_id=subject_ref(key),
+        detail={**erasure.as_dict(), **(detail or {})},
+    )
+    return erasure
+
+
 # --- encrypted features ----------------------------------------------------------------------------
 
 
@@ -231,15 +314,38 @@ def comparison_grant_create(*, request_ref: str, budget: int, key_id: str | None
     return grant.pk
 
 
-def keypair_rotate_request(*, actor: str) -> None:
+def keypair_rotate_request(*, actor: str, approval_id: int | None = None) -> None:
     """Ask the custodian for a new active key. Only the custodian holds the key directory and KEK, so the
     rotation runs on its queue; the task is sent by name so that this process never imports the custodian."""
-    if current_app.conf.task_always_eager:  # in-process mode: this process is the custodian too
-        from datadomain.custodian import rotate_keypair
+    _custodian_task("rotate_keypair", actor=actor, approval_id=approval_id)
 
-        rotate_keypair.delay(actor=actor)
+
+def _custodian_task(name: str, **kwargs: object) -> None:
+    if current_app.conf.task_always_eager:  # in-process mode: this process is the custodian too
+        from datadomain import custodian
+
+        getattr(custodian, name).delay(**kwargs)
     else:
-        current_app.send_task("datadomain.custodian.rotate_keypair", kwargs={"actor": actor})
+        current_app.send_task(f"datadomain.custodian.{name}", kwargs=kwargs)
+
+
+def key_rotation_execute(*, approval_id: int, executed_by: Staff) -> None:
+    """Carry out an approved four-eyes rotation once: the approval is claimed now and the custodian is
+    asked for the new key when this transaction commits. ``ApprovalError`` when it is not approved
+    or was carried out already."""
+    with transaction.atomic():
+        approval_claim(approval_id=approval_id, kind=Approval.Kind.KEY_ROTATION, executed_by=executed_by)
+        actor = executed_by.get_username()
+        transaction.on_commit(lambda: keypair_rotate_request(actor=actor, approval_id=approval_id))
+
+
+def key_retire_request(*, key_id: str, actor: str) -> None:
+    """Ask the custodian to retire an old key (and delete its sealed private key). Refused here, with the
+    reason, while the key is active or any stored ciphertext still uses it; the custodian checks again."""
+    refusal = key_retire_refusal(key_id)
+    if refusal is not None:
+        raise refusal
+    _custodian_task("retire_key", key_id=key_id, actor=actor)
 
 
 # --- quarantine ------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from config.celery import app as celery_app
+from tests.governance.conftest import alice_decision  # noqa: F401 - a completed request about Alice
 from tests.underwriting.conftest import (  # noqa: F401 - fixtures shared with the underwriting tests
     alice,
     api,

@@ -21,6 +21,8 @@ from datadomain import services as domain
 from insurer_portal.models import Insurer
 from insurer_portal.services import api_key_create, api_key_revoke
 from tests.factories import UserFactory
+from tests.governance.conftest import approved
+from tests.staff import authenticator, current_code
 from tests.underwriting.conftest import ALICE_ID, ALICE_NAME, request_body
 from underwriting.models import RatingManual, UnderwritingRequest
 
@@ -117,13 +119,13 @@ def test_consent_record_and_withdraw_are_audited(insurer: Insurer) -> None:
     assert AuditEntry.objects.get(action="consent.withdraw").detail["subject"] == subject[:12]
 
 
-def test_explain_subject_is_audited_with_the_operator(alice: dict[str, str], approved_manuals: Any) -> None:
-    call_command(
-        "explain_subject", "--resident-id", ALICE_ID, "--manual", "charlson-acci", "--operator", "officer-1",
-        stdout=StringIO(),
-    )  # fmt: skip
+@pytest.mark.usefixtures("alice_decision")
+def test_explain_subject_is_audited_with_the_officer_and_both_approvers() -> None:
+    approval = approved("subject_explanation", target=str(UnderwritingRequest.objects.get().pk))
+    call_command("explain_subject", "--approval", str(approval), "--by", "pri-asker", stdout=StringIO())
     entry = AuditEntry.objects.get(action="subject.explain")
-    assert entry.actor == "officer-1"
+    assert entry.actor == "pri-asker"
+    assert (entry.detail["requested_by"], entry.detail["approved_by"]) == ("pri-asker", "pri-approver")
     assert entry.target_id == domain.subject_key_for(ALICE_ID)[:12]
     assert_no_personal_data()
 
@@ -141,9 +143,10 @@ def test_api_key_create_revoke_and_use_per_minute(insurer: Insurer) -> None:
 
 
 def test_staff_sign_in_and_failures_are_audited(client: Client) -> None:
-    UserFactory(username="staffer", is_staff=True)
-    client.post("/admin/login/?next=/admin/", {"username": "staffer", "password": "wrong-password-1"})
-    client.post("/admin/login/?next=/admin/", {"username": "staffer", "password": "a-long-test-password"})
+    code = current_code(authenticator(UserFactory(username="staffer", is_staff=True)))
+    login = "/admin/login/?next=/admin/"
+    client.post(login, {"username": "staffer", "password": "wrong-password-1", "otp_token": code})
+    client.post(login, {"username": "staffer", "password": "a-long-test-password", "otp_token": code})
     failed, signed_in = AuditEntry.objects.order_by("id")
     assert (failed.action, failed.actor, failed.detail) == ("auth.sign_in_failed", "staffer", {"area": "admin"})
     assert (signed_in.action, signed_in.actor, signed_in.detail["area"]) == ("auth.sign_in", "staffer", "admin")

@@ -10,11 +10,12 @@ from django.test import Client
 from django.utils import timezone
 
 from audit import roles
-from audit.models import AuditEntry
+from audit.models import Approval, AuditEntry
 from audit.services import audit_record
 from datadomain import services as domain
 from datadomain.models import Consent, CustodianKey
 from tests.factories import UserFactory
+from tests.staff import otp_login
 from underwriting.models import RatingManual
 from underwriting.reference import builtin_manual_paths
 from underwriting.services.manuals import manual_upload
@@ -35,12 +36,14 @@ PAGES = {
     "webhook deliveries": "/admin/underwriting/webhookdelivery/",
     "quarantine": "/admin/datadomain/quarantinedline/",
     "encrypted vectors": "/admin/datadomain/encryptedfeaturevector/",
+    "four-eyes requests": "/admin/audit/approval/",
+    "subject rights": "/admin/subject-rights/",
 }
 ALLOWED = {
-    roles.AUDITOR: {"audit log", "requests", "manuals", "consent"},
-    roles.PRIVACY_OFFICER: {"consent", "subjects"},
+    roles.AUDITOR: {"audit log", "requests", "manuals", "consent", "four-eyes requests"},
+    roles.PRIVACY_OFFICER: {"consent", "subjects", "four-eyes requests", "subject rights"},
     roles.MODEL_REVIEWER: {"manuals"},
-    roles.KEY_OFFICER: {"keys"},
+    roles.KEY_OFFICER: {"keys", "four-eyes requests"},
 }
 
 
@@ -48,9 +51,7 @@ def staff_client(role: str | None, username: str | None = None) -> tuple[Client,
     user = UserFactory(username=username or f"staff-{(role or 'none').replace(' ', '-')}", is_staff=True)
     if role is not None:
         user.groups.add(Group.objects.get(name=role))
-    client = Client()
-    client.force_login(user)
-    return client, user
+    return otp_login(Client(), user), user
 
 
 @pytest.fixture
@@ -120,24 +121,75 @@ def test_only_privacy_officers_withdraw_consent(role: str, consent_id: int) -> N
         assert AuditEntry.objects.get(action="consent.withdraw").actor == user.username
 
 
-def test_key_officer_rotates_the_key_and_the_rotation_is_audited(in_process_tasks: None) -> None:
+@pytest.mark.parametrize("role", [roles.AUDITOR, roles.PRIVACY_OFFICER, roles.MODEL_REVIEWER, roles.KEY_OFFICER])
+def test_only_key_officers_ask_for_approve_and_carry_out_rotations(
+    role: str, in_process_tasks: None, django_capture_on_commit_callbacks: Any
+) -> None:
     from datadomain import custodian
 
     first = custodian.keypair_create(bits=2048)
-    auditor, _ = staff_client(roles.AUDITOR)
-    assert auditor.post(PAGES["keys"], {"action": "rotate", "_selected_action": [first.pk]}).status_code == 403
-    client, user = staff_client(roles.KEY_OFFICER)
-    client.post(PAGES["keys"], {"action": "rotate", "_selected_action": [first.pk]})
+    asker, _ = staff_client(roles.KEY_OFFICER, "key-asker")
+    asker.post(PAGES["keys"] + "rotation/ask/", {"reason": "yearly"})
+    approval = Approval.objects.get(kind="key_rotation")
+    client, user = staff_client(role, f"second-{role.replace(' ', '-')}")
+    client.post(PAGES["four-eyes requests"], {"action": "approve", "_selected_action": [approval.pk]})
+    approval.refresh_from_db()
+    assert approval.status == ("approved" if role == roles.KEY_OFFICER else "pending")
+    if role != roles.KEY_OFFICER:
+        assert client.post(f"{PAGES['keys']}rotation/{approval.pk}/carry-out/").status_code == 403
+        return
+    with django_capture_on_commit_callbacks(execute=True):
+        asker.post(f"{PAGES['keys']}rotation/{approval.pk}/carry-out/")
     assert CustodianKey.objects.get(pk=first.pk).status == "retiring"
     assert CustodianKey.objects.filter(status="active").count() == 1
-    assert AuditEntry.objects.get(action="custodian.key_rotate").actor == user.username
+    assert AuditEntry.objects.get(action="custodian.key_rotate").actor == "key-asker"
+    assert AuditEntry.objects.get(action="approval.approve").actor == user.username
+
+
+@pytest.mark.parametrize("role", [roles.AUDITOR, roles.KEY_OFFICER, roles.PRIVACY_OFFICER])
+def test_only_key_officers_retire_keys(role: str, in_process_tasks: None) -> None:
+    from datadomain import custodian
+
+    old = custodian.keypair_create(bits=2048)
+    custodian.keypair_create(bits=2048)
+    client, _ = staff_client(role)
+    client.post(PAGES["keys"], {"action": "retire", "_selected_action": [old.pk]})
+    assert CustodianKey.objects.get(pk=old.pk).status == ("retired" if role == roles.KEY_OFFICER else "retiring")
+
+
+@pytest.mark.parametrize("role", [roles.AUDITOR, roles.KEY_OFFICER, roles.MODEL_REVIEWER, roles.PRIVACY_OFFICER])
+def test_only_privacy_officers_serve_subject_rights(role: str, consent_id: int) -> None:
+    from tests.underwriting.conftest import ALICE_ID
+
+    client, _ = staff_client(role)
+    response = client.post(PAGES["subject rights"], {"op": "withdraw", "resident_id": ALICE_ID})
+    assert response.status_code == (200 if role == roles.PRIVACY_OFFICER else 403)
+    assert client.get(PAGES["subject rights"]).status_code == (200 if role == roles.PRIVACY_OFFICER else 403)
+
+
+@pytest.mark.parametrize("role", [roles.AUDITOR, roles.KEY_OFFICER, roles.PRIVACY_OFFICER])
+def test_only_privacy_officers_ask_for_explanations(role: str, alice_decision: str) -> None:
+    client, _ = staff_client(role)
+    client.post(PAGES["subject rights"], {"op": "ask_explanation", "request_id": alice_decision})
+    assert Approval.objects.filter(kind="subject_explanation").exists() is (role == roles.PRIVACY_OFFICER)
+
+
+def test_auditors_read_four_eyes_requests_but_decide_none() -> None:
+    key_officer, _ = staff_client(roles.KEY_OFFICER, "key-asker")
+    key_officer.post(PAGES["keys"] + "rotation/ask/", {"reason": ""})
+    auditor, _ = staff_client(roles.AUDITOR)
+    page = auditor.get(PAGES["four-eyes requests"]).content.decode()
+    assert "key-asker" in page
+    assert 'value="approve"' not in page
+    approval = Approval.objects.get()
+    auditor.post(PAGES["four-eyes requests"], {"action": "approve", "_selected_action": [approval.pk]})
+    assert Approval.objects.get().status == "pending"
 
 
 def test_nobody_changes_the_audit_log_in_the_admin() -> None:
     audit_record(action="test.event")
     superuser = User.objects.create_superuser(username="root", password="a-long-test-password")
-    client = Client()
-    client.force_login(superuser)
+    client = otp_login(Client(), superuser)
     entry = AuditEntry.objects.get(action="test.event")
     assert client.get(PAGES["audit log"] + "?action=test.event").status_code == 200
     assert client.get(PAGES["audit log"] + "add/").status_code == 403

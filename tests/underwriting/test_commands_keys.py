@@ -13,7 +13,7 @@ from datadomain import custodian
 from datadomain.models import CustodianKey
 from securecompute.errors import WrongKekError
 from securecompute.keys import key_id
-from tests.underwriting.conftest import ALICE_ID
+from tests.governance.conftest import alice_decision, approved, in_process_tasks  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +48,8 @@ def test_rotation_keeps_the_old_key_until_nothing_uses_it() -> None:
     call_command("create_keypair", "--bits", "2048", stdout=StringIO())
     old = CustodianKey.objects.get()
     out = StringIO()
-    call_command("rotate_keypair", "--bits", "2048", stdout=out)
+    approval = approved("key_rotation")
+    call_command("rotate_keypair", "--approval", str(approval), "--by", "key-asker", "--bits", "2048", stdout=out)
     statuses = dict(CustodianKey.objects.values_list("key_id", "status"))
     assert statuses[old.key_id] == "retired"  # no stored vector used it
     assert not Path(old.sealed_path).exists()
@@ -66,9 +67,13 @@ def test_custodian_loads_the_sealed_key_it_made(settings: Any) -> None:
     custodian._private_key.cache_clear()
 
 
-def test_explain_subject_prints_features_and_score(alice: dict[str, str], approved_manuals: Any) -> None:
+@pytest.mark.usefixtures("alice_decision")
+def test_explain_subject_prints_features_and_score() -> None:
+    from underwriting.models import UnderwritingRequest
+
     out = StringIO()
-    call_command("explain_subject", "--resident-id", ALICE_ID, "--manual", "charlson-acci", stdout=out)
+    approval = approved("subject_explanation", target=str(UnderwritingRequest.objects.get().pk))
+    call_command("explain_subject", "--approval", str(approval), "--by", "pri-asker", stdout=out)
     report = json.loads(out.getvalue())
     assert report["features"] == {
         "age.acci_points": {"value": 3, "points": 3},
@@ -86,7 +91,11 @@ def test_rotation_with_reencrypt_moves_stored_vectors_to_the_new_key(alice: dict
     old = CustodianKey.objects.get()
     call_command("precompute_features", "--no-progress", "--processes", "1", stdout=StringIO())
     assert set(EncryptedFeatureVector.objects.values_list("key_id", flat=True)) == {old.key_id}
-    call_command("rotate_keypair", "--bits", "2048", "--reencrypt", stdout=StringIO(), stderr=StringIO())
+    approval = approved("key_rotation")
+    call_command(
+        "rotate_keypair", "--approval", str(approval), "--by", "key-asker", "--bits", "2048", "--reencrypt",
+        stdout=StringIO(), stderr=StringIO(),
+    )  # fmt: skip
     new = CustodianKey.objects.get(status="active")
     assert set(EncryptedFeatureVector.objects.values_list("key_id", flat=True)) == {new.key_id}
     assert CustodianKey.objects.get(pk=old.pk).status == "retired"

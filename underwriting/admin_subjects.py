@@ -1,0 +1,142 @@
+"""The privacy officer's subject rights page in the admin: access report (on screen or CSV), consent
+withdrawal, erasure, and four-eyes explanations of one decision.
+
+The resident ID only ever travels in a POST body (never a URL) and ``sensitive_post_parameters`` keeps it
+out of error reports; messages and audit events name nobody. Thin: every decision is in
+``underwriting.services.subjects`` and ``underwriting.services.explain``.
+"""
+
+from __future__ import annotations
+
+import csv
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_http_methods
+
+from audit.approvals import ApprovalError
+from audit.models import Approval
+from datadomain import services as domain
+from underwriting.errors import UnderwritingError
+from underwriting.services import explain, subjects
+
+SERVE = "datadomain.serve_subject_rights"
+EXPLAIN = "datadomain.explain_patient"
+
+
+class SubjectForm(forms.Form):
+    resident_id = forms.CharField(
+        label=gettext_lazy("Resident ID"),
+        max_length=32,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    confirm_erasure = forms.BooleanField(
+        label=gettext_lazy("I have verified the subject's identity and their request for erasure"), required=False
+    )
+
+    def clean_resident_id(self) -> str:
+        value: str = self.cleaned_data["resident_id"]
+        if not domain.resident_id_is_valid(value):
+            raise forms.ValidationError(gettext_lazy("This is not a valid resident ID."))  # never echo the value
+        return value
+
+
+class ExplanationAskForm(forms.Form):
+    request_id = forms.UUIDField()
+    reason = forms.CharField(label=gettext_lazy("Reason"), max_length=300, required=False)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _download(report: subjects.AccessReport) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+    response = StreamingHttpResponse(
+        (writer.writerow(row) for row in subjects.access_report_rows(report)), content_type="text/csv"
+    )
+    name = f"subject-access-report-{timezone.localdate():%Y%m%d}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def _subject_op(request: HttpRequest, op: str, form: SubjectForm, context: dict[str, Any]) -> HttpResponseBase | None:
+    resident_id, actor = form.cleaned_data["resident_id"], request.user.get_username()
+    if op in ("report", "download"):
+        report = subjects.subject_access_report(resident_id=resident_id, by=actor, download=op == "download")
+        if op == "download":
+            return _download(report)
+        context["report"] = report
+    elif op == "withdraw":
+        count = subjects.subject_withdraw_consent(resident_id=resident_id, by=actor)
+        messages.success(request, _("%(count)d consent(s) withdrawn.") % {"count": count})
+    elif op == "erase":
+        if not form.cleaned_data["confirm_erasure"]:
+            messages.error(request, _("Tick the confirmation box to erase the subject."))
+            return None
+        erasure = subjects.subject_erase(resident_id=resident_id, by=actor)
+        messages.success(
+            request,
+            _("Subject erased: %(vectors)d encrypted vectors and %(records)d records destroyed.")
+            % {"vectors": erasure.vectors, "records": erasure.conditions + erasure.encounters + erasure.observations},
+        )
+    return None
+
+
+def _explanation_op(request: HttpRequest, op: str, context: dict[str, Any]) -> None:
+    if not request.user.has_perm(EXPLAIN):
+        raise PermissionDenied
+    if op == "ask_explanation":
+        ask = ExplanationAskForm(request.POST)
+        if not ask.is_valid():
+            messages.error(request, _("The explanation request is incomplete."))
+            return
+        approval = explain.explanation_request(
+            request_id=str(ask.cleaned_data["request_id"]), requested_by=request.user, reason=ask.cleaned_data["reason"]
+        )
+        messages.success(
+            request,
+            _("Explanation requested (%(approval)s): another privacy officer must approve it.")
+            % {"approval": approval},
+        )
+    else:
+        approval_id = int(request.POST.get("approval_id", "0") or 0)
+        context["explanation"] = explain.explanation_execute(approval_id=approval_id, executed_by=request.user)
+
+
+@sensitive_post_parameters("resident_id")
+@require_http_methods(["GET", "POST"])
+def subject_rights(request: HttpRequest) -> HttpResponseBase:
+    if not request.user.has_perm(SERVE):
+        raise PermissionDenied
+    op = request.POST.get("op", "")
+    form = SubjectForm(request.POST if op in ("report", "download", "withdraw", "erase") else None)
+    context: dict[str, Any] = {
+        **admin.site.each_context(request),
+        "title": _("Subject rights requests"),
+        "form": form,
+        "may_explain": request.user.has_perm(EXPLAIN),
+        "approved_explanations": Approval.objects.filter(
+            kind=Approval.Kind.SUBJECT_EXPLANATION, status=Approval.Status.APPROVED
+        ).select_related("requested_by", "decided_by"),
+    }
+    try:
+        if op in ("ask_explanation", "show_explanation"):
+            _explanation_op(request, op, context)
+        elif form.is_bound and form.is_valid():
+            response = _subject_op(request, op, form, context)
+            if response is not None:
+                return response
+    except (UnderwritingError, ApprovalError) as exc:
+        messages.error(request, exc.message)
+    return TemplateResponse(request, "admin/subject_rights.html", context)
