@@ -37,7 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import Report
-from benchmarks.support import ROOT, drop_database, manage, postgres_url, scratch_database
+from benchmarks.support import (
+    ROOT,
+    CpuMeter,
+    drop_database,
+    manage,
+    postgres_backends,
+    postgres_url,
+    process_tree,
+    scratch_database,
+)
 
 RATE = 20.0
 TERMINAL = ("completed", "rejected", "unrated", "failed")
@@ -95,10 +104,11 @@ def run(options: argparse.Namespace) -> Report:
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder:
             env = _environment(url, redis_url, Path(folder))
             people = _prepare(env, Path(folder), patients)
-            with _stack(env) as port:
+            pids: dict[str, int] = {}
+            with _stack(env, pids) as port:
                 client = Client(port, (Path(folder) / "demo-api-key.txt").read_text().strip())
-                _steady(report, client, people, duration)
-                _batch(report, client, people, batch, url)
+                _steady(report, client, people, duration, pids)
+                _batch(report, client, people, batch, url, pids)
     finally:
         drop_database(base_url, url)
     report.notes.append(
@@ -153,7 +163,8 @@ def _prepare(env: dict[str, str], folder: Path, patients: int) -> list[dict[str,
 
 
 @contextmanager
-def _stack(env: dict[str, str]) -> Iterator[int]:
+def _stack(env: dict[str, str], pids: dict[str, int] | None = None) -> Iterator[int]:
+    """The API, the workers and the custodian; ``pids`` receives each one's main process id."""
     port = _free_port()
     logs = Path(env["VAR_DIR"]) / "logs"
     logs.mkdir()
@@ -171,6 +182,8 @@ def _stack(env: dict[str, str]) -> Iterator[int]:
         for name, command in commands.items():
             with (logs / f"{name}.log").open("wb") as log:
                 processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+                if pids is not None:
+                    pids[name] = processes[-1].pid
         _wait_ready(port, processes, logs)
         yield port
     finally:
@@ -232,10 +245,20 @@ def _body(person: dict[str, str], reference: str) -> dict[str, Any]:
     }
 
 
-def _steady(report: Report, client: Client, people: list[dict[str, str]], duration: float) -> None:
+def cpu_meter(pids: dict[str, int]) -> CpuMeter:
+    """CPU of the API, each worker (with their forked children), PostgreSQL and this client."""
+    groups = {name: process_tree(pid) for name, pid in pids.items()}
+    return CpuMeter({**groups, "postgres": postgres_backends(), "client": {os.getpid()}})
+
+
+def _steady(
+    report: Report, client: Client, people: list[dict[str, str]], duration: float, pids: dict[str, int]
+) -> None:
     for index in range(10):  # warm-up: connections, caches, the encryptor's tables in every process
         _one(client, people[index % len(people)], f"WARM-{index}")
     count = int(RATE * duration)
+    meter = cpu_meter(pids)
+    meter.start()
     outcomes: list[Outcome] = []
     with ThreadPoolExecutor(max_workers=64) as pool:
         started = time.perf_counter()
@@ -247,6 +270,8 @@ def _steady(report: Report, client: Client, people: list[dict[str, str]], durati
             futures.append(pool.submit(_one, client, people[index % len(people)], f"STEADY-{index}"))
         outcomes = [future.result() for future in futures]
         elapsed = time.perf_counter() - started
+    meter.stop()
+    report.notes.append(f"steady load, CPU ms per request: {meter.per_request_ms(count)}")
     latencies = sorted(o.latency * 1000 for o in outcomes if o.status == "completed")
     errors = sum(1 for o in outcomes if o.status != "completed")
     p50, p99 = _percentile(latencies, 50), _percentile(latencies, 99)
@@ -260,7 +285,9 @@ def _steady(report: Report, client: Client, people: list[dict[str, str]], durati
         report.notes.append(f"steady latency mean {statistics.fmean(latencies):.1f} ms, max {latencies[-1]:.1f} ms")
 
 
-def _batch(report: Report, client: Client, people: list[dict[str, str]], size: int, database_url: str) -> None:
+def _batch(
+    report: Report, client: Client, people: list[dict[str, str]], size: int, database_url: str, pids: dict[str, int]
+) -> None:
     import psycopg2
 
     def post(index: int) -> bool:
@@ -272,6 +299,8 @@ def _batch(report: Report, client: Client, people: list[dict[str, str]], size: i
             return False
         return status == 202
 
+    meter = cpu_meter(pids)
+    meter.start()
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=16) as pool:
         accepted = sum(pool.map(post, range(size)))
@@ -301,6 +330,8 @@ def _batch(report: Report, client: Client, people: list[dict[str, str]], size: i
             not_completed = int(cursor.fetchone()[0])
     finally:
         connection.close()
+    meter.stop()
+    report.notes.append(f"batch, CPU ms per request: {meter.per_request_ms(size)}")
     lost = accepted - done
     rate = accepted / elapsed
     report.rows.append([f"batch of {size:,} (posted in {submitted:.0f} s)", size, elapsed, rate, "-", "-",

@@ -61,3 +61,76 @@ def drop_database(base_url: str, url: str) -> None:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         connection.close()
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _parent_of(pid: str) -> int:
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def process_tree(root: int) -> set[int]:
+    """``root`` and all its descendants (Linux /proc); gunicorn and Celery fork their workers."""
+    tree, grew = {root}, True
+    while grew:
+        grew = False
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in tree:
+                try:
+                    if _parent_of(entry) in tree:
+                        tree.add(int(entry))
+                        grew = True
+                except OSError:
+                    continue
+    return tree
+
+
+def postgres_backends() -> set[int]:
+    """The PostgreSQL server's processes on this machine (the benchmark's backends among them)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm", encoding="utf-8") as comm:
+                    if comm.read().strip() == "postgres":
+                        found.add(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    """User + system CPU time of ``pids`` (processes that have exited count as 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            continue
+    return total / _TICKS
+
+
+class CpuMeter:
+    """CPU seconds spent by named groups of processes between ``start`` and ``stop``: unlike wall time,
+    the figure per request hardly depends on what else the machine is doing."""
+
+    def __init__(self, groups: dict[str, set[int]]) -> None:
+        self.groups = groups
+        self.before: dict[str, float] = {}
+        self.spent: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.before = {name: cpu_seconds(pids) for name, pids in self.groups.items()}
+
+    def stop(self) -> dict[str, float]:
+        self.spent = {name: cpu_seconds(pids) - self.before[name] for name, pids in self.groups.items()}
+        return self.spent
+
+    def per_request_ms(self, requests: int) -> str:
+        parts = [f"{name} {1000 * seconds / max(requests, 1):.1f}" for name, seconds in self.spent.items()]
+        total = 1000 * sum(self.spent.values()) / max(requests, 1)
+        return ", ".join(parts) + f"; total {total:.1f} ms of CPU per request"

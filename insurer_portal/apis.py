@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC
 from typing import Any
 
@@ -21,6 +20,7 @@ from insurer_portal.authentication import ApiKeyAuthentication, ApiKeyRateThrott
 from underwriting import selectors as uw_selectors
 from underwriting.models import RequestStatus, UnderwritingRequest
 from underwriting.serializers import RequestOutputSerializer
+from underwriting.services import notify
 from underwriting.services.requests import Applicant, ConsentEvidence, body_fingerprint, request_submit
 
 MAX_WAIT_SECONDS = 10
@@ -214,13 +214,15 @@ class UnderwritingRequestDetailApi(InsurerAPIView):
         wait = _wait_seconds(request.query_params.get("wait"))
         insurer_id = self.principal().insurer.pk
         found = self.load(insurer_id, request_id)
-        started = time.monotonic()
-        deadline = started + wait
-        while not found.is_terminal and time.monotonic() < deadline:
-            # A request usually completes within tens of milliseconds: poll often at first, then back off.
-            pause = 0.01 if time.monotonic() - started < 1 else 0.1
-            time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
-            found = self.load(insurer_id, request_id)
+        if wait and not found.is_terminal:
+
+            def terminal_now() -> bool:
+                nonlocal found
+                found = self.load(insurer_id, request_id)
+                return found.is_terminal
+
+            # Woken by the terminal transition itself (Redis pub/sub), not by polling the database.
+            notify.wait_terminal(found.pk, terminal_now, wait)
         return Response(RequestOutputSerializer(found).data)
 
     def load(self, insurer_id: int, request_id: str) -> UnderwritingRequest:

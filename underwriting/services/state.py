@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from underwriting.models import TERMINAL_STATUSES, RequestEvent, RequestStatus, UnderwritingRequest
+from underwriting.services.notify import announce_terminal
 
 ALLOWED = {
     RequestStatus.RECEIVED: {RequestStatus.VERIFYING},  # request_submit creates requests as verifying
@@ -45,6 +46,8 @@ def transition(request_id: uuid.UUID, *, from_status: str, to_status: str, reaso
             target_id=str(request_id),
             detail={"from": str(from_status), "to": str(to_status), "reason": reason},
         )
+        if to_status in TERMINAL_STATUSES:
+            announce_terminal(request_id)
     return bool(updated)
 
 
