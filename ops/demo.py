@@ -45,15 +45,29 @@ class Seeded:
 
 
 def superuser_ensure(seeded: Seeded) -> User:
+    """The demo's bureau superuser. The admin asks staff for a TOTP code, so it gets an authenticator too."""
     user = User.objects.filter(username=settings.DEMO_ADMIN_USERNAME).first()
     if user is not None:
         seeded.say(f"Superuser '{user.username}' already exists.")
-        return user
-    user = User.objects.create_superuser(
-        username=settings.DEMO_ADMIN_USERNAME, email="", password=settings.DEMO_ADMIN_PASSWORD
+    else:
+        user = User.objects.create_superuser(
+            username=settings.DEMO_ADMIN_USERNAME, email="", password=settings.DEMO_ADMIN_PASSWORD
+        )
+        seeded.say(f"Created superuser '{user.username}' (password: {settings.DEMO_ADMIN_PASSWORD}).")
+    secret = _authenticator_key(user)
+    seeded.say(
+        f"Superuser TOTP key (add it to an authenticator app, or run `manage.py portal_totp_code "
+        f"{user.username}` with DEBUG on for the current code): {secret}"
     )
-    seeded.say(f"Created superuser '{user.username}' (password: {settings.DEMO_ADMIN_PASSWORD}).")
     return user
+
+
+def _authenticator_key(user: User) -> str:
+    """The base32 key of the user's confirmed authenticator, created when missing."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="demo authenticator", confirmed=True)
+    return base64.b32encode(device.bin_key).decode()
 
 
 def keypair_ensure(seeded: Seeded) -> None:
@@ -114,10 +128,7 @@ def portal_admin_ensure(seeded: Seeded, insurer: Insurer) -> None:
         )  # fmt: skip
         user = membership.user
         seeded.say(f"Created insurer admin '{DEMO_INSURER_ADMIN}' (password: {settings.DEMO_ADMIN_PASSWORD}).")
-    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
-    if device is None:
-        device = TOTPDevice.objects.create(user=user, name="demo authenticator", confirmed=True)
-    secret = base64.b32encode(device.bin_key).decode()
+    secret = _authenticator_key(user)
     seeded.say(
         f"Insurer admin TOTP key (add it to an authenticator app, or run `manage.py portal_totp_code "
         f"{DEMO_INSURER_ADMIN}` with DEBUG on): {secret}"

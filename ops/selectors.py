@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from typing import TypedDict
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db import connection
@@ -8,6 +10,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from ops.models import WorkerHeartbeat
+from underwriting.charts import Chart, StackRow, stacked_day_chart, tier_mix_chart
 
 
 class QueueLiveness(TypedDict):
@@ -76,3 +79,70 @@ def requests_by_status() -> dict[str, int]:
 
     rows = UnderwritingRequest.objects.values_list("status").annotate(count=Count("pk")).order_by()
     return {str(status): int(count) for status, count in rows}
+
+
+# --- the bureau's admin dashboard -----------------------------------------------------------------
+
+DASHBOARD_DAYS = 30
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    queue: str
+    depth: int | None  # None: not known (in-process, or Redis does not answer)
+    last_seen_seconds: float | None
+    stale: bool
+
+
+@dataclass(frozen=True)
+class BureauDashboard:
+    """What the admin's landing page shows; a section is None when the user may not see it."""
+
+    days: int
+    volume: Chart | None = None
+    volume_legend: list[tuple[str, str]] = field(default_factory=list)
+    volume_total: int = 0
+    mix_rows: list[StackRow] = field(default_factory=list)
+    mix_legend: list[tuple[str, str]] = field(default_factory=list)
+    mix_height: int = 0
+    latency: dict[str, float] | None = None
+    show_requests: bool = False
+    show_flags: bool = False
+    open_flags: list[tuple[str, str, int]] = field(default_factory=list)
+    open_flags_total: int = 0
+    queues: list[QueueRow] = field(default_factory=list)
+    in_process: bool = False
+
+
+def _queues() -> tuple[list[QueueRow], bool]:
+    depths = queue_depths()
+    rows = [
+        QueueRow(row["queue"], (depths or {}).get(row["queue"]), row["last_seen_seconds"], row["stale"])
+        for row in queue_liveness()
+    ]
+    return rows, depths is None
+
+
+def bureau_dashboard(user: Any) -> BureauDashboard:
+    """Requests per day by insurer, tier mix by manual and latency (for those who may read requests),
+    open misuse flags (for those who may read flags), and the Celery queues (for all staff)."""
+    from underwriting import selectors as uw
+
+    queues, in_process = _queues()
+    board = BureauDashboard(days=DASHBOARD_DAYS, queues=queues, in_process=in_process)
+    if user.has_perm("underwriting.view_underwritingrequest"):
+        since = timezone.now() - timedelta(days=DASHBOARD_DAYS)
+        days, series = uw.requests_per_day_by_insurer(days=DASHBOARD_DAYS)
+        volume, legend = stacked_day_chart(days, series)
+        rows, mix_legend, height = tier_mix_chart(uw.tier_mix_per_manual(since=since))
+        board = replace(
+            board, show_requests=True, volume=volume, volume_legend=legend,
+            volume_total=sum(sum(values) for values in series.values()), mix_rows=rows, mix_legend=mix_legend,
+            mix_height=height, latency=uw.latency_percentiles(since=since),
+        )  # fmt: skip
+    if user.has_perm("underwriting.view_misuseflag"):
+        open_flags = uw.open_flags_by_kind()
+        board = replace(
+            board, show_flags=True, open_flags=open_flags, open_flags_total=sum(count for _, _, count in open_flags)
+        )
+    return board

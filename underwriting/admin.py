@@ -13,6 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from audit.models import AuditEntry
 from audit.services import audit_record
 from underwriting import selectors
+from underwriting.admin_flags import MisuseFlagAdmin, RateLimitOverrideAdmin  # noqa: F401 - registered there
 from underwriting.errors import UnderwritingError
 from underwriting.models import RatingManual, RequestEvent, UnderwritingRequest, WebhookDelivery, WebhookEndpoint
 from underwriting.services.manuals import manual_approve

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from datadomain import selectors as domain
 from underwriting.manual_format import ManualDocument, parse_manual
-from underwriting.models import RatingManual, RequestStatus, UnderwritingRequest
+from underwriting.models import FlagKind, MisuseFlag, RatingManual, RequestStatus, UnderwritingRequest
 
 
 def known_feature_names() -> set[str]:
@@ -164,3 +164,37 @@ def requests_per_day_by_insurer(
         counts = series.setdefault(str(row["insurer__name"]), [0] * days)
         counts[(row["day"] - first).days] += row["n"]
     return calendar, series
+
+
+# --- misuse flags ----------------------------------------------------------------------------------
+
+
+def flags_per_day_by_kind(*, days: int = 30, today: date | None = None) -> tuple[list[date], dict[str, list[int]]]:
+    """Each day of the last ``days`` and, per flag kind (its label), the flags raised that day."""
+    today = today or timezone.localdate()
+    first = today - timedelta(days=days - 1)
+    start = timezone.make_aware(datetime.combine(first, datetime.min.time()))
+    rows = (
+        MisuseFlag.objects.filter(raised_at__gte=start)
+        .annotate(day=TruncDate("raised_at", tzinfo=timezone.get_current_timezone()))
+        .values("kind", "day")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    series: dict[str, list[int]] = {}
+    labels = dict(FlagKind.choices)
+    for row in sorted(rows, key=lambda row: str(row["kind"])):
+        counts = series.setdefault(str(labels.get(row["kind"], row["kind"])), [0] * days)
+        counts[(row["day"] - first).days] += row["n"]
+    return [first + timedelta(days=i) for i in range(days)], series
+
+
+def open_flags_by_kind() -> list[tuple[str, str, int]]:
+    """(kind, label, count) of the flags not yet closed, for every kind (zero included)."""
+    counts = dict(
+        MisuseFlag.objects.exclude(status=MisuseFlag.Status.CLOSED)
+        .values_list("kind")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return [(str(kind), str(label), int(counts.get(kind, 0))) for kind, label in FlagKind.choices]

@@ -49,7 +49,7 @@ AUDIT_ANCHOR_DIR = Path(env.str("AUDIT_ANCHOR_DIR", default=str(VAR_DIR / "audit
 
 # --- applications --------------------------------------------------------------------------------
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "ops.admin_apps.BureauAdminConfig",  # django.contrib.admin with the bureau's site: TOTP sign-in, dashboard
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -11,6 +11,7 @@ from django.urls import reverse
 from datadomain.models import Condition, Patient, QuarantinedLine
 from tests.datadomain.fhir import condition, patient, resident_id
 from tests.factories import UserFactory
+from tests.staff import otp_login
 
 pytestmark = pytest.mark.django_db
 BORN = date(1960, 5, 5)
@@ -19,8 +20,7 @@ RID = resident_id(BORN)
 
 @pytest.fixture
 def staff(client: Client) -> Client:
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
-    return client
+    return otp_login(client, UserFactory(is_staff=True, is_superuser=True))
 
 
 def test_patient_pages_show_the_masked_id_never_the_raw_one_or_the_name(

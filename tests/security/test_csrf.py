@@ -14,6 +14,7 @@ from django.urls import URLPattern, URLResolver
 from insurer_portal import urls as portal_urls
 from insurer_portal.models import InsurerUser
 from tests.portal.conftest import _portal_settings, insurer_admin, member, signed_in  # noqa: F401
+from tests.staff import otp_login
 from tests.underwriting.conftest import insurer  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -80,8 +81,7 @@ def test_every_portal_form_needs_a_csrf_token(insurer_admin: InsurerUser) -> Non
 @pytest.mark.filterwarnings("ignore::django.utils.deprecation.RemovedInDjango60Warning")
 def test_every_admin_form_needs_a_csrf_token(db: None) -> None:
     User.objects.create_superuser("root", "root@example.com", "a-long-admin-password")
-    client = Client()
-    client.force_login(User.objects.get(username="root"))
+    client = otp_login(Client(), User.objects.get(username="root"))
     strict = Client(enforce_csrf_checks=True)
     strict.cookies = client.cookies
     index = client.get("/admin/")

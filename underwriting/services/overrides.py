@@ -22,6 +22,25 @@ MAX_OVERRIDE_DAYS = 30
 MAX_ALLOWANCE = 10
 
 
+def override_check(*, reason: str, expires_at: datetime, allowance: int) -> None:
+    """Raise UnderwritingError unless the override has a reason, a near expiry and a small allowance."""
+    now = timezone.now()
+    if not reason.strip():
+        raise UnderwritingError("invalid_input", "An override needs a reason.", fields={"reason": ["Required."]})
+    if not now < expires_at <= now + timedelta(days=MAX_OVERRIDE_DAYS):
+        raise UnderwritingError(
+            "invalid_input",
+            f"The expiry must be within the next {MAX_OVERRIDE_DAYS} days.",
+            fields={"expires_at": [f"Within the next {MAX_OVERRIDE_DAYS} days."]},
+        )
+    if not 1 <= allowance <= MAX_ALLOWANCE:
+        raise UnderwritingError(
+            "invalid_input",
+            f"Allow between 1 and {MAX_ALLOWANCE} extra requests.",
+            fields={"allowance": [f"Between 1 and {MAX_ALLOWANCE}."]},
+        )
+
+
 @transaction.atomic
 def override_grant(
     *,
@@ -33,13 +52,7 @@ def override_grant(
     allowance: int = 1,
 ) -> RateLimitOverride:
     """Grant ``allowance`` requests past the rate limit for (insurer, subject) until ``expires_at``."""
-    now = timezone.now()
-    if not reason.strip():
-        raise UnderwritingError("invalid_input", "An override needs a reason.")
-    if not now < expires_at <= now + timedelta(days=MAX_OVERRIDE_DAYS):
-        raise UnderwritingError("invalid_input", f"The expiry must be within the next {MAX_OVERRIDE_DAYS} days.")
-    if not 1 <= allowance <= MAX_ALLOWANCE:
-        raise UnderwritingError("invalid_input", f"Allow between 1 and {MAX_ALLOWANCE} extra requests.")
+    override_check(reason=reason, expires_at=expires_at, allowance=allowance)
     if len(subject_key) != 64:
         raise UnderwritingError("invalid_input", "Not a subject key.")
     override = RateLimitOverride.objects.create(

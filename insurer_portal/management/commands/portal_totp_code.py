@@ -9,7 +9,10 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 
 class Command(BaseCommand):
-    help = "Development only (DEBUG on): print the current TOTP code of a portal user, e.g. the demo admin."
+    help = (
+        "Development only (DEBUG on): print the current TOTP code of a portal or staff user, e.g. the demo's "
+        "insurer admin or the demo superuser."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
