@@ -8,22 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.db.models import Sum
+from django.db.models import OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
 
 from datadomain.models import Condition, Encounter, Observation, Patient
 
 
 def records_stamps(patient_ids: Sequence[int]) -> dict[int, int]:
-    """Current records stamp of each known patient (four grouped queries for the whole list)."""
-    stamps = dict(Patient.objects.filter(pk__in=patient_ids).values_list("pk", "ingest_batch"))
-    for model in (Condition, Encounter, Observation):
-        grouped = (
-            model.objects.filter(patient_id__in=patient_ids)
-            .values("patient_id")
-            .annotate(total=Sum("ingest_batch"))
-            .values_list("patient_id", "total")
+    """Current records stamp of each known patient, in one query for the whole list."""
+    parts = {
+        name: Coalesce(
+            Subquery(
+                model.objects.filter(patient_id=OuterRef("pk"))
+                .order_by()
+                .values("patient_id")
+                .annotate(total=Sum("ingest_batch"))
+                .values("total")
+            ),
+            0,
         )
-        for patient_id, total in grouped:
-            if patient_id in stamps:
-                stamps[patient_id] += total or 0
-    return stamps
+        for name, model in (("conditions", Condition), ("encounters", Encounter), ("observations", Observation))
+    }
+    rows = Patient.objects.filter(pk__in=patient_ids).annotate(**parts)
+    return {
+        pk: batch + conditions + encounters + observations
+        for pk, batch, conditions, encounters, observations in rows.values_list("pk", "ingest_batch", *parts)
+    }

@@ -37,7 +37,16 @@ def manuals_for_insurer(*, insurer_slug: str) -> QuerySet[RatingManual]:
 
 
 def manual_document(manual: RatingManual) -> ManualDocument:
+    """The parsed document, cached by its hash; a manual loaded without its text is read by key once."""
+    if "document" in manual.get_deferred_fields():
+        return _parsed_by_key(manual.pk, manual.document_sha256)
     return _parsed(manual.document_sha256, manual.document)
+
+
+@lru_cache(maxsize=256)
+def _parsed_by_key(pk: int, sha256: str) -> ManualDocument:
+    text = RatingManual.objects.filter(pk=pk, document_sha256=sha256).values_list("document", flat=True).get()
+    return _parsed(sha256, text)
 
 
 @lru_cache(maxsize=256)
@@ -72,7 +81,16 @@ def request_for_insurer(*, insurer_id: int, request_id: uuid.UUID | str) -> Unde
         key = uuid.UUID(str(request_id))
     except ValueError:
         return None
-    return UnderwritingRequest.objects.filter(pk=key, insurer_id=insurer_id).select_related("manual").first()
+    return (
+        UnderwritingRequest.objects.filter(pk=key, insurer_id=insurer_id)
+        .select_related("manual")
+        .defer(*LARGE_REQUEST_FIELDS)
+        .first()
+    )
+
+
+# Columns an insurer-facing read never needs: the pipeline's ciphertexts and the manual's text.
+LARGE_REQUEST_FIELDS = ("tiering_state", "manual__document", "manual__parsed")
 
 
 def stuck_requests(*, older_than: datetime) -> QuerySet[UnderwritingRequest]:

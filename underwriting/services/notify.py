@@ -69,7 +69,7 @@ def wait_terminal(
     subscription = None
     if client is not None:
         try:
-            subscription = client.pubsub(ignore_subscribe_messages=True)
+            subscription = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             subscription.subscribe(channel(request_id))
         except redis.RedisError:
             subscription = None

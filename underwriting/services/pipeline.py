@@ -37,7 +37,11 @@ logger = logging.getLogger(__name__)
 
 def _load(request_id: uuid.UUID | str, status: str) -> UnderwritingRequest | None:
     """The request if it is still in ``status``; None means another run already moved it on."""
-    return UnderwritingRequest.objects.select_related("manual").filter(pk=request_id, status=status).first()
+    rows = UnderwritingRequest.objects.select_related("manual").filter(pk=request_id, status=status)
+    deferred = ["manual__document", "manual__parsed"]  # parsed once per process: selectors.manual_document
+    if status == RequestStatus.EXTRACTING:
+        deferred.append("tiering_state")  # ciphertexts are only read from scoring on
+    return rows.defer(*deferred).first()
 
 
 def request_extract(*, request_id: uuid.UUID | str) -> None:
