@@ -33,11 +33,19 @@ SERVE = "datadomain.serve_subject_rights"
 EXPLAIN = "datadomain.explain_patient"
 
 
+class UnechoedTextInput(forms.TextInput):
+    """A text box that never writes its value back into the page (like a password box, but visible while
+    typing): the resident ID is typed again for each operation rather than kept in the HTML."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
 class SubjectForm(forms.Form):
     resident_id = forms.CharField(
         label=gettext_lazy("Resident ID"),
         max_length=32,
-        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+        widget=UnechoedTextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
     confirm_erasure = forms.BooleanField(
         label=gettext_lazy("I have verified the subject's identity and their request for erasure"), required=False
@@ -137,6 +145,7 @@ def subject_rights(request: HttpRequest) -> HttpResponseBase:
             response = _subject_op(request, op, form, context)
             if response is not None:
                 return response
+            context["form"] = SubjectForm()  # a fresh form: nothing typed is written back, no box stays ticked
     except (UnderwritingError, ApprovalError) as exc:
         messages.error(request, exc.message)
     return TemplateResponse(request, "admin/subject_rights.html", context)

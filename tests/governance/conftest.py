@@ -13,6 +13,7 @@ from django.utils import translation
 from audit.models import AuditEntry
 from config.celery import app as celery_app
 from tests.factories import UserFactory
+from tests.staff import otp_login
 from tests.underwriting.conftest import (  # noqa: F401 - fixtures shared with the underwriting tests
     ALICE_ID,
     ALICE_NAME,
@@ -61,9 +62,8 @@ def staff(db: None) -> StaffFactory:
 
 
 def signed_in(user: User) -> Client:
-    client = Client(headers={"accept-language": "en"})
-    client.force_login(user)
-    return client
+    """An admin session for ``user`` (password and authenticator verified), English pages."""
+    return otp_login(Client(headers={"accept-language": "en"}), user)
 
 
 def audit_text() -> str:
