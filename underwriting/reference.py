@@ -1,7 +1,8 @@
 """The plaintext reference evaluator of a rating manual.
 
-Used only by tests (to check the encrypted pipeline gives the same tier) and by the in-domain,
-audited ``explain_subject`` command. Production scoring never computes a plaintext score.
+Used only by tests (to check the encrypted pipeline gives the same tier) and by the in-domain, audited,
+four-eyes explanation of one decision (``underwriting.services.explain``: the admin and the
+``explain_subject`` command). Production scoring never computes a plaintext score.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ class Command(BaseCommand):
     help = (
         "Create the custodian's Paillier key pair: the private key sealed (AES-256-GCM under CUSTODIAN_KEK) "
         "in CUSTODIAN_KEY_DIR with mode 0600, the public key in the database. Refuses if a key is active "
-        "(use rotate_keypair)."
+        "(rotations are four-eyes: asked for and approved in the admin, carried out by rotate_keypair --approval)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -22,7 +22,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if CustodianKey.objects.filter(status=CustodianKey.Status.ACTIVE).exists():
-            raise CommandError("A custodian key is already active; use `manage.py rotate_keypair` to replace it.")
+            raise CommandError(
+                "A custodian key is already active; to replace it, ask for a rotation in the admin and, once "
+                "another key officer approved it, run `manage.py rotate_keypair --approval ID --by USER`."
+            )
         bits = options["bits"] or settings.PAILLIER_KEY_BITS
         try:
             key = custodian.keypair_create(bits=bits)
