@@ -7,7 +7,7 @@ PY := $(BIN)/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve migrate seed messages test test-fast lint bench worker beat clean faults security loadtest
+.PHONY: install run serve migrate seed messages test test-fast lint bench worker beat clean faults security loadtest audit-deps
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,12 @@ faults: install
 security: install
 	$(BIN)/bandit -q -r $(BANDIT_PATHS) -x '*/migrations/*' --skip B101 -b tests/security/bandit-baseline.json
 	$(BIN)/pytest tests/security
+
+## audit-deps: known vulnerabilities in the pinned requirements (pip-audit asks PyPI's vulnerability
+## service, so it needs a network that reaches it; it is not part of `make test` for that reason)
+audit-deps: install
+	$(BIN)/pip install --quiet pip-audit==2.10.1
+	$(BIN)/pip-audit --strict --no-deps --disable-pip -r requirements.txt -r requirements-dev.txt
 
 ## loadtest: 20 requests/s for 5 minutes through gunicorn, workers, Redis and PostgreSQL on loopback
 loadtest: install
