@@ -31,6 +31,8 @@ class EncryptedFeatureVector(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["patient", "catalog_version", "key_id", "as_of"], name="dd_encfeat_unique"),
         ]
+        # Vectors per key (re-encryption progress, "may this key retire?") without reading the whole store.
+        indexes = [models.Index(fields=["key_id"], name="dd_encfeat_key")]
 
     def __str__(self) -> str:
         return f"{self.patient_id}/{self.catalog_version}/{self.key_id}/{self.as_of}"

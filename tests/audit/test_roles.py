@@ -258,3 +258,22 @@ def test_auditor_reads_a_requests_audit_trail(
     assert "custodian.answer" in page
     assert ALICE_ID not in page
     assert alice["name"] not in page
+
+
+def test_each_role_sees_only_the_four_eyes_requests_it_handles(alice_decision: str) -> None:
+    key_officer, _ = staff_client(roles.KEY_OFFICER, "key-asker")
+    key_officer.post(PAGES["keys"] + "rotation/ask/", {"reason": ""})
+    privacy_officer, _ = staff_client(roles.PRIVACY_OFFICER, "privacy-asker")
+    privacy_officer.post(PAGES["subject rights"], {"op": "ask_explanation", "request_id": alice_decision})
+    rotation = Approval.objects.get(kind="key_rotation")
+    explanation = Approval.objects.get(kind="subject_explanation")
+    seen = {}
+    for role in (roles.KEY_OFFICER, roles.PRIVACY_OFFICER, roles.AUDITOR):
+        client, _ = staff_client(role, f"reader-{role.replace(' ', '-')}")
+        response = client.get(PAGES["four-eyes requests"])
+        seen[role] = {approval.pk for approval in response.context["cl"].result_list}
+    assert seen == {
+        roles.KEY_OFFICER: {rotation.pk},
+        roles.PRIVACY_OFFICER: {explanation.pk},
+        roles.AUDITOR: {rotation.pk, explanation.pk},
+    }
