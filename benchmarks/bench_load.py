@@ -19,11 +19,19 @@ import argparse
 import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.bench_pipeline import TERMINAL, Client, _body, _environment, _percentile, _prepare, _stack
+from benchmarks.bench_pipeline import (
+    TERMINAL,
+    Client,
+    _body,
+    _environment,
+    _percentile,
+    _prepare,
+    _stack,
+    open_loop,
+)
 from benchmarks.report import Report
 from benchmarks.support import drop_database, postgres_url, scratch_database
 
@@ -95,16 +103,7 @@ def _load(report: Report, client: Client, people: list[dict[str, str]], duration
     for index in range(10):  # warm-up: connections and the encryptor's tables in every process
         _one(client, people[index % len(people)], f"WARM-{index}")
     count = int(RATE * duration)
-    with ThreadPoolExecutor(max_workers=64) as pool:
-        started = time.perf_counter()
-        futures = []
-        for index in range(count):
-            delay = started + index / RATE - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            futures.append(pool.submit(_one, client, people[index % len(people)], f"LOAD-{index}"))
-        sent = [future.result() for future in futures]
-        elapsed = time.perf_counter() - started
+    sent, elapsed = open_loop(count, lambda index: _one(client, people[index % len(people)], f"LOAD-{index}"))
     accepted = [s.request_id for s in sent if s.request_id]
     terminal, completed_in_db = _drain(database_url, accepted)
     lost = len(accepted) - terminal

@@ -29,12 +29,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.report import Report
 from benchmarks.support import (
@@ -49,6 +49,7 @@ from benchmarks.support import (
 )
 
 RATE = 20.0
+T = TypeVar("T")
 TERMINAL = ("completed", "rejected", "unrated", "failed")
 
 
@@ -245,6 +246,21 @@ def _body(person: dict[str, str], reference: str) -> dict[str, Any]:
     }
 
 
+def open_loop(count: int, send: Callable[[int], T], rate: float = RATE, threads: int = 64) -> tuple[list[T], float]:
+    """``send(index)`` for index 0..count-1, started on an open-loop schedule of ``rate`` per second (a
+    slow answer does not delay the next start while a thread is free); the results and the seconds taken."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        started = time.perf_counter()
+        futures = []
+        for index in range(count):
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(send, index))
+        results = [future.result() for future in futures]
+    return results, time.perf_counter() - started
+
+
 def cpu_meter(pids: dict[str, int]) -> CpuMeter:
     """CPU of the API, each worker (with their forked children), PostgreSQL and this client."""
     groups = {name: process_tree(pid) for name, pid in pids.items()}
@@ -259,17 +275,7 @@ def _steady(
     count = int(RATE * duration)
     meter = cpu_meter(pids)
     meter.start()
-    outcomes: list[Outcome] = []
-    with ThreadPoolExecutor(max_workers=64) as pool:
-        started = time.perf_counter()
-        futures = []
-        for index in range(count):
-            delay = started + index / RATE - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            futures.append(pool.submit(_one, client, people[index % len(people)], f"STEADY-{index}"))
-        outcomes = [future.result() for future in futures]
-        elapsed = time.perf_counter() - started
+    outcomes, elapsed = open_loop(count, lambda index: _one(client, people[index % len(people)], f"STEADY-{index}"))
     meter.stop()
     report.notes.append(f"steady load, CPU ms per request: {meter.per_request_ms(count)}")
     latencies = sorted(o.latency * 1000 for o in outcomes if o.status == "completed")

@@ -4,30 +4,21 @@ timeouts (the product's own knobs, read from the environment by the workers and 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from io import StringIO
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from django.core.management import call_command
 
-from datadomain import custodian
-from datadomain.synthetic import generate
-from insurer_portal.models import Insurer
-from tests.factories import InsurerFactory, UserFactory
-from tests.underwriting.conftest import client_for
+from tests.population import make_population as populate
 from tests.workers import ROOT, WorkerPool
 from underwriting.models import UnderwritingRequest
-from underwriting.reference import builtin_manual_paths
-from underwriting.services.manuals import manual_approve, manual_upload
 
 # Scoring apart from the rest, so that one can be killed alone.
 FAULT_GROUPS = {
@@ -49,17 +40,6 @@ FAULT_ENV = {
     "CELERY_VISIBILITY_TIMEOUT": "30",
 }
 TERMINAL = {"completed", "rejected", "unrated", "failed"}
-T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.1, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what} not met within {timeout}s")
 
 
 class FaultStack:
@@ -172,20 +152,7 @@ def faulty(fault_stack: FaultStack, transactional_db: None, settings: Any) -> Fa
 
 
 def make_population(tmp_path: Path) -> dict[str, Any]:
-    """A key pair, the built-in manuals approved, 30 synthetic residents ingested, an insurer and its client."""
-    custodian.keypair_create(bits=2048)
-    author, reviewer = UserFactory(username="author"), UserFactory(username="reviewer")
-    for path in builtin_manual_paths():
-        manual = manual_upload(text=path.read_text(), uploaded_by=author)
-        manual_approve(slug=manual.slug, version=manual.version, approved_by=reviewer)
-    generate(patients=30, seed=23, out=tmp_path / "fhir")
-    call_command("ingest_fhir", str(tmp_path / "fhir"), stdout=StringIO(), stderr=StringIO())
-    people = []
-    for line in (tmp_path / "fhir" / "Patient.ndjson").read_text().splitlines():
-        patient = json.loads(line)
-        people.append({"resident_id": patient["identifier"][0]["value"], "name": patient["name"][0]["text"]})
-    insurer: Insurer = InsurerFactory(slug="fault-life")
-    return {"insurer": insurer, "api": client_for(insurer), "people": people}
+    return populate(tmp_path, patients=30, seed=23, insurer_slug="fault-life")
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from django.db import connection
 
 from insurer_portal.services import api_key_create
 from tests.factories import InsurerFactory
-from tests.faults.conftest import wait_for
+from tests.population import wait_for
 from tests.workers import ROOT
 
 pytestmark = pytest.mark.integration

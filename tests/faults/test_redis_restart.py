@@ -30,10 +30,10 @@ from tests.faults.conftest import (
     assert_no_personal_data_in_logs,
     make_population,
     start_fault_stack,
-    wait_for,
     wait_terminal,
 )
 from tests.faults.test_worker_faults import assert_completed_once_with_a_consistent_trail, submit
+from tests.population import wait_for
 from tests.services import require_redis
 from tests.workers import WorkerPool
 from underwriting.models import UnderwritingRequest

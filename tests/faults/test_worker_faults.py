@@ -15,7 +15,8 @@ import pytest
 import redis
 from django.conf import settings
 
-from tests.faults.conftest import FaultStack, wait_for, wait_terminal
+from tests.faults.conftest import FaultStack, wait_terminal
+from tests.population import wait_for
 from tests.underwriting.conftest import request_body
 from underwriting.models import RequestEvent, UnderwritingRequest, WebhookDelivery
 from underwriting.services.webhooks import SIGNATURE_HEADER, verify_signature, webhook_endpoint_create

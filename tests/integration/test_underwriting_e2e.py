@@ -9,26 +9,20 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import date
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from datadomain import custodian
 from datadomain.selectors import subject_features
 from datadomain.services import subject_key_for
-from datadomain.synthetic import generate
-from insurer_portal.models import Insurer
-from tests.factories import InsurerFactory, UserFactory
-from tests.underwriting.conftest import client_for, request_body
+from tests.population import make_population
+from tests.underwriting.conftest import request_body
 from tests.webhook_receiver import Receiver, start_receiver
 from tests.workers import WorkerPool
 from underwriting.models import RequestStatus, UnderwritingRequest
-from underwriting.reference import builtin_documents, builtin_manual_paths, evaluate
-from underwriting.services.manuals import manual_approve, manual_upload
+from underwriting.reference import builtin_documents, evaluate
 from underwriting.services.webhooks import SIGNATURE_HEADER, verify_signature, webhook_endpoint_create
 
 pytestmark = pytest.mark.integration
@@ -62,23 +56,12 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def world(celery_workers: WorkerPool, tmp_path: Path, receiver: Receiver, settings: Any) -> dict[str, Any]:
     settings.UNDERWRITING_RATE_LIMIT_COUNT = 100
-    custodian.keypair_create(bits=2048)
-    author, reviewer = UserFactory(username="author"), UserFactory(username="reviewer")
-    for path in builtin_manual_paths():
-        manual = manual_upload(text=path.read_text(), uploaded_by=author)
-        manual_approve(slug=manual.slug, version=manual.version, approved_by=reviewer)
-    generate(patients=40, seed=11, out=tmp_path / "fhir")
-    call_command("ingest_fhir", str(tmp_path / "fhir"), stdout=StringIO(), stderr=StringIO())
-    people = []
-    for line in (tmp_path / "fhir" / "Patient.ndjson").read_text().splitlines():
-        patient = json.loads(line)
-        people.append({"resident_id": patient["identifier"][0]["value"], "name": patient["name"][0]["text"]})
-    insurer: Insurer = InsurerFactory(slug="e2e-life")
-    endpoint = webhook_endpoint_create(insurer_id=insurer.pk, url=receiver.url)
+    world = make_population(tmp_path, patients=40, seed=11, insurer_slug="e2e-life")
+    endpoint = webhook_endpoint_create(insurer_id=world["insurer"].pk, url=receiver.url)
     codes = set()
     for line in (tmp_path / "fhir" / "Condition.ndjson").read_text().splitlines():
         codes.add(json.loads(line)["code"]["coding"][0]["code"])
-    return {"insurer": insurer, "api": client_for(insurer), "people": people, "endpoint": endpoint, "codes": codes}
+    return {**world, "endpoint": endpoint, "codes": codes}
 
 
 def wait_terminal(ids: list[str], timeout: float = 90.0) -> dict[str, UnderwritingRequest]:

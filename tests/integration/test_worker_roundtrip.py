@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from ops.models import WorkerHeartbeat
 from ops.tasks import broadcast_heartbeat, heartbeat
+from tests.population import wait_for
 from tests.workers import WorkerPool
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def test_every_queue_is_consumed_by_its_worker(celery_workers: WorkerPool) -> None:
