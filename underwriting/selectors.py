@@ -26,6 +26,7 @@ def manual_for_use(*, slug: str, insurer_slug: str) -> RatingManual | None:
         RatingManual.objects.filter(slug=slug, status=RatingManual.Status.APPROVED)
         .filter(Q(owner="builtin") | Q(owner=insurer_slug))
         .order_by("-version")
+        .defer("document", "parsed")  # manual_document() parses the text once per process
         .first()
     )
 
@@ -91,6 +92,11 @@ def request_for_insurer(*, insurer_id: int, request_id: uuid.UUID | str) -> Unde
 
 # Columns an insurer-facing read never needs: the pipeline's ciphertexts and the manual's text.
 LARGE_REQUEST_FIELDS = ("tiering_state", "manual__document", "manual__parsed")
+
+
+def request_as_submitted(request_id: uuid.UUID) -> UnderwritingRequest:
+    """A request as its submitter reads it back, in one query."""
+    return UnderwritingRequest.objects.select_related("manual").defer(*LARGE_REQUEST_FIELDS).get(pk=request_id)
 
 
 def stuck_requests(*, older_than: datetime) -> QuerySet[UnderwritingRequest]:

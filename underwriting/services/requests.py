@@ -103,8 +103,7 @@ def request_submit(
         # Two submissions with the same idempotency key raced; the other one won.
         existing = UnderwritingRequest.objects.get(insurer_id=insurer_id, idempotency_key=idempotency_key)
         return _replay(existing, body_sha256), False
-    request.refresh_from_db()
-    return request, True
+    return selectors.request_as_submitted(request.pk), True
 
 
 def _submitted_events(request: UnderwritingRequest) -> list[Event]:
