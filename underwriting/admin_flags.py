@@ -41,7 +41,7 @@ class FlagReviewForm(forms.ModelForm[MisuseFlag]):
 
 @admin.register(MisuseFlag)
 class MisuseFlagAdmin(admin.ModelAdmin[MisuseFlag]):
-    list_display = ["__str__", "kind", "status", "insurer", "api_key", "subject", "count", "threshold",
+    list_display = ["id", "kind", "status", "insurer", "api_key", "subject", "count", "threshold",
                     "window_start", "window_end", "raised_at", "reviewed_by"]  # fmt: skip
     list_filter = ["status", "kind", "insurer", "raised_at"]
     show_facets = admin.ShowFacets.ALWAYS
