@@ -25,7 +25,7 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "underwriting:terminal:"
-FALLBACK_POLL_SECONDS = 0.5
+FALLBACK_POLL_SECONDS = 2.0
 _clients: dict[str, redis.Redis] = {}
 
 
