@@ -4,9 +4,11 @@ Stack: gunicorn (the API), Celery workers over Redis (``domain``/``scoring``/``w
 with 2 processes, the custodian in its own), PostgreSQL, a 3072-bit custodian key, the ``charlson-acci``
 manual, synthetic residents whose encrypted vectors were precomputed in bulk (the steady state).
 
-1. Steady load: an open-loop client sends 20 requests/s for 60 s (``--quick``: 10 s). Each request is
+1. One at a time: 100 requests (``--quick``: 20), each sent when the previous one completed; the
+   latency floor of an idle stack.
+2. Steady load: an open-loop client sends 20 requests/s for 60 s (``--quick``: 10 s). Each request is
    ``POST`` then ``GET ?wait=10``; latency is from sending the POST to reading the completed request.
-2. Batch: 10,000 requests (``--quick``: 1,000) posted as fast as 16 client threads can, then the time
+3. Batch: 10,000 requests (``--quick``: 1,000) posted as fast as 16 client threads can, then the time
    until the last one is completed; throughput is requests / that time.
 
 Everything runs on loopback and stops by itself. Needs PostgreSQL (BENCH_DATABASE_URL or DATABASE_URL)
@@ -16,6 +18,7 @@ and Redis (BENCH_REDIS_URL or REDIS_URL); without them the benchmark reports its
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
@@ -108,6 +111,7 @@ def run(options: argparse.Namespace) -> Report:
             pids: dict[str, int] = {}
             with _stack(env, pids) as port:
                 client = Client(port, (Path(folder) / "demo-api-key.txt").read_text().strip())
+                _sequential(report, client, people, 20 if quick else 100)
                 _steady(report, client, people, duration, pids)
                 _batch(report, client, people, batch, url, pids)
     finally:
@@ -263,15 +267,30 @@ def open_loop(count: int, send: Callable[[int], T], rate: float = RATE, threads:
 
 def cpu_meter(pids: dict[str, int]) -> CpuMeter:
     """CPU of the API, each worker (with their forked children), PostgreSQL and this client."""
-    groups = {name: process_tree(pid) for name, pid in pids.items()}
-    return CpuMeter({**groups, "postgres": postgres_backends(), "client": {os.getpid()}})
+    groups: dict[str, Callable[[], set[int]]] = {
+        name: functools.partial(process_tree, pid) for name, pid in pids.items()
+    }
+    return CpuMeter({**groups, "postgres": postgres_backends, "client": lambda: {os.getpid()}})
+
+
+def _sequential(report: Report, client: Client, people: list[dict[str, str]], count: int) -> None:
+    """One request at a time on an idle stack: the latency floor, before any queueing."""
+    for index in range(10):  # warm-up: connections, caches, the encryptor's tables in every process
+        _one(client, people[index % len(people)], f"SEQ-WARM-{index}")
+    started = time.perf_counter()
+    outcomes = [_one(client, people[index % len(people)], f"SEQ-{index}") for index in range(count)]
+    elapsed = time.perf_counter() - started
+    latencies = sorted(o.latency * 1000 for o in outcomes if o.status == "completed")
+    errors = sum(1 for o in outcomes if o.status != "completed")
+    report.rows.append(
+        ["one at a time", count, elapsed, count / elapsed, _percentile(latencies, 50), _percentile(latencies, 99),
+         errors, 0]
+    )  # fmt: skip
 
 
 def _steady(
     report: Report, client: Client, people: list[dict[str, str]], duration: float, pids: dict[str, int]
 ) -> None:
-    for index in range(10):  # warm-up: connections, caches, the encryptor's tables in every process
-        _one(client, people[index % len(people)], f"WARM-{index}")
     count = int(RATE * duration)
     meter = cpu_meter(pids)
     meter.start()

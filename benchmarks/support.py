@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -101,33 +102,38 @@ def postgres_backends() -> set[int]:
     return found
 
 
-def cpu_seconds(pids: set[int]) -> float:
-    """User + system CPU time of ``pids`` (processes that have exited count as 0)."""
-    total = 0
+def cpu_seconds(pids: set[int]) -> dict[int, float]:
+    """User + system CPU seconds of each of ``pids`` still running."""
+    found = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            found[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
         except OSError:
             continue
-    return total / _TICKS
+    return found
 
 
 class CpuMeter:
-    """CPU seconds spent by named groups of processes between ``start`` and ``stop``: unlike wall time,
-    the figure per request hardly depends on what else the machine is doing."""
+    """CPU seconds spent by named groups of processes between ``start`` and ``stop``; it depends much less
+    on what else the machine runs than wall time does. Each group is found again at ``stop``, so a
+    process started meanwhile counts in full; one that exited meanwhile (PostgreSQL closes a connection
+    after CONN_MAX_AGE, say) is missing from the figure."""
 
-    def __init__(self, groups: dict[str, set[int]]) -> None:
+    def __init__(self, groups: dict[str, Callable[[], set[int]]]) -> None:
         self.groups = groups
-        self.before: dict[str, float] = {}
+        self.before: dict[str, dict[int, float]] = {}
         self.spent: dict[str, float] = {}
 
     def start(self) -> None:
-        self.before = {name: cpu_seconds(pids) for name, pids in self.groups.items()}
+        self.before = {name: cpu_seconds(find()) for name, find in self.groups.items()}
 
     def stop(self) -> dict[str, float]:
-        self.spent = {name: cpu_seconds(pids) - self.before[name] for name, pids in self.groups.items()}
+        self.spent = {}
+        for name, find in self.groups.items():
+            now, before = cpu_seconds(find()), self.before[name]
+            self.spent[name] = sum(seconds - before.get(pid, 0.0) for pid, seconds in now.items())
         return self.spent
 
     def per_request_ms(self, requests: int) -> str:
