@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 from django.db import connection
 
+from config.celery import app as celery_app
 from tests.services import require_redis
 from tests.workers import WorkerPool
 
@@ -24,3 +25,13 @@ def _worker_pool(django_db_setup: None, django_db_blocker: pytest.FixtureRequest
 def celery_workers(transactional_db: None, _worker_pool: WorkerPool) -> WorkerPool:
     """Real worker processes on every queue, sharing the test database (hence transactional_db)."""
     return _worker_pool
+
+
+@pytest.fixture
+def in_process_tasks() -> Iterator[None]:
+    """Tasks (the custodian's included) run in this process even when REDIS_URL is set: for tests that
+    need a task's effect but no worker processes."""
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = eager

@@ -3,9 +3,10 @@ from __future__ import annotations
 import math
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
@@ -172,22 +173,34 @@ def requests_per_day_by_insurer(
     *, days: int = 30, today: date | None = None
 ) -> tuple[list[date], dict[str, list[int]]]:
     """Each day of the last ``days`` (Asia/Shanghai) and, per insurer (by name), its requests on that day."""
-    today = today or timezone.localdate()
-    first = today - timedelta(days=days - 1)
+    return _per_day(UnderwritingRequest.objects.all(), "created_at", "insurer__name", days=days, today=today)
+
+
+def _per_day(
+    rows: QuerySet[Any],
+    at: str,
+    group: str,
+    *,
+    days: int,
+    today: date | None,
+    label: Callable[[Any], str] = str,
+) -> tuple[list[date], dict[str, list[int]]]:
+    """The last ``days`` calendar days (Asia/Shanghai) and, per ``label(group value)``, the rows whose
+    ``at`` falls on each day, counted in one grouped query."""
+    first = (today or timezone.localdate()) - timedelta(days=days - 1)
     start = timezone.make_aware(datetime.combine(first, datetime.min.time()))
-    rows = (
-        UnderwritingRequest.objects.filter(created_at__gte=start)
-        .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
-        .values("insurer__name", "day")
+    grouped = (
+        rows.filter(**{f"{at}__gte": start})
+        .annotate(day=TruncDate(at, tzinfo=timezone.get_current_timezone()))
+        .values(group, "day")
         .annotate(n=Count("id"))
         .order_by()
     )
-    calendar = [first + timedelta(days=i) for i in range(days)]
     series: dict[str, list[int]] = {}
-    for row in sorted(rows, key=lambda row: str(row["insurer__name"])):
-        counts = series.setdefault(str(row["insurer__name"]), [0] * days)
+    for row in sorted(grouped, key=lambda row: str(row[group])):
+        counts = series.setdefault(label(row[group]), [0] * days)
         counts[(row["day"] - first).days] += row["n"]
-    return calendar, series
+    return [first + timedelta(days=i) for i in range(days)], series
 
 
 # --- misuse flags ----------------------------------------------------------------------------------
@@ -195,22 +208,11 @@ def requests_per_day_by_insurer(
 
 def flags_per_day_by_kind(*, days: int = 30, today: date | None = None) -> tuple[list[date], dict[str, list[int]]]:
     """Each day of the last ``days`` and, per flag kind (its label), the flags raised that day."""
-    today = today or timezone.localdate()
-    first = today - timedelta(days=days - 1)
-    start = timezone.make_aware(datetime.combine(first, datetime.min.time()))
-    rows = (
-        MisuseFlag.objects.filter(raised_at__gte=start)
-        .annotate(day=TruncDate("raised_at", tzinfo=timezone.get_current_timezone()))
-        .values("kind", "day")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    series: dict[str, list[int]] = {}
     labels = dict(FlagKind.choices)
-    for row in sorted(rows, key=lambda row: str(row["kind"])):
-        counts = series.setdefault(str(labels.get(row["kind"], row["kind"])), [0] * days)
-        counts[(row["day"] - first).days] += row["n"]
-    return [first + timedelta(days=i) for i in range(days)], series
+    return _per_day(
+        MisuseFlag.objects.all(), "raised_at", "kind", days=days, today=today,
+        label=lambda kind: str(labels.get(kind, kind)),
+    )  # fmt: skip
 
 
 def open_flags_by_kind() -> list[tuple[str, str, int]]:

@@ -11,7 +11,6 @@ from django.test import Client
 from django.utils import translation
 
 from audit.models import AuditEntry
-from config.celery import app as celery_app
 from tests.factories import UserFactory
 from tests.staff import otp_login
 from tests.underwriting.conftest import (  # noqa: F401 - fixtures shared with the underwriting tests
@@ -34,15 +33,6 @@ def key_dir(tmp_path: Path, settings: Any) -> Path:
     settings.CUSTODIAN_KEY_DIR = tmp_path / "keys"
     settings.CONSENT_STORE_DIR = tmp_path / "consent-forms"
     return Path(settings.CUSTODIAN_KEY_DIR)
-
-
-@pytest.fixture
-def in_process_tasks() -> Iterator[None]:
-    """Custodian tasks run in this process even when REDIS_URL is set: these tests need no workers."""
-    eager = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = eager
 
 
 StaffFactory = Callable[..., User]
