@@ -13,7 +13,7 @@ from datadomain import custodian
 from datadomain.models import CustodianKey
 from securecompute.errors import WrongKekError
 from securecompute.keys import key_id
-from tests.governance.conftest import alice_decision, approved, in_process_tasks  # noqa: F401 - fixtures
+from tests.governance.conftest import alice_decision, approved  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 
