@@ -146,32 +146,49 @@ def portal_user_set_role(*, membership: InsurerUser, role: str) -> None:
     InsurerUser.objects.filter(pk=membership.pk).update(role=role)
 
 
-def _lock_key(username: str) -> str:
-    return f"portal-login-failures:{hashlib.sha256(username.strip().lower().encode()).hexdigest()}"
+def _lock_keys(username: str, address: str) -> dict[str, tuple[str, int]]:
+    """The failure counters a sign-in attempt touches, with their limits: one per account name (guessing
+    one password) and one per client address (trying a few passwords on many accounts). Both are hashed:
+    the cache never holds a user name or an address."""
+
+    def digest(value: str) -> str:
+        return hashlib.sha256(value.strip().lower().encode()).hexdigest()
+
+    keys = {"account": (f"portal-login-failures:{digest(username)}", settings.PORTAL_LOCKOUT_FAILURES)}
+    if address:
+        keys["address"] = (f"portal-login-failures-ip:{digest(address)}", settings.PORTAL_ADDRESS_LOCKOUT_FAILURES)
+    return keys
 
 
-def login_is_locked(*, username: str) -> bool:
-    return bool(int(cache.get(_lock_key(username), 0)) >= settings.PORTAL_LOCKOUT_FAILURES)
+def login_is_locked(*, username: str, address: str = "") -> bool:
+    """True while the account name or the client address has used up its failures for the window."""
+    return any(int(cache.get(key, 0)) >= limit for key, limit in _lock_keys(username, address).values())
 
 
-def login_failure_record(*, username: str) -> bool:
-    """Count a failed password or code; returns True when the account name is now locked.
+def login_failure_record(*, username: str, address: str = "") -> bool:
+    """Count a failed password or code against the account name and the client address; returns True
+    when either is now locked.
 
-    The count lives in the shared cache for PORTAL_LOCKOUT_SECONDS from the first failure, so a lock
-    ends by itself and guessing is capped at PORTAL_LOCKOUT_FAILURES tries per window.
+    The counts live in the shared cache for PORTAL_LOCKOUT_SECONDS from their first failure, so a lock
+    ends by itself and guessing is capped at PORTAL_LOCKOUT_FAILURES tries per account and
+    PORTAL_ADDRESS_LOCKOUT_FAILURES per address in each window.
     """
-    key = _lock_key(username)
-    cache.add(key, 0, timeout=settings.PORTAL_LOCKOUT_SECONDS)
-    try:
-        failures = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=settings.PORTAL_LOCKOUT_SECONDS)
-        failures = 1
-    return bool(int(failures) >= settings.PORTAL_LOCKOUT_FAILURES)
+    locked = False
+    for key, limit in _lock_keys(username, address).values():
+        cache.add(key, 0, timeout=settings.PORTAL_LOCKOUT_SECONDS)
+        try:
+            failures = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=settings.PORTAL_LOCKOUT_SECONDS)
+            failures = 1
+        locked = locked or int(failures) >= limit
+    return locked
 
 
 def login_failures_clear(*, username: str) -> None:
-    cache.delete(_lock_key(username))
+    """A successful sign-in clears its account's count; the address keeps its count until the window
+    ends, so one valid account cannot reset a spray over others."""
+    cache.delete(_lock_keys(username, "")["account"][0])
 
 
 @transaction.atomic

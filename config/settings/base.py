@@ -134,6 +134,8 @@ SESSION_COOKIE_HTTPONLY = True
 # Repeated failed sign-ins (password or one-time code) lock the account name for a while.
 PORTAL_LOCKOUT_FAILURES = env.int("PORTAL_LOCKOUT_FAILURES", default=5)
 PORTAL_LOCKOUT_SECONDS = env.int("PORTAL_LOCKOUT_SECONDS", default=15 * 60)
+# Failed sign-ins from one client address, over all account names, in the same window.
+PORTAL_ADDRESS_LOCKOUT_FAILURES = env.int("PORTAL_ADDRESS_LOCKOUT_FAILURES", default=30)
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Underwriting portal")
 # Password-reset mail; the console backend prints it (development and the demo).
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

@@ -28,13 +28,19 @@ from insurer_portal.views.access import needs_second_factor, portal_view, safe_n
 SETUP_DEVICE_KEY = "portal-2fa-setup-device"
 
 
+def client_address(request: HttpRequest) -> str:
+    """The peer address as the WSGI server saw it (behind a proxy, the proxy must set REMOTE_ADDR)."""
+    return str(request.META.get("REMOTE_ADDR", ""))
+
+
 @never_cache
 @sensitive_post_parameters("password")
 def login_view(request: HttpRequest) -> HttpResponse:
     form = LoginForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         username = form.cleaned_data["username"]
-        if services.login_is_locked(username=username):
+        address = client_address(request)
+        if services.login_is_locked(username=username, address=address):
             form.add_error(None, _("Too many failed attempts. Try again in 15 minutes or reset your password."))
         else:
             user = authenticate(request, username=username, password=form.cleaned_data["password"])
@@ -42,7 +48,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
                 login(request, user)
                 services.login_failures_clear(username=username)
                 return _after_password(request)
-            locked = services.login_failure_record(username=username)
+            locked = services.login_failure_record(username=username, address=address)
             form.add_error(
                 None,
                 _("Too many failed attempts. Try again in 15 minutes or reset your password.")
@@ -72,7 +78,7 @@ def verify_view(request: HttpRequest) -> HttpResponse:
         return redirect("portal:dashboard")
     form = TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if services.login_is_locked(username=user.username):
+        if services.login_is_locked(username=user.username, address=client_address(request)):
             logout(request)
             messages.error(request, _("Too many failed attempts. Try again in 15 minutes or reset your password."))
             return redirect("portal:login")
@@ -80,7 +86,7 @@ def verify_view(request: HttpRequest) -> HttpResponse:
             otp_login(request, device)
             services.login_failures_clear(username=user.username)
             return redirect(safe_next(request))
-        if services.login_failure_record(username=user.username):
+        if services.login_failure_record(username=user.username, address=client_address(request)):
             logout(request)
             messages.error(request, _("Too many failed attempts. Try again in 15 minutes or reset your password."))
             return redirect("portal:login")

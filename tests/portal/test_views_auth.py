@@ -55,6 +55,33 @@ def test_locks_out_after_repeated_failures(underwriter: InsurerUser, client: Cli
     assert client.get("/portal/").status_code == 302
 
 
+def test_many_accounts_tried_from_one_address_lock_that_address(
+    insurer: Insurer, underwriter: InsurerUser, settings: Any
+) -> None:
+    settings.PORTAL_LOCKOUT_FAILURES = 5
+    settings.PORTAL_ADDRESS_LOCKOUT_FAILURES = 3
+    sprayer = Client(REMOTE_ADDR="203.0.113.7")
+    for name in ("a-ping", "b-ping", "c-ping"):  # one wrong password each: no account reaches its limit
+        sprayer.post("/portal/login/", {"username": name, "password": "Spring2026!"})
+    response = sprayer.post("/portal/login/", {"username": "uw-ping", "password": PASSWORD}, HTTP_ACCEPT_LANGUAGE="en")
+    assert "Too many failed attempts" in response.content.decode()
+    assert sprayer.get("/portal/").status_code == 302
+    colleague = Client(REMOTE_ADDR="198.51.100.20")  # the account itself is not locked
+    assert colleague.post("/portal/login/", {"username": "uw-ping", "password": PASSWORD}).status_code == 302
+    assert colleague.get("/portal/").status_code == 200
+
+
+def test_a_successful_sign_in_does_not_reset_its_address(underwriter: InsurerUser, settings: Any) -> None:
+    settings.PORTAL_ADDRESS_LOCKOUT_FAILURES = 3
+    visitor = Client(REMOTE_ADDR="203.0.113.8")
+    visitor.post("/portal/login/", {"username": "x-ping", "password": "wrong"})
+    visitor.post("/portal/login/", {"username": "y-ping", "password": "wrong"})
+    assert visitor.post("/portal/login/", {"username": "uw-ping", "password": PASSWORD}).status_code == 302
+    visitor.logout()
+    visitor.post("/portal/login/", {"username": "z-ping", "password": "wrong"})  # the third from this address
+    assert visitor.post("/portal/login/", {"username": "uw-ping", "password": PASSWORD}).status_code == 200
+
+
 def test_admin_without_authenticator_must_enrol_before_any_page(
     insurer: Insurer, client: Client, settings: Any
 ) -> None:
