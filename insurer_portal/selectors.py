@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Count, Q, QuerySet
-from django.db.models.functions import TruncDate, TruncMonth
+from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
 from insurer_portal.models import ApiKey, Batch, InsurerUser
@@ -136,16 +136,8 @@ def delivery_for_insurer(*, insurer_id: int, delivery_id: int) -> WebhookDeliver
 
 
 def volume_per_day(*, insurer_id: int, days: int = 30, today: date | None = None) -> list[DayCount]:
-    today = today or timezone.localdate()
-    first = today - timedelta(days=days - 1)
-    rows = (
-        UnderwritingRequest.objects.filter(insurer_id=insurer_id, created_at__gte=_day_start(first))
-        .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
-        .values("day")
-        .annotate(n=Count("id"))
-    )
-    counts = {row["day"]: row["n"] for row in rows}
-    return [DayCount(first + timedelta(days=i), counts.get(first + timedelta(days=i), 0)) for i in range(days)]
+    calendar, counts = uw_selectors.requests_per_day(insurer_id=insurer_id, days=days, today=today)
+    return [DayCount(day, count) for day, count in zip(calendar, counts, strict=True)]
 
 
 def tier_mix_per_manual(*, insurer_id: int, since: datetime) -> dict[str, dict[str, int]]:

@@ -176,6 +176,12 @@ def requests_per_day_by_insurer(
     return _per_day(UnderwritingRequest.objects.all(), "created_at", "insurer__name", days=days, today=today)
 
 
+def requests_per_day(*, insurer_id: int, days: int = 30, today: date | None = None) -> tuple[list[date], list[int]]:
+    """Each of the last ``days`` days (Asia/Shanghai) and one insurer's requests on that day."""
+    calendar, series = _per_day(_scoped(insurer_id), "created_at", "insurer_id", days=days, today=today)
+    return calendar, series.get(str(insurer_id), [0] * days)
+
+
 def _per_day(
     rows: QuerySet[Any],
     at: str,

@@ -82,16 +82,21 @@ def test_a_privacy_officer_reviews_a_flag_with_a_note(flag: MisuseFlag) -> None:
     ]  # fmt: skip
 
 
+def post_override(client: Client, request: UnderwritingRequest, *, reason: str, allowance: int, days: int) -> Any:
+    """The admin's override form, filled in for ``request`` with an expiry ``days`` from now."""
+    expires = timezone.localtime() + timedelta(days=days)
+    return client.post(
+        OVERRIDES + "add/",
+        {"request_id": str(request.pk), "reason": reason, "allowance": str(allowance),
+         "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S")},
+    )  # fmt: skip
+
+
 def test_a_privacy_officer_grants_an_override_from_a_request(flag: MisuseFlag) -> None:
     client, officer = staff_in(roles.PRIVACY_OFFICER, "flag-officer")
     request = UnderwritingRequest.objects.first()
     assert request is not None
-    expires = timezone.localtime() + timedelta(days=3)
-    response = client.post(
-        OVERRIDES + "add/",
-        {"request_id": str(request.pk), "reason": "Policy change confirmed by phone", "allowance": "2",
-         "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S")},
-    )  # fmt: skip
+    response = post_override(client, request, reason="Policy change confirmed by phone", allowance=2, days=3)
     assert response.status_code == 302, response.content.decode()[:2000]
     override = RateLimitOverride.objects.get()
     assert (override.insurer_id, override.subject_key, override.allowance, override.granted_by) == (
@@ -107,12 +112,7 @@ def test_an_override_with_a_far_expiry_is_refused_in_the_form(flag: MisuseFlag) 
     client, _ = staff_in(roles.PRIVACY_OFFICER, "flag-officer")
     request = UnderwritingRequest.objects.first()
     assert request is not None
-    expires = timezone.localtime() + timedelta(days=90)
-    response = client.post(
-        OVERRIDES + "add/",
-        {"request_id": str(request.pk), "reason": "too long", "allowance": "1",
-         "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S")},
-    )  # fmt: skip
+    response = post_override(client, request, reason="too long", allowance=1, days=90)
     assert response.status_code == 200
     assert "within the next 30 days" in response.content.decode()
     assert not RateLimitOverride.objects.exists()

@@ -81,36 +81,34 @@ def _recent_subjects(queryset: QuerySet[UnderwritingRequest], now: datetime) -> 
     return queryset.filter(subject_key__in=recent)
 
 
-def find_subject_manuals(queryset: QuerySet[UnderwritingRequest], now: datetime) -> list[Condition]:
-    window, threshold = _subject_window(), int(settings.FLAG_SUBJECT_MANUALS)
+def _subject_spread(
+    kind: str, queryset: QuerySet[UnderwritingRequest], now: datetime, group: list[str], spread: str, threshold: int
+) -> list[Condition]:
+    """Groups (by subject, and per insurer when ``group`` says so) whose requests within the subject window
+    name at least ``threshold`` distinct values of ``spread``."""
+    window = _subject_window()
     rows = (
         _recent_subjects(_queried(queryset).filter(created_at__gte=now - window), now)
-        .values("insurer_id", "subject_key")
-        .annotate(n=Count("manual_slug", distinct=True), first=Min("created_at"), last=Max("created_at"))
+        .values(*group)
+        .annotate(n=Count(spread, distinct=True), first=Min("created_at"), last=Max("created_at"))
         .filter(n__gte=threshold)
         .order_by()
     )
     return [
-        Condition(FlagKind.SUBJECT_MANUALS, row["insurer_id"], None, row["subject_key"], row["first"], row["last"],
+        Condition(kind, row.get("insurer_id"), None, row["subject_key"], row["first"], row["last"],
                   int(window.total_seconds()), row["n"], threshold)
         for row in rows
     ]  # fmt: skip
+
+
+def find_subject_manuals(queryset: QuerySet[UnderwritingRequest], now: datetime) -> list[Condition]:
+    return _subject_spread(FlagKind.SUBJECT_MANUALS, queryset, now, ["insurer_id", "subject_key"], "manual_slug",
+                           int(settings.FLAG_SUBJECT_MANUALS))  # fmt: skip
 
 
 def find_subject_insurers(queryset: QuerySet[UnderwritingRequest], now: datetime) -> list[Condition]:
-    window, threshold = _subject_window(), int(settings.FLAG_SUBJECT_INSURERS)
-    rows = (
-        _recent_subjects(_queried(queryset).filter(created_at__gte=now - window), now)
-        .values("subject_key")
-        .annotate(n=Count("insurer_id", distinct=True), first=Min("created_at"), last=Max("created_at"))
-        .filter(n__gte=threshold)
-        .order_by()
-    )
-    return [
-        Condition(FlagKind.SUBJECT_INSURERS, None, None, row["subject_key"], row["first"], row["last"],
-                  int(window.total_seconds()), row["n"], threshold)
-        for row in rows
-    ]  # fmt: skip
+    return _subject_spread(FlagKind.SUBJECT_INSURERS, queryset, now, ["subject_key"], "insurer_id",
+                           int(settings.FLAG_SUBJECT_INSURERS))  # fmt: skip
 
 
 def _lookback(window: timedelta) -> timedelta:
