@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import csv
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
@@ -14,6 +12,7 @@ from audit.models import AuditEntry
 from audit.services import audit_record
 from underwriting import selectors
 from underwriting.admin_flags import MisuseFlagAdmin, RateLimitOverrideAdmin  # noqa: F401 - registered there
+from underwriting.downloads import csv_download
 from underwriting.errors import UnderwritingError
 from underwriting.models import RatingManual, RequestEvent, UnderwritingRequest, WebhookDelivery, WebhookEndpoint
 from underwriting.services.manuals import manual_approve
@@ -62,13 +61,6 @@ def _detail(entry: AuditEntry) -> str:
     return " ".join(f"{key}={value}" for key, value in sorted(entry.detail.items()) if value not in ("", None))
 
 
-class _Echo:
-    """A file-like object for csv.writer that hands each row back instead of storing it."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 @admin.register(UnderwritingRequest)
 class UnderwritingRequestAdmin(admin.ModelAdmin[UnderwritingRequest]):
     list_display = ["reference", "insurer", "manual", "status", "reason", "tier_code", "created_at", "completed_at"]
@@ -87,13 +79,7 @@ class UnderwritingRequestAdmin(admin.ModelAdmin[UnderwritingRequest]):
             actor=request.user.get_username(),
             detail={"count": queryset.count(), "filters": request.GET.urlencode()[:500]},
         )
-        writer = csv.writer(_Echo())
-        response = StreamingHttpResponse(
-            (writer.writerow(row) for row in selectors.requests_regulator_rows(queryset)), content_type="text/csv"
-        )
-        name = f"underwriting-requests-{timezone.localdate():%Y%m%d}.csv"
-        response["Content-Disposition"] = f'attachment; filename="{name}"'
-        return response
+        return csv_download(selectors.requests_regulator_rows(queryset), name="underwriting-requests")
 
     def get_readonly_fields(self, request: HttpRequest, obj: UnderwritingRequest | None = None) -> list[str]:
         return [*(f.name for f in UnderwritingRequest._meta.fields if f.name not in self.exclude), "audit_trail"]

@@ -8,16 +8,14 @@ out of error reports; messages and audit events name nobody. Thin: every decisio
 
 from __future__ import annotations
 
-import csv
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.debug import sensitive_post_parameters
@@ -26,6 +24,7 @@ from django.views.decorators.http import require_http_methods
 from audit.approvals import ApprovalError
 from audit.models import Approval
 from datadomain import services as domain
+from underwriting.downloads import csv_download
 from underwriting.errors import UnderwritingError
 from underwriting.services import explain, subjects
 
@@ -63,27 +62,12 @@ class ExplanationAskForm(forms.Form):
     reason = forms.CharField(label=gettext_lazy("Reason"), max_length=300, required=False)
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _download(report: subjects.AccessReport) -> StreamingHttpResponse:
-    writer = csv.writer(_Echo())
-    response = StreamingHttpResponse(
-        (writer.writerow(row) for row in subjects.access_report_rows(report)), content_type="text/csv"
-    )
-    name = f"subject-access-report-{timezone.localdate():%Y%m%d}.csv"
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
-
-
 def _subject_op(request: HttpRequest, op: str, form: SubjectForm, context: dict[str, Any]) -> HttpResponseBase | None:
     resident_id, actor = form.cleaned_data["resident_id"], request.user.get_username()
     if op in ("report", "download"):
         report = subjects.subject_access_report(resident_id=resident_id, by=actor, download=op == "download")
         if op == "download":
-            return _download(report)
+            return csv_download(subjects.access_report_rows(report), name="subject-access-report")
         context["report"] = report
     elif op == "withdraw":
         count = subjects.subject_withdraw_consent(resident_id=resident_id, by=actor)
