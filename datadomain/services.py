@@ -6,10 +6,10 @@ dataclasses. No resident ID, name or clinical value ever appears in an error mes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Literal
+from typing import Literal, TypedDict
 
 import phe
 from celery import current_app
@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from audit.approvals import Staff, approval_claim
 from audit.models import Approval
-from audit.services import audit_record, subject_ref
+from audit.services import Event, audit_record, audit_record_many, subject_ref
 from datadomain import catalog, identity
 from datadomain.consent_store import consent_artifact_delete
 from datadomain.encryption import Stored, encrypt_vector, from_pair, key_fingerprint, pack, to_pair, unpack
@@ -71,21 +71,100 @@ class IdentityCheck:
 
 def identity_check(*, resident_id: str, name: str) -> IdentityCheck:
     """Does the domain know this resident ID, and under this name? ``invalid_input`` for a malformed ID."""
-    normalised = identity.normalise(resident_id)
-    if not identity.is_valid(normalised):
+    check = identity_check_many(applicants=[(resident_id, name)])[0]
+    if check is None:
         raise DomainError("invalid_input", "The resident ID is not a valid 18-character GB 11643 number.")
-    key = subject_key_for(normalised)
-    stored = Patient.objects.filter(subject_key=key).values_list("name", flat=True).first()
-    if stored is None:
-        outcome: Literal["matched", "mismatch", "unknown"] = "unknown"
-    elif identity.normalise_name(stored) == identity.normalise_name(name):
-        outcome = "matched"
-    else:
-        outcome = "mismatch"
-    return IdentityCheck(outcome=outcome, subject_key=key, resident_id_masked=identity.mask(normalised))
+    return check
+
+
+def identity_check_many(*, applicants: Sequence[tuple[str, str]]) -> list[IdentityCheck | None]:
+    """:func:`identity_check` for many (resident ID, name) pairs with one query, in their order;
+    ``None`` stands for a malformed ID."""
+    normalised = [identity.normalise(resident_id) for resident_id, _ in applicants]
+    keys = [subject_key_for(value) if identity.is_valid(value) else None for value in normalised]
+    wanted = {key for key in keys if key is not None}
+    names = dict(Patient.objects.filter(subject_key__in=wanted).values_list("subject_key", "name")) if wanted else {}
+    checks: list[IdentityCheck | None] = []
+    for (_, name), value, key in zip(applicants, normalised, keys, strict=True):
+        if key is None:
+            checks.append(None)
+            continue
+        stored = names.get(key)
+        if stored is None:
+            outcome: Literal["matched", "mismatch", "unknown"] = "unknown"
+        elif identity.normalise_name(stored) == identity.normalise_name(name):
+            outcome = "matched"
+        else:
+            outcome = "mismatch"
+        checks.append(IdentityCheck(outcome=outcome, subject_key=key, resident_id_masked=identity.mask(value)))
+    return checks
 
 
 # --- consent ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsentInput:
+    """Consent evidence for one subject, as an insurer presents it."""
+
+    subject_key: str
+    reference: str
+    signed_at: datetime
+    expires_at: datetime | None
+    scope: list[str]
+    artifact_sha256: str
+
+
+@dataclass(frozen=True)
+class RecordedConsent:
+    """A stored consent: what decides whether it covers a purpose at a given time."""
+
+    consent_id: int
+    scope: list[str]
+    signed_at: datetime
+    expires_at: datetime | None
+    withdrawn_at: datetime | None
+
+    @classmethod
+    def of(cls, consent: Consent) -> RecordedConsent:
+        return cls(consent.pk, consent.scope, consent.signed_at, consent.expires_at, consent.withdrawn_at)
+
+    def is_valid(self, *, purpose: str = "underwriting", at: datetime) -> bool:
+        """Scope includes ``purpose``, signed at or before ``at``, not expired and not withdrawn at ``at``."""
+        return (
+            purpose in self.scope
+            and self.signed_at <= at
+            and (self.expires_at is None or at < self.expires_at)
+            and (self.withdrawn_at is None or at < self.withdrawn_at)
+        )
+
+
+class _ConsentFields(TypedDict):
+    signed_at: datetime
+    expires_at: datetime | None
+    scope: list[str]
+    artifact_sha256: str
+
+
+def _consent_fields(
+    *, reference: str, signed_at: datetime, expires_at: datetime | None, scope: list[str], artifact_sha256: str
+) -> _ConsentFields:
+    """The evidence as stored (scope sorted, digest lower case); ``invalid_input`` when it is malformed."""
+    if timezone.is_naive(signed_at) or (expires_at is not None and timezone.is_naive(expires_at)):
+        raise DomainError("invalid_input", "Consent times must be time-zone aware.")
+    digest = artifact_sha256.lower()
+    if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+        raise DomainError("invalid_input", "artifact_sha256 must be 64 hexadecimal characters.")
+    if not reference or len(reference) > 200 or not all(isinstance(item, str) for item in scope):
+        raise DomainError("invalid_input", "Consent reference or scope is malformed.")
+    return {"signed_at": signed_at, "expires_at": expires_at, "scope": sorted(set(scope)), "artifact_sha256": digest}
+
+
+def _evidence_differs(consent: Consent, fields: _ConsentFields) -> bool:
+    return any(getattr(consent, name) != value for name, value in fields.items())
+
+
+DIFFERENT_CONSENT = "A different consent was already recorded under this reference."
 
 
 @transaction.atomic
@@ -101,47 +180,96 @@ def consent_record(
 ) -> int:
     """Store consent evidence; the same (insurer, subject, reference) again returns the existing id,
     unless its evidence differs, which is ``invalid_input`` (evidence is immutable once recorded)."""
-    if timezone.is_naive(signed_at) or (expires_at is not None and timezone.is_naive(expires_at)):
-        raise DomainError("invalid_input", "Consent times must be time-zone aware.")
-    digest = artifact_sha256.lower()
-    if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
-        raise DomainError("invalid_input", "artifact_sha256 must be 64 hexadecimal characters.")
-    if not reference or len(reference) > 200 or not all(isinstance(item, str) for item in scope):
-        raise DomainError("invalid_input", "Consent reference or scope is malformed.")
-    fields = {"signed_at": signed_at, "expires_at": expires_at, "scope": sorted(set(scope)), "artifact_sha256": digest}
-    consent, created = Consent.objects.get_or_create(
-        insurer_slug=insurer_slug, subject_key=subject_key, reference=reference, defaults=fields
+    fields = _consent_fields(
+        reference=reference, signed_at=signed_at, expires_at=expires_at, scope=scope, artifact_sha256=artifact_sha256
     )
-    if not created and any(getattr(consent, name) != value for name, value in fields.items()):
-        raise DomainError("invalid_input", "A different consent was already recorded under this reference.")
+    consent, created = Consent.objects.get_or_create(
+        insurer_slug=insurer_slug, subject_key=subject_key, reference=reference, defaults=dict(fields)
+    )
+    if not created and _evidence_differs(consent, fields):
+        raise DomainError("invalid_input", DIFFERENT_CONSENT)
     if created:
         _audit_consent("consent.record", consent, scope=fields["scope"])
     return consent.pk
 
 
-def _audit_consent(action: str, consent: Consent, *, by: str = "", **detail: object) -> None:
-    audit_record(
-        action=action,
-        actor=by or f"insurer:{consent.insurer_slug}",
-        target_type="consent",
-        target_id=str(consent.pk),
+@transaction.atomic(savepoint=False)  # part of the caller's transaction, which retries on IntegrityError
+def consent_record_many(*, insurer_slug: str, evidence: Sequence[ConsentInput]) -> list[RecordedConsent | DomainError]:
+    """:func:`consent_record` for many items: one SELECT of the references already recorded, one INSERT of
+    the new ones and one of their audit events. Each item gets its record, or the error consent_record
+    would raise; items with the same (subject, reference) share one record, in order, as they would one
+    after the other.
+
+    No savepoint per row: a concurrent insert of the same reference raises IntegrityError, and the caller
+    retries its transaction, whose next pass finds that record and compares its evidence."""
+    checked = [_consent_fields_or_error(item) for item in evidence]
+    records = _consents_recorded(
+        insurer_slug, [i for i, f in zip(evidence, checked, strict=True) if isinstance(f, dict)]
+    )
+    new: list[Consent] = []
+    for item, fields in zip(evidence, checked, strict=True):
+        if isinstance(fields, dict) and (item.subject_key, item.reference) not in records:
+            consent = Consent(
+                insurer_slug=insurer_slug, subject_key=item.subject_key, reference=item.reference, **fields
+            )
+            records[(item.subject_key, item.reference)] = consent
+            new.append(consent)
+    Consent.objects.bulk_create(new)
+    audit_record_many(_consent_event("consent.record", consent, scope=consent.scope) for consent in new)
+    results: list[RecordedConsent | DomainError] = []
+    for item, fields in zip(evidence, checked, strict=True):
+        if isinstance(fields, DomainError):
+            results.append(fields)
+            continue
+        consent = records[(item.subject_key, item.reference)]
+        differs = _evidence_differs(consent, fields)
+        results.append(DomainError("invalid_input", DIFFERENT_CONSENT) if differs else RecordedConsent.of(consent))
+    return results
+
+
+def _consent_fields_or_error(item: ConsentInput) -> _ConsentFields | DomainError:
+    try:
+        return _consent_fields(
+            reference=item.reference, signed_at=item.signed_at, expires_at=item.expires_at, scope=item.scope,
+            artifact_sha256=item.artifact_sha256,
+        )  # fmt: skip
+    except DomainError as exc:
+        return exc
+
+
+def _consents_recorded(insurer_slug: str, evidence: Sequence[ConsentInput]) -> dict[tuple[str, str], Consent]:
+    """The records already stored for these (subject, reference) pairs, in one query."""
+    if not evidence:
+        return {}
+    wanted = {(item.subject_key, item.reference) for item in evidence}
+    rows = Consent.objects.filter(
+        insurer_slug=insurer_slug,
+        subject_key__in={subject for subject, _ in wanted},
+        reference__in={reference for _, reference in wanted},
+    )
+    return {(row.subject_key, row.reference): row for row in rows if (row.subject_key, row.reference) in wanted}
+
+
+def _consent_event(action: str, consent: Consent, *, by: str = "", **detail: object) -> Event:
+    return Event(
+        action,
+        by or f"insurer:{consent.insurer_slug}",
+        "consent",
+        str(consent.pk),
         # Not the insurer's free-text reference: the consent id names the evidence without risking what an
         # insurer may have typed into it.
-        detail={"subject": subject_ref(consent.subject_key), **detail},
+        {"subject": subject_ref(consent.subject_key), **detail},
     )
+
+
+def _audit_consent(action: str, consent: Consent, *, by: str = "", **detail: object) -> None:
+    audit_record_many([_consent_event(action, consent, by=by, **detail)])
 
 
 def consent_is_valid(*, consent_id: int, purpose: str = "underwriting", at: datetime) -> bool:
     """Scope includes ``purpose``, signed at or before ``at``, not expired and not withdrawn at ``at``."""
     consent = Consent.objects.filter(pk=consent_id).first()
-    if consent is None:
-        return False
-    return (
-        purpose in consent.scope
-        and consent.signed_at <= at
-        and (consent.expires_at is None or at < consent.expires_at)
-        and (consent.withdrawn_at is None or at < consent.withdrawn_at)
-    )
+    return consent is not None and RecordedConsent.of(consent).is_valid(purpose=purpose, at=at)
 
 
 def consent_withdraw(*, consent_id: int, at: datetime | None = None, by: str = "") -> None:
@@ -312,6 +440,17 @@ def comparison_grant_create(*, request_ref: str, budget: int, key_id: str | None
         request_ref=request_ref, defaults={"key_id": key_id, "budget": budget}
     )
     return grant.pk
+
+
+def comparison_grants_create(*, budgets: Mapping[str, int], key_id: str) -> None:
+    """:func:`comparison_grant_create` for many requests (request ref -> budget) in one INSERT; a request
+    that already has a grant keeps it."""
+    if any(budget < 0 for budget in budgets.values()):
+        raise DomainError("invalid_input", "A comparison budget cannot be negative.")
+    ComparisonGrant.objects.bulk_create(
+        [ComparisonGrant(request_ref=ref, key_id=key_id, budget=budget) for ref, budget in budgets.items()],
+        ignore_conflicts=True,
+    )
 
 
 def keypair_rotate_request(*, actor: str, approval_id: int | None = None) -> None:

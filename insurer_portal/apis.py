@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
+from django.conf import settings
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -16,12 +17,22 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from insurer_portal.api_errors import flatten
 from insurer_portal.authentication import ApiKeyAuthentication, ApiKeyRateThrottle, InsurerPrincipal
 from underwriting import selectors as uw_selectors
+from underwriting.errors import UnderwritingError
 from underwriting.models import RequestStatus, UnderwritingRequest
 from underwriting.serializers import RequestOutputSerializer
 from underwriting.services import notify
-from underwriting.services.requests import Applicant, ConsentEvidence, body_fingerprint, request_submit
+from underwriting.services.requests import (
+    Applicant,
+    ConsentEvidence,
+    SubmitItem,
+    SubmitOutcome,
+    body_fingerprint,
+    request_submit,
+    requests_submit_many,
+)
 
 MAX_WAIT_SECONDS = 10
 
@@ -52,6 +63,75 @@ class RequestInputSerializer(serializers.Serializer[Any]):
     applicant = ApplicantInputSerializer()
     manual = serializers.SlugField(max_length=63, help_text="rating manual slug, e.g. charlson-acci")
     consent = ConsentInputSerializer()
+
+
+def submit_item(data: dict[str, Any], body: Any, idempotency_key: str) -> SubmitItem:
+    """One validated request body as the submission service takes it. The fingerprint covers the body as
+    sent, without a batch item's own ``idempotency_key``, so a batch item and a single POST of the same
+    body under the same key are replays of each other."""
+    sent = {name: value for name, value in dict(body).items() if name != "idempotency_key"}
+    return SubmitItem(
+        reference=data["reference"],
+        applicant=Applicant(**data["applicant"]),
+        manual_slug=data["manual"],
+        consent=ConsentEvidence(
+            reference=data["consent"]["reference"],
+            signed_at=data["consent"]["signed_at"],
+            expires_at=data["consent"].get("expires_at"),
+            scope=list(data["consent"]["scope"]),
+            artifact_sha256=data["consent"]["artifact_sha256"],
+        ),
+        idempotency_key=idempotency_key[:200],
+        body_sha256=body_fingerprint(sent),
+    )
+
+
+class BatchItemInputSerializer(RequestInputSerializer):
+    idempotency_key = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Retry-safe key of this item, like the single POST's Idempotency-Key header.",
+    )
+
+
+class BatchItemsField(serializers.ListField):
+    """The batch's items, documented as request bodies but checked one by one by the view: an item with
+    invalid fields gets its own errors in the results and does not stop the others."""
+
+    def run_child_validation(self, data: list[Any]) -> list[Any]:
+        return list(data)
+
+
+class BatchInputSerializer(serializers.Serializer[Any]):
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        # Built per instance so that the limit is the setting's current value.
+        return {
+            "requests": BatchItemsField(
+                child=BatchItemInputSerializer(),
+                allow_empty=False,
+                min_length=1,
+                max_length=settings.API_BATCH_MAX_ITEMS,
+                help_text=f"1 to API_BATCH_MAX_ITEMS ({settings.API_BATCH_MAX_ITEMS}) underwriting requests.",
+            )
+        }
+
+
+class ItemErrorSerializer(serializers.Serializer[Any]):
+    code = serializers.CharField(help_text="invalid_input, idempotency_conflict")
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))  # type: ignore[assignment]
+
+
+class BatchResultSerializer(serializers.Serializer[Any]):
+    index = serializers.IntegerField(help_text="position of the item in the batch, from 0")
+    request = RequestOutputSerializer(required=False, help_text="the request, when the item was accepted")
+    error = ItemErrorSerializer(required=False, help_text="why the item was refused; the others are unaffected")
+
+
+class BatchOutputSerializer(serializers.Serializer[Any]):
+    results = BatchResultSerializer(many=True, help_text="one per item, in input order")
 
 
 class RequestPagination(CursorPagination):
@@ -138,23 +218,17 @@ class UnderwritingRequestListApi(InsurerAPIView):
     def post(self, request: Request) -> Response:
         serializer = RequestInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        item = submit_item(serializer.validated_data, request.data, request.headers.get("Idempotency-Key", ""))
         principal = self.principal()
         created = request_submit(
             insurer_id=principal.insurer.pk,
             insurer_slug=principal.insurer.slug,
-            reference=data["reference"],
-            applicant=Applicant(**data["applicant"]),
-            manual_slug=data["manual"],
-            consent=ConsentEvidence(
-                reference=data["consent"]["reference"],
-                signed_at=data["consent"]["signed_at"],
-                expires_at=data["consent"].get("expires_at"),
-                scope=list(data["consent"]["scope"]),
-                artifact_sha256=data["consent"]["artifact_sha256"],
-            ),
-            idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
-            body_sha256=body_fingerprint(dict(request.data)),
+            reference=item.reference,
+            applicant=item.applicant,
+            manual_slug=item.manual_slug,
+            consent=item.consent,
+            idempotency_key=item.idempotency_key,
+            body_sha256=item.body_sha256,
             api_key_id=principal.api_key.pk,
         )[0]
         return Response(RequestOutputSerializer(created).data, status=status.HTTP_202_ACCEPTED)
@@ -192,6 +266,81 @@ def _datetime_param(params: Any, name: str) -> Any:
         return parsed.astimezone(UTC)
     except (OverflowError, ValueError):
         raise ValidationError({name: [message]}) from None
+
+
+EXAMPLE_BATCH_BODY = {
+    "requests": [
+        {**EXAMPLE_BODY, "idempotency_key": "app-2026-000123"},
+        {**EXAMPLE_BODY, "reference": "APP-2026-000124", "manual": "Not A Slug"},
+    ]
+}
+EXAMPLE_BATCH_RESPONSE = {
+    "results": [
+        {"index": 0, "request": {**EXAMPLE_RESPONSE, "status": "extracting", "result": None, "completed_at": None}},
+        {
+            "index": 1,
+            "error": {
+                "code": "invalid_input",
+                "message": "The request has invalid fields.",
+                "fields": {
+                    "manual": ["Enter a valid \u201cslug\u201d consisting of letters, numbers, underscores or hyphens."]
+                },
+            },
+        },
+    ]
+}
+
+
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="underwriting_requests_batch_create",
+        summary="Submit a batch of underwriting requests",
+        description=(
+            "Each item is a request body as for the single POST, with an optional `idempotency_key`. Items are "
+            "checked and submitted independently: the results list, in input order, holds each item's request "
+            "or its error. A body that is not a list of items, is empty or is too long is refused as a whole."
+        ),
+        request=BatchInputSerializer,
+        responses={202: BatchOutputSerializer, 400: OpenApiResponse(description="Not a list of 1 to N items")},
+        examples=[
+            OpenApiExample("Batch", value=EXAMPLE_BATCH_BODY, request_only=True),
+            OpenApiExample("Results", value=EXAMPLE_BATCH_RESPONSE, response_only=True),
+        ],
+    )
+)
+class UnderwritingRequestBatchApi(InsurerAPIView):
+    def post(self, request: Request) -> Response:
+        serializer = BatchInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        parsed = [_batch_item(body) for body in serializer.validated_data["requests"]]
+        principal = self.principal()
+        submitted = iter(
+            requests_submit_many(
+                insurer_id=principal.insurer.pk,
+                insurer_slug=principal.insurer.slug,
+                items=[item for item in parsed if isinstance(item, SubmitItem)],
+                api_key_id=principal.api_key.pk,
+            )
+        )
+        outcomes = [next(submitted) if isinstance(item, SubmitItem) else item for item in parsed]
+        results = [_batch_result(index, outcome) for index, outcome in enumerate(outcomes)]
+        return Response({"results": results}, status=status.HTTP_202_ACCEPTED)
+
+
+def _batch_item(body: Any) -> SubmitItem | SubmitOutcome:
+    """The item to submit or, when its fields are invalid, its outcome already."""
+    serializer = BatchItemInputSerializer(data=body)
+    if serializer.is_valid():
+        return submit_item(serializer.validated_data, body, serializer.validated_data["idempotency_key"])
+    fields = flatten(serializer.errors)
+    return SubmitOutcome(error=UnderwritingError("invalid_input", "The request has invalid fields.", fields=fields))
+
+
+def _batch_result(index: int, outcome: SubmitOutcome) -> dict[str, Any]:
+    if outcome.error is not None:
+        error = outcome.error
+        return {"index": index, "error": {"code": error.code, "message": error.message, "fields": error.fields}}
+    return {"index": index, "request": RequestOutputSerializer(outcome.request).data}
 
 
 @extend_schema_view(

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, JSONField, UUIDField, Value, When
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -21,9 +21,8 @@ from audit.services import audit_record
 from insurer_portal import batches, tasks
 from insurer_portal.models import ApiKey, Batch, BatchRow, Insurer, InsurerUser
 from underwriting import selectors as uw_selectors
-from underwriting.errors import UnderwritingError
 from underwriting.models import WebhookEndpoint
-from underwriting.services.requests import Applicant, ConsentEvidence, request_submit
+from underwriting.services.requests import Applicant, ConsentEvidence, SubmitItem, SubmitOutcome, requests_submit_many
 from underwriting.services.webhooks import post_signed
 
 
@@ -297,8 +296,13 @@ def batch_cancel(*, batch: Batch) -> bool:
     )
 
 
+# Rows submitted together: one submission chunk (a fixed number of queries) and one update of their rows.
+BATCH_RUN_CHUNK = 200
+
+
 def batch_run(*, batch_id: int) -> None:
-    """Submit each valid row through ``request_submit``, the API's own path. Safe to run twice.
+    """Submit the valid rows through ``requests_submit_many``, the API's own path, a chunk at a time.
+    Safe to run twice.
 
     Each row's idempotency key is derived from the batch and line, so a re-run after a crash finds the
     rows already submitted instead of submitting them again.
@@ -307,38 +311,54 @@ def batch_run(*, batch_id: int) -> None:
     if batch is None or batch.sealed_rows is None:
         return
     insurer = batch.insurer
-    for row in batches.unseal(bytes(batch.sealed_rows), insurer_id=insurer.pk):
-        _batch_row_submit(batch, insurer, row)
+    rows = batches.unseal(bytes(batch.sealed_rows), insurer_id=insurer.pk)
+    for start in range(0, len(rows), BATCH_RUN_CHUNK):
+        chunk = rows[start : start + BATCH_RUN_CHUNK]
+        outcomes = requests_submit_many(
+            insurer_id=insurer.pk, insurer_slug=insurer.slug, items=[_batch_item(batch, row) for row in chunk]
+        )
+        _batch_rows_record(batch, chunk, outcomes)
     Batch.objects.filter(pk=batch.pk, status=Batch.Status.RUNNING).update(
         status=Batch.Status.DONE, sealed_rows=None, finished_at=timezone.now()
     )
 
 
-def _batch_row_submit(batch: Batch, insurer: Insurer, row: batches.ParsedRow) -> None:
+def _batch_item(batch: Batch, row: batches.ParsedRow) -> SubmitItem:
     values = row.values
-    try:
-        request, _ = request_submit(
-            insurer_id=insurer.pk,
-            insurer_slug=insurer.slug,
-            reference=values["reference"],
-            applicant=Applicant(resident_id=values["resident_id"], name=values["name"]),
-            manual_slug=values["manual"],
-            consent=ConsentEvidence(
-                reference=values["consent_reference"],
-                signed_at=batches.parse_moment(values["consent_signed_at"]),  # type: ignore[arg-type]
-                expires_at=batches.parse_moment(values.get("consent_expires_at", "")),
-                scope=["underwriting"],
-                artifact_sha256=values["consent_sha256"].lower(),
-            ),
-            idempotency_key=f"portal-batch-{batch.pk}-{row.line}",
-            body_sha256=batches.row_fingerprint(values),
+    return SubmitItem(
+        reference=values["reference"],
+        applicant=Applicant(resident_id=values["resident_id"], name=values["name"]),
+        manual_slug=values["manual"],
+        consent=ConsentEvidence(
+            reference=values["consent_reference"],
+            signed_at=batches.parse_moment(values["consent_signed_at"]),  # type: ignore[arg-type]
+            expires_at=batches.parse_moment(values.get("consent_expires_at", "")),
+            scope=["underwriting"],
+            artifact_sha256=values["consent_sha256"].lower(),
+        ),
+        idempotency_key=f"portal-batch-{batch.pk}-{row.line}",
+        body_sha256=batches.row_fingerprint(values),
+    )
+
+
+@transaction.atomic
+def _batch_rows_record(batch: Batch, rows: list[batches.ParsedRow], outcomes: list[SubmitOutcome]) -> None:
+    """Link each row to its request or note the service's refusal: one UPDATE each, whatever the count.
+
+    Only rows not linked yet are linked, and only those count as submitted, so a re-run counts nothing twice."""
+    requests = {row.line: o.request.pk for row, o in zip(rows, outcomes, strict=True) if o.request is not None}
+    refused = {row.line: [o.error.code] for row, o in zip(rows, outcomes, strict=True) if o.error is not None}
+    mine = BatchRow.objects.filter(batch=batch)
+    if refused:
+        whens = [When(line=line, then=Value(codes, output_field=JSONField())) for line, codes in refused.items()]
+        mine.filter(line__in=list(refused)).update(errors=Case(*whens, output_field=JSONField()))
+    if requests:
+        whens = [When(line=line, then=Value(pk, output_field=UUIDField())) for line, pk in requests.items()]
+        linked = mine.filter(line__in=list(requests), request__isnull=True).update(
+            request_id=Case(*whens, output_field=UUIDField())
         )
-    except UnderwritingError as exc:
-        BatchRow.objects.filter(batch=batch, line=row.line).update(errors=[exc.code])
-        return
-    updated = BatchRow.objects.filter(batch=batch, line=row.line, request__isnull=True).update(request=request)
-    if updated:
-        Batch.objects.filter(pk=batch.pk).update(submitted_rows=F("submitted_rows") + 1)
+        if linked:
+            Batch.objects.filter(pk=batch.pk).update(submitted_rows=F("submitted_rows") + linked)
 
 
 BATCH_STUCK_AFTER = timedelta(minutes=5)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -32,6 +32,20 @@ def manual_for_use(*, slug: str, insurer_slug: str) -> RatingManual | None:
     )
 
 
+def manuals_for_use(*, slugs: Collection[str], insurer_slug: str) -> dict[str, RatingManual]:
+    """:func:`manual_for_use` for several slugs in one query: slug -> newest approved version it may use."""
+    rows = (
+        RatingManual.objects.filter(slug__in=set(slugs), status=RatingManual.Status.APPROVED)
+        .filter(Q(owner="builtin") | Q(owner=insurer_slug))
+        .order_by("slug", "-version")
+        .defer("document", "parsed")
+    )
+    newest: dict[str, RatingManual] = {}
+    for manual in rows:
+        newest.setdefault(manual.slug, manual)
+    return newest
+
+
 def manuals_for_insurer(*, insurer_slug: str) -> QuerySet[RatingManual]:
     return RatingManual.objects.filter(status=RatingManual.Status.APPROVED).filter(
         Q(owner="builtin") | Q(owner=insurer_slug)
@@ -43,6 +57,18 @@ def manual_document(manual: RatingManual) -> ManualDocument:
     if "document" in manual.get_deferred_fields():
         return _parsed_by_key(manual.pk, manual.document_sha256)
     return _parsed(manual.document_sha256, manual.document)
+
+
+@lru_cache(maxsize=256)
+def manual_document_by_id(pk: int) -> ManualDocument:
+    """The parsed document of an approved manual, cached by id: approved versions are immutable (the
+    services refuse changes), and only approved versions are ever attached to a request."""
+    sha256, text = (
+        RatingManual.objects.filter(pk=pk, status=RatingManual.Status.APPROVED)
+        .values_list("document_sha256", "document")
+        .get()
+    )
+    return _parsed(sha256, text)
 
 
 @lru_cache(maxsize=256)
@@ -93,11 +119,6 @@ def request_for_insurer(*, insurer_id: int, request_id: uuid.UUID | str) -> Unde
 
 # Columns an insurer-facing read never needs: the pipeline's ciphertexts and the manual's text.
 LARGE_REQUEST_FIELDS = ("tiering_state", "manual__document", "manual__parsed")
-
-
-def request_as_submitted(request_id: uuid.UUID) -> UnderwritingRequest:
-    """A request as its submitter reads it back, in one query."""
-    return UnderwritingRequest.objects.select_related("manual").defer(*LARGE_REQUEST_FIELDS).get(pk=request_id)
 
 
 def stuck_requests(*, older_than: datetime) -> QuerySet[UnderwritingRequest]:

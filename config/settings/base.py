@@ -290,6 +290,8 @@ FLAG_MISMATCH_WINDOW_HOURS = env.int("FLAG_MISMATCH_WINDOW_HOURS", default=24)
 FLAG_MISMATCH_COUNT = env.int("FLAG_MISMATCH_COUNT", default=10)
 # Per-API-key throttle (DRF rate syntax).
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
+# Items in one POST /api/v1/underwriting-requests/batch (submitted in chunks of 200, one transaction each).
+API_BATCH_MAX_ITEMS = env.int("API_BATCH_MAX_ITEMS", default=500)
 
 # --- logging -------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

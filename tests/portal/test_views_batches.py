@@ -164,3 +164,47 @@ def test_sweeper_runs_a_batch_whose_task_was_lost(
     batch.refresh_from_db()
     assert batch.status == Batch.Status.DONE
     assert UnderwritingRequest.objects.get().status == RequestStatus.COMPLETED
+
+
+def test_a_batch_runs_in_chunks_and_a_rerun_counts_nothing_twice(
+    uw_client: Client,
+    alice: dict[str, str],
+    approved_manuals: list[RatingManual],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from insurer_portal import batches, services
+
+    monkeypatch.setattr(services, "BATCH_RUN_CHUNK", 2)
+    chunks: list[int] = []
+    submit_many = services.requests_submit_many
+
+    def spy(**kwargs: Any) -> Any:
+        chunks.append(len(kwargs["items"]))
+        return submit_many(**kwargs)
+
+    monkeypatch.setattr(services, "requests_submit_many", spy)
+    table = [list(COLUMNS)] + [
+        [f"B-{i}", ALICE_ID, ALICE_NAME, "charlson-acci", "C-1", "2026-01-01", "", SHA] for i in range(5)
+    ]
+    uw_client.post("/portal/batches/", {"file": csv_file(table)})
+    batch = Batch.objects.get()
+    uw_client.post(f"/portal/batches/{batch.pk}/start/")  # the task is run below instead
+    sealed = bytes(batch.sealed_rows)
+    services.batch_run(batch_id=batch.pk)
+    assert chunks == [2, 2, 1]
+    batch.refresh_from_db()
+    assert (batch.status, batch.submitted_rows) == (Batch.Status.DONE, 5)
+    statuses = [row.request.status for row in BatchRow.objects.filter(batch=batch).select_related("request")]
+    assert statuses == ["extracting"] * 3 + ["rejected"] * 2  # the rate limit counts the rows before
+
+    # A re-run (a lost task swept again) replays every row; one row changed since is a conflict.
+    rows = batches.unseal(sealed, insurer_id=batch.insurer_id)
+    rows[0].values["name"] = "李四"
+    Batch.objects.filter(pk=batch.pk).update(
+        status=Batch.Status.RUNNING, sealed_rows=batches.seal(rows, insurer_id=batch.insurer_id)
+    )
+    services.batch_run(batch_id=batch.pk)
+    batch.refresh_from_db()
+    assert batch.submitted_rows == 5
+    assert UnderwritingRequest.objects.count() == 5
+    assert [row.errors for row in BatchRow.objects.filter(batch=batch)] == [["idempotency_conflict"]] + [[]] * 4

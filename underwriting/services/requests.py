@@ -1,27 +1,47 @@
+"""Submitting underwriting requests: accepted, verified in the data domain and queued, a chunk at a time.
+
+Submission is set-based so that a batch of thousands costs a few queries per chunk, not per request:
+one lookup of the idempotency keys already used, one of the manuals, one of identities, one of consent
+records (and one insert of new ones), one rate-limit count, then one insert each of requests, their
+events, audit entries and comparison grants. A request is created directly in its status after
+verification (``extracting``, ``rejected`` with a reason, or ``unrated``), with the same timeline of
+events and audit entries as if it had moved there one transition at a time.
+"""
+
 from __future__ import annotations
 
 import hashlib
+import json
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import partial
 from typing import Any
 
 import orjson
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from audit.services import Event, audit_record_many, subject_ref
 from datadomain import keyring
 from datadomain import services as domain
 from datadomain.errors import DomainError
-from underwriting import selectors, tasks
+from underwriting import selectors
 from underwriting.errors import UnderwritingError
 from underwriting.models import RatingManual, RejectReason, RequestEvent, RequestStatus, UnderwritingRequest
-from underwriting.services.dispatch import enqueue_on_commit
+from underwriting.selectors import LARGE_REQUEST_FIELDS
+from underwriting.services.dispatch import stage_wake_on_commit
 from underwriting.services.overrides import override_use
-from underwriting.services.state import transition
-from underwriting.services.webhooks import webhooks_enqueue_for_request
+from underwriting.services.webhooks import webhooks_enqueue_for_requests
+
+# Items verified and written in one transaction. Larger chunks cost fewer queries per request but hold
+# their locks (new consent references, idempotency keys) longer.
+SUBMIT_CHUNK = 200
+# A chunk that loses a race on an idempotency key or a consent reference is run again, this many times
+# at most: each pass finds the rows the other submission committed.
+SUBMIT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -39,9 +59,34 @@ class ConsentEvidence:
     artifact_sha256: str
 
 
+@dataclass(frozen=True)
+class SubmitItem:
+    """One request to submit, as the API, the portal or a batch row gives it."""
+
+    reference: str
+    applicant: Applicant
+    manual_slug: str
+    consent: ConsentEvidence
+    idempotency_key: str = ""
+    body_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """What became of one item: its request (``created`` False for a replay) or the error refusing it."""
+
+    request: UnderwritingRequest | None = None
+    created: bool = False
+    error: UnderwritingError | None = None
+
+
 def body_fingerprint(body: dict[str, Any]) -> str:
     """A stable hash of a request body, to tell a replay (same key, same body) from a conflict."""
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    try:
+        encoded = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # e.g. an integer past 64 bits in a field the API ignores
+        encoded = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def request_date(now: datetime | None = None) -> date:
@@ -61,157 +106,292 @@ def request_submit(
     body_sha256: str = "",
     api_key_id: int | None = None,
 ) -> tuple[UnderwritingRequest, bool]:
-    """Accept a request, verify it in the domain and queue its scoring. Returns (request, created).
+    """Accept one request (:func:`requests_submit_many` with one item). Returns (request, created);
+    raises the item's UnderwritingError (invalid resident ID, idempotency conflict)."""
+    item = SubmitItem(reference, applicant, manual_slug, consent, idempotency_key, body_sha256)
+    [outcome] = requests_submit_many(
+        insurer_id=insurer_id, insurer_slug=insurer_slug, items=[item], api_key_id=api_key_id
+    )
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.request is not None
+    return outcome.request, outcome.created
+
+
+def requests_submit_many(
+    *, insurer_id: int, insurer_slug: str, items: Sequence[SubmitItem], api_key_id: int | None = None
+) -> list[SubmitOutcome]:
+    """Accept requests, verify them in the domain and queue the ones that may proceed; one outcome per
+    item, in order. Each chunk of SUBMIT_CHUNK items is one transaction and a fixed number of queries.
 
     Identity is checked here, inside the domain, so the applicant's name and resident ID never travel
     through the broker or land on the request row (only the subject key and a masked ID do).
     """
-    if idempotency_key:
-        existing = UnderwritingRequest.objects.filter(insurer_id=insurer_id, idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return _replay(existing, body_sha256), False
-    if not domain.resident_id_is_valid(applicant.resident_id):
-        raise UnderwritingError(
-            "invalid_input", "The request has invalid fields.", fields={"applicant.resident_id": ["Not a valid ID."]}
+    submitter = _Submitter(insurer_id, insurer_slug, api_key_id)
+    outcomes: list[SubmitOutcome] = []
+    for start in range(0, len(items), SUBMIT_CHUNK):
+        outcomes.extend(_submit_chunk(submitter, items[start : start + SUBMIT_CHUNK]))
+    return outcomes
+
+
+@dataclass(frozen=True)
+class _Submitter:
+    insurer_id: int
+    insurer_slug: str
+    api_key_id: int | None
+
+
+@dataclass
+class _Draft:
+    """An item on its way to a request row; ``verdict`` stays None while the item may proceed, else it is
+    a rejection reason or ``unrated``."""
+
+    index: int
+    item: SubmitItem
+    request: UnderwritingRequest
+    manual: RatingManual | None = None
+    verdict: str | None = None
+
+    def decide(self, verdict: str) -> None:
+        self.verdict = str(verdict)
+
+
+def _submit_chunk(submitter: _Submitter, items: Sequence[SubmitItem]) -> list[SubmitOutcome]:
+    attempt = 1
+    while True:
+        try:
+            with transaction.atomic():
+                return _submit_once(submitter, items)
+        except IntegrityError:
+            # Another submission committed one of these idempotency keys or consent references first;
+            # this chunk was rolled back whole, and the next pass replays or compares against its rows.
+            if attempt == SUBMIT_ATTEMPTS:
+                raise
+            attempt += 1
+
+
+def _submit_once(submitter: _Submitter, items: Sequence[SubmitItem]) -> list[SubmitOutcome]:
+    now = timezone.now()
+    used = _requests_by_idempotency_key(submitter.insurer_id, items)
+    outcomes: dict[int, SubmitOutcome] = {}
+    drafts: list[_Draft] = []
+    claimed: dict[str, _Draft] = {}
+    repeats: list[tuple[int, _Draft]] = []
+    for index, item in enumerate(items):
+        key = item.idempotency_key
+        if key in used:
+            outcomes[index] = _replay(used[key], item.body_sha256)
+        elif not domain.resident_id_is_valid(item.applicant.resident_id):
+            outcomes[index] = SubmitOutcome(error=_invalid_resident_id())
+        elif key in claimed:
+            repeats.append((index, claimed[key]))  # the same key twice in one chunk: a replay of the first
+        else:
+            drafts.append(_Draft(index, item, _new_request(submitter, item, now)))
+            if key:
+                claimed[key] = drafts[-1]
+    _verify(drafts, submitter, now)
+    _save(drafts, submitter, now)
+    outcomes.update((draft.index, SubmitOutcome(request=draft.request, created=True)) for draft in drafts)
+    outcomes.update((index, _replay(first.request, items[index].body_sha256)) for index, first in repeats)
+    return [outcomes[index] for index in range(len(items))]
+
+
+def _requests_by_idempotency_key(insurer_id: int, items: Sequence[SubmitItem]) -> dict[str, UnderwritingRequest]:
+    keys = {item.idempotency_key for item in items if item.idempotency_key}
+    if not keys:
+        return {}
+    rows = (
+        UnderwritingRequest.objects.filter(insurer_id=insurer_id, idempotency_key__in=keys)
+        .select_related("manual")
+        .defer(*LARGE_REQUEST_FIELDS)
+    )
+    return {row.idempotency_key: row for row in rows}
+
+
+def _replay(existing: UnderwritingRequest, body_sha256: str) -> SubmitOutcome:
+    if existing.body_sha256 != body_sha256:
+        error = UnderwritingError(
+            "idempotency_conflict", "This Idempotency-Key was already used with a different request body."
         )
-    resident_id = domain.resident_id_normalise(applicant.resident_id)
-    try:
-        with transaction.atomic():
-            request = UnderwritingRequest.objects.create(
-                insurer_id=insurer_id,
-                reference=reference,
-                api_key_id=api_key_id,
-                idempotency_key=idempotency_key,
-                body_sha256=body_sha256,
-                subject_key=domain.subject_key_for(resident_id),
-                resident_id_masked=domain.mask_resident_id(resident_id),
-                manual_slug=manual_slug,
-                as_of=request_date(),
-                status=RequestStatus.VERIFYING,  # received and verified in this one transaction
-            )
-            RequestEvent.objects.bulk_create(
-                [
-                    RequestEvent(request=request, to_status=RequestStatus.RECEIVED),
-                    RequestEvent(
-                        request=request, from_status=RequestStatus.RECEIVED, to_status=RequestStatus.VERIFYING
-                    ),
-                ]
-            )
-            audit_record_many(_submitted_events(request))
-            _verify(request, insurer_slug=insurer_slug, applicant=applicant, consent=consent)
-    except IntegrityError:
-        # Two submissions with the same idempotency key raced; the other one won.
-        existing = UnderwritingRequest.objects.get(insurer_id=insurer_id, idempotency_key=idempotency_key)
-        return _replay(existing, body_sha256), False
-    return selectors.request_as_submitted(request.pk), True
+        return SubmitOutcome(error=error)
+    return SubmitOutcome(request=existing, created=False)
 
 
-def _submitted_events(request: UnderwritingRequest) -> list[Event]:
+def _invalid_resident_id() -> UnderwritingError:
+    return UnderwritingError(
+        "invalid_input", "The request has invalid fields.", fields={"applicant.resident_id": ["Not a valid ID."]}
+    )
+
+
+def _new_request(submitter: _Submitter, item: SubmitItem, now: datetime) -> UnderwritingRequest:
+    resident_id = domain.resident_id_normalise(item.applicant.resident_id)
+    return UnderwritingRequest(
+        id=uuid.uuid4(),
+        insurer_id=submitter.insurer_id,
+        reference=item.reference,
+        api_key_id=submitter.api_key_id,
+        idempotency_key=item.idempotency_key,
+        body_sha256=item.body_sha256,
+        subject_key=domain.subject_key_for(resident_id),
+        resident_id_masked=domain.mask_resident_id(resident_id),
+        manual_slug=item.manual_slug,
+        as_of=request_date(now),
+        status=RequestStatus.VERIFYING,
+    )
+
+
+# --- verification ----------------------------------------------------------------------------------
+
+
+def _verify(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
+    """Decide each draft: it proceeds (verdict None), is rejected with a reason, or is ``unrated``.
+
+    Order matters: the manual first (cheap, no personal data), then identity, consent and rate limit.
+    Each step looks only at the drafts the steps before it let through, with one query for all of them.
+    """
+    _check_manuals(drafts, submitter.insurer_slug)
+    _check_identities([draft for draft in drafts if draft.verdict is None])
+    _check_consents([draft for draft in drafts if draft.verdict is None], submitter.insurer_slug, now)
+    _check_rate_limit([draft for draft in drafts if draft.verdict is None], submitter.insurer_id, now)
+
+
+def _check_manuals(drafts: list[_Draft], insurer_slug: str) -> None:
+    if not drafts:
+        return
+    manuals = selectors.manuals_for_use(slugs={draft.item.manual_slug for draft in drafts}, insurer_slug=insurer_slug)
+    for draft in drafts:
+        draft.manual = manuals.get(draft.item.manual_slug)
+        if draft.manual is None:
+            draft.decide(RejectReason.MANUAL_NOT_APPROVED)
+
+
+def _check_identities(drafts: list[_Draft]) -> None:
+    if not drafts:
+        return
+    checks = domain.identity_check_many(
+        applicants=[(d.item.applicant.resident_id, d.item.applicant.name) for d in drafts]
+    )
+    for draft, check in zip(drafts, checks, strict=True):
+        if check is None:
+            draft.decide(RejectReason.INVALID_INPUT)
+        elif check.outcome == "unknown":
+            draft.decide(RequestStatus.UNRATED)
+        elif check.outcome != "matched":
+            draft.decide(RejectReason.IDENTITY_MISMATCH)
+
+
+def _check_consents(drafts: list[_Draft], insurer_slug: str, now: datetime) -> None:
+    if not drafts:
+        return
+    evidence = [_consent_input(draft.request.subject_key, draft.item.consent) for draft in drafts]
+    recorded = domain.consent_record_many(insurer_slug=insurer_slug, evidence=evidence)
+    for draft, consent in zip(drafts, recorded, strict=True):
+        if isinstance(consent, DomainError):
+            # Malformed evidence, or a reference reused with different evidence (evidence is immutable).
+            draft.decide(RejectReason.INVALID_INPUT)
+            continue
+        draft.request.consent_id = consent.consent_id
+        if not consent.is_valid(purpose="underwriting", at=now):
+            draft.decide(RejectReason.CONSENT_INVALID)
+
+
+def _consent_input(subject_key: str, consent: ConsentEvidence) -> domain.ConsentInput:
+    return domain.ConsentInput(
+        subject_key=subject_key, reference=consent.reference, signed_at=consent.signed_at,
+        expires_at=consent.expires_at, scope=consent.scope, artifact_sha256=consent.artifact_sha256,
+    )  # fmt: skip
+
+
+def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> None:
+    """At most N requests per (insurer, subject) in a sliding window bound what repeated requests reveal;
+    past it, only a live override granted by bureau staff lets a request through (and spends one use).
+
+    Requests earlier in the same chunk count like committed ones, so a batch cannot slip past the limit."""
+    if not drafts:
+        return
+    window = timedelta(days=settings.UNDERWRITING_RATE_LIMIT_DAYS)
+    counts: dict[str, int] = dict(
+        UnderwritingRequest.objects.filter(
+            insurer_id=insurer_id,
+            subject_key__in={draft.request.subject_key for draft in drafts},
+            created_at__gte=now - window,
+        )
+        .exclude(status=RequestStatus.REJECTED)
+        .values_list("subject_key")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    limit = int(settings.UNDERWRITING_RATE_LIMIT_COUNT)
+    for draft in drafts:
+        key = draft.request.subject_key
+        if counts.get(key, 0) >= limit and override_use(request=draft.request) is None:
+            draft.decide(RejectReason.RATE_LIMITED)
+        else:
+            counts[key] = counts.get(key, 0) + 1
+
+
+# --- writing -----------------------------------------------------------------------------------------
+
+
+def _save(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
+    """Insert the requests in their final status with their events, audit entries and grants; queue the
+    ones that proceed and the terminal ones' webhooks once this transaction commits."""
+    if not drafts:
+        return
+    for draft in drafts:
+        _settle(draft, now)
+    UnderwritingRequest.objects.bulk_create([draft.request for draft in drafts])
+    RequestEvent.objects.bulk_create(event for draft in drafts for event in _events(draft))
+    audit_record_many(event for draft in drafts for event in _audit_events(draft))
+    proceeding = [draft for draft in drafts if draft.verdict is None]
+    if proceeding:
+        budgets: dict[str, int] = {}
+        for draft in proceeding:
+            assert draft.manual is not None  # checked by _check_manuals
+            budgets[str(draft.request.pk)] = len(selectors.manual_document(draft.manual).thresholds)
+        domain.comparison_grants_create(budgets=budgets, key_id=keyring.active_key_id() or "")
+        stage_wake_on_commit("extract")
+    settled = [draft.request.pk for draft in drafts if draft.verdict is not None]
+    if settled:
+        # No ``?wait`` can be waiting for these yet (nobody has their ids), so no wake-up is published.
+        webhooks_enqueue_for_requests(request_ids=settled)
+
+
+def _settle(draft: _Draft, now: datetime) -> None:
+    """Put the request in the status its verification decided, as the guarded transitions would."""
+    request = draft.request
+    if draft.verdict is None:
+        request.status, request.manual = RequestStatus.EXTRACTING, draft.manual
+        return
+    if draft.verdict == RequestStatus.UNRATED:
+        request.status = RequestStatus.UNRATED
+    else:
+        request.status, request.reason = RequestStatus.REJECTED, draft.verdict
+    request.completed_at = now
+
+
+def _events(draft: _Draft) -> list[RequestEvent]:
+    request = draft.request
+    return [
+        RequestEvent(request=request, to_status=RequestStatus.RECEIVED),
+        RequestEvent(request=request, from_status=RequestStatus.RECEIVED, to_status=RequestStatus.VERIFYING),
+        RequestEvent(
+            request=request, from_status=RequestStatus.VERIFYING, to_status=request.status, reason=request.reason
+        ),
+    ]
+
+
+def _audit_events(draft: _Draft) -> list[Event]:
+    request = draft.request
     kind, pk = "underwriting_request", str(request.pk)
     received = {
         "insurer_id": request.insurer_id,
         "manual": request.manual_slug,
         "subject": subject_ref(request.subject_key),
     }
+    verified = {"from": str(RequestStatus.VERIFYING), "to": str(request.status), "reason": request.reason}
     return [
         Event("request.received", f"insurer:{request.insurer_id}", kind, pk, received),
         Event("request.transition", "", kind, pk, {"from": "received", "to": "verifying", "reason": ""}),
+        Event("request.transition", "", kind, pk, verified),
     ]
-
-
-def _replay(existing: UnderwritingRequest, body_sha256: str) -> UnderwritingRequest:
-    if existing.body_sha256 != body_sha256:
-        raise UnderwritingError(
-            "idempotency_conflict", "This Idempotency-Key was already used with a different request body."
-        )
-    return existing
-
-
-def _verify(request: UnderwritingRequest, *, insurer_slug: str, applicant: Applicant, consent: ConsentEvidence) -> None:
-    manual = selectors.manual_for_use(slug=request.manual_slug, insurer_slug=insurer_slug)
-    outcome = _verification_outcome(
-        request, manual=manual, insurer_slug=insurer_slug, applicant=applicant, consent=consent
-    )
-    verifying = RequestStatus.VERIFYING
-    if outcome is None:
-        assert manual is not None  # checked by _verification_outcome
-        thresholds = selectors.manual_document(manual).thresholds
-        domain.comparison_grant_create(
-            request_ref=str(request.pk), budget=len(thresholds), key_id=keyring.active_key_id() or ""
-        )
-        transition(
-            request.pk, from_status=verifying, to_status=RequestStatus.EXTRACTING, manual=manual,
-            consent_id=request.consent_id,
-        )  # fmt: skip
-        enqueue_on_commit(partial(tasks.extract_features.delay, str(request.pk)), what="extraction")
-    elif outcome == RequestStatus.UNRATED:
-        transition(request.pk, from_status=verifying, to_status=RequestStatus.UNRATED)
-    else:
-        transition(
-            request.pk, from_status=verifying, to_status=RequestStatus.REJECTED, reason=outcome,
-            consent_id=request.consent_id,
-        )  # fmt: skip
-    if outcome is not None:
-        webhooks_enqueue_for_request(request_id=request.pk)
-
-
-def _verification_outcome(
-    request: UnderwritingRequest,
-    *,
-    manual: RatingManual | None,
-    insurer_slug: str,
-    applicant: Applicant,
-    consent: ConsentEvidence,
-) -> str | None:
-    """None when the request may proceed; otherwise a rejection reason or ``unrated``.
-
-    Order matters: the manual first (cheap, no personal data), then identity, consent and rate limit.
-    """
-    if manual is None:
-        return RejectReason.MANUAL_NOT_APPROVED
-    try:
-        identity = domain.identity_check(resident_id=applicant.resident_id, name=applicant.name)
-    except DomainError:
-        return RejectReason.INVALID_INPUT
-    if identity.outcome == "unknown":
-        return RequestStatus.UNRATED
-    if identity.outcome != "matched":
-        return RejectReason.IDENTITY_MISMATCH
-    try:
-        consent_id = domain.consent_record(
-            insurer_slug=insurer_slug,
-            subject_key=request.subject_key,
-            reference=consent.reference,
-            signed_at=consent.signed_at,
-            expires_at=consent.expires_at,
-            scope=consent.scope,
-            artifact_sha256=consent.artifact_sha256,
-        )
-    except DomainError:
-        # Malformed evidence, or a reference reused with different evidence (evidence is immutable).
-        return RejectReason.INVALID_INPUT
-    request.consent_id = consent_id  # saved with the request's next transition
-    if not domain.consent_is_valid(consent_id=consent_id, purpose="underwriting", at=timezone.now()):
-        return RejectReason.CONSENT_INVALID
-    if _rate_limited(request):
-        return RejectReason.RATE_LIMITED
-    return None
-
-
-def _rate_limited(request: UnderwritingRequest) -> bool:
-    """At most N requests per (insurer, subject) in a sliding window bound what repeated requests reveal;
-    past it, only a live override granted by bureau staff lets a request through (and spends one use)."""
-    window = timedelta(days=settings.UNDERWRITING_RATE_LIMIT_DAYS)
-    earlier = (
-        UnderwritingRequest.objects.filter(
-            insurer_id=request.insurer_id,
-            subject_key=request.subject_key,
-            created_at__gte=timezone.now() - window,
-        )
-        .exclude(pk=request.pk)
-        .exclude(status=RequestStatus.REJECTED)
-        .count()
-    )
-    if earlier < int(settings.UNDERWRITING_RATE_LIMIT_COUNT):
-        return False
-    return override_use(request=request) is None
