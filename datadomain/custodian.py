@@ -22,12 +22,12 @@ from django.db import transaction
 
 from audit.approvals import Staff, approval_claim
 from audit.models import Approval
-from audit.services import audit_record
+from audit.services import Event, audit_record, audit_record_many
 from datadomain import selectors
 from datadomain.errors import DomainError
 from datadomain.models import ComparisonGrant, CustodianKey, EncryptedFeatureVector
 from securecompute import private
-from securecompute.errors import BudgetExceededError, ProtocolError
+from securecompute.errors import BudgetExceededError, ProtocolError, SecureComputeError
 from securecompute.keys import generate_keypair, key_id, public_key_to_json
 from securecompute.protocol import AnswerJSON, ComparisonQuery
 
@@ -131,48 +131,72 @@ def _private_key(fingerprint: str) -> phe.PaillierPrivateKey:
     return private.load_sealed_private_key(key.sealed_path, _kek())
 
 
+GRANT_SPENT = ["used", "query_sha256", "answer"]
+
+
 def comparisons_answer(*, request_ref: str, query: dict[str, Any]) -> AnswerJSON:
     """Answer a blinded comparison query within the request's budget; only signs come back.
 
     The same query presented again (a redelivered task) gets the same answer without spending budget:
     it reveals nothing new. A different query for the same request spends budget, so a worker cannot
-    ask more than the manual's number of comparisons in total.
+    ask more than the manual's number of comparisons in total. Refusals raise.
     """
-    parsed = ComparisonQuery.from_dict(query)
-    if parsed.request_id != request_ref:
-        raise ProtocolError("the query names another request")
-    digest = hashlib.sha256(repr(sorted(parsed.to_dict().items())).encode()).hexdigest()
     with transaction.atomic():
         grant = ComparisonGrant.objects.select_for_update().filter(request_ref=request_ref).first()
-        if grant is None:
-            raise BudgetExceededError("no comparison budget was granted for this request")
-        if grant.query_sha256 == digest and grant.answer is not None:
-            _audit_answer(request_ref, parsed, replay=True)
-            return grant.answer  # type: ignore[no-any-return]
-        answer = private.answer_comparisons(_private_key(parsed.key_id), parsed, grant.budget - grant.used).to_dict()
-        ComparisonGrant.objects.filter(pk=grant.pk).update(
-            used=grant.used + parsed.comparisons, query_sha256=digest, answer=answer
-        )
-        _audit_answer(request_ref, parsed, replay=False)
-    logger.info("custodian answered %d comparisons for request %s", parsed.comparisons, request_ref)
+        answer, event = _answer(grant, request_ref, query)
+        assert grant is not None  # _answer refuses a missing grant
+        grant.save(update_fields=GRANT_SPENT)
+        audit_record_many([event])
     return answer
 
 
-def _audit_answer(request_ref: str, query: ComparisonQuery, *, replay: bool) -> None:
-    """Every answer is recorded (signs never are): which request, how many comparisons, under which key."""
-    audit_record(
-        action="custodian.answer",
-        actor="custodian",
-        target_type="underwriting_request",
-        target_id=request_ref,
-        detail={"comparisons": query.comparisons, "key_id": query.key_id, "replay": replay},
-    )
+def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dict[str, AnswerJSON | dict[str, str]]:
+    """:func:`comparisons_answer` for a chunk of requests in one transaction. A refused query gets
+    ``{"error": <code>}`` in place of its answer (recorded in the audit log) and does not stop the rest."""
+    answers: dict[str, AnswerJSON | dict[str, str]] = {}
+    events: list[Event] = []
+    with transaction.atomic():
+        refs = [ref for ref, _ in queries]
+        grants = {g.request_ref: g for g in ComparisonGrant.objects.select_for_update().filter(request_ref__in=refs)}
+        for ref, query in queries:
+            try:
+                answers[ref], event = _answer(grants.get(ref), ref, query)
+            except (SecureComputeError, DomainError, ValueError, TypeError, KeyError) as exc:  # a malformed query
+                code = getattr(exc, "code", None) or exc.__class__.__name__
+                answers[ref] = {"error": code}
+                event = Event("custodian.refuse", "custodian", "underwriting_request", ref, {"reason": code})
+            events.append(event)
+        ComparisonGrant.objects.bulk_update(grants.values(), GRANT_SPENT)
+        audit_record_many(events)
+    refused = sum(1 for answer in answers.values() if "error" in answer)
+    logger.info("custodian answered %d queries, refused %d", len(answers) - refused, refused)
+    return answers
 
 
-@shared_task(name="datadomain.custodian.answer_comparisons", acks_late=True, ignore_result=True)
-def answer_comparisons(request_ref: str, query: dict[str, Any]) -> AnswerJSON:
-    """The custodian queue's task. Its return value goes to the worker's ``link`` callback only."""
-    return comparisons_answer(request_ref=request_ref, query=query)
+def _answer(grant: ComparisonGrant | None, request_ref: str, query: dict[str, Any]) -> tuple[AnswerJSON, Event]:
+    """The answer to one query under its (locked) grant, spending budget unless it is a replay; the caller
+    saves the grant's ``GRANT_SPENT`` fields."""
+    parsed = ComparisonQuery.from_dict(query)
+    if parsed.request_id != request_ref:
+        raise ProtocolError("the query names another request")
+    if grant is None:
+        raise BudgetExceededError("no comparison budget was granted for this request")
+    digest = hashlib.sha256(repr(sorted(parsed.to_dict().items())).encode()).hexdigest()
+    replay = grant.query_sha256 == digest and grant.answer is not None
+    if replay:
+        answer: AnswerJSON = grant.answer  # type: ignore[assignment]
+    else:
+        answer = private.answer_comparisons(_private_key(parsed.key_id), parsed, grant.budget - grant.used).to_dict()
+        grant.used, grant.query_sha256, grant.answer = grant.used + parsed.comparisons, digest, answer
+    # Every answer is recorded (signs never are): which request, how many comparisons, under which key.
+    detail = {"comparisons": parsed.comparisons, "key_id": parsed.key_id, "replay": replay}
+    return answer, Event("custodian.answer", "custodian", "underwriting_request", request_ref, detail)
+
+
+@shared_task(name="datadomain.custodian.answer_comparisons_batch", acks_late=True, ignore_result=True)
+def answer_comparisons_batch(queries: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The custodian queue's task: a chunk of queries. Its return value goes to the ``link`` callback only."""
+    return comparisons_answer_many(queries=[(ref, query) for ref, query in queries])
 
 
 @shared_task(name="datadomain.custodian.rotate_keypair", acks_late=True, ignore_result=True)

@@ -7,30 +7,31 @@ record of the subject. Equal stamps mean the same rows in the same versions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
-from django.db.models import OuterRef, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db import connection
 
 from datadomain.models import Condition, Encounter, Observation, Patient
 
 
+@cache
+def _stamps_sql(count: int) -> str:
+    """One statement with a correlated sum per record table. Written out by hand: every request's
+    extraction runs it, and building it with the ORM (three annotated subqueries) cost twenty times
+    what PostgreSQL spends planning and running it."""
+    sums = " + ".join(
+        f"COALESCE((SELECT SUM(r.ingest_batch) FROM {model._meta.db_table} r WHERE r.patient_id = p.id), 0)"  # noqa: S608 # nosec B608
+        for model in (Condition, Encounter, Observation)
+    )
+    placeholders = ", ".join(["%s"] * count)
+    table = Patient._meta.db_table
+    return f"SELECT p.id, p.ingest_batch + {sums} FROM {table} p WHERE p.id IN ({placeholders})"  # noqa: S608 # nosec B608 - names from the models, values bound
+
+
 def records_stamps(patient_ids: Sequence[int]) -> dict[int, int]:
     """Current records stamp of each known patient, in one query for the whole list."""
-    parts = {
-        name: Coalesce(
-            Subquery(
-                model.objects.filter(patient_id=OuterRef("pk"))
-                .order_by()
-                .values("patient_id")
-                .annotate(total=Sum("ingest_batch"))
-                .values("total")
-            ),
-            0,
-        )
-        for name, model in (("conditions", Condition), ("encounters", Encounter), ("observations", Observation))
-    }
-    rows = Patient.objects.filter(pk__in=patient_ids).annotate(**parts)
-    return {
-        pk: batch + conditions + encounters + observations
-        for pk, batch, conditions, encounters, observations in rows.values_list("pk", "ingest_batch", *parts)
-    }
+    if not patient_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_stamps_sql(len(patient_ids)), list(patient_ids))
+        return {int(pk): int(stamp) for pk, stamp in cursor.fetchall()}

@@ -357,55 +357,56 @@ def subject_erase(*, resident_id: str, by: str, detail: dict[str, int] | None = 
 def encrypted_feature_vector(
     *, subject_key: str, feature_names: list[str], as_of: date, public_key: phe.PaillierPublicKey
 ) -> list[phe.EncryptedNumber]:
-    """The subject's features as Paillier ciphertexts, in ``feature_names`` order.
+    """The subject's features as Paillier ciphertexts, in ``feature_names`` order (``unknown_subject``
+    when the domain does not know the subject)."""
+    vectors = encrypted_feature_vectors(
+        subject_keys=[subject_key], feature_names=feature_names, as_of=as_of, public_key=public_key
+    )
+    if subject_key not in vectors:
+        raise DomainError("unknown_subject", "The subject is not known to the data domain.")
+    return vectors[subject_key]
 
-    Uses the store when it holds a fresh vector for (subject, catalog version, key, as-of date);
-    otherwise computes the missing features, encrypts them and stores them.
+
+def encrypted_feature_vectors(
+    *, subject_keys: Sequence[str], feature_names: Sequence[str], as_of: date, public_key: phe.PaillierPublicKey
+) -> dict[str, list[phe.EncryptedNumber]]:
+    """Ciphertexts of ``feature_names`` for each known subject, in that order; unknown subjects are left out.
+
+    Set-based: three queries for the whole list (subjects, records stamps, stored vectors) when the store
+    holds a fresh vector for each (subject, catalog version, key, as-of date); subjects whose vector is
+    missing or stale have their features extracted together, encrypted and stored.
     """
     unknown = sorted(set(feature_names) - set(catalog.current().features))
     if unknown:
         raise DomainError("invalid_input", f"Unknown catalog features: {', '.join(unknown)}.")
-    patient_id = Patient.objects.filter(subject_key=subject_key).values_list("pk", flat=True).first()
-    if patient_id is None:
-        raise DomainError("unknown_subject", "The subject is not known to the data domain.")
-    stored = features_store(
-        patient_id=patient_id,
-        records_stamp=records_stamps([patient_id])[patient_id],
-        feature_names=feature_names,
-        as_of=as_of,
-        public_key=public_key,
+    patients = dict(Patient.objects.filter(subject_key__in=list(subject_keys)).values_list("subject_key", "pk"))
+    if not patients:
+        return {}
+    stamps = records_stamps(list(patients.values()))
+    lookup = {"catalog_version": catalog.current().version, "key_id": key_fingerprint(public_key), "as_of": as_of}
+    rows = EncryptedFeatureVector.objects.filter(patient_id__in=list(patients.values()), **lookup).values_list(
+        "patient_id", "records_stamp", "features", "exponents", "ciphertexts"
     )
-    return [from_pair(public_key, stored[name]) for name in feature_names]
-
-
-def features_store(
-    *,
-    patient_id: int,
-    records_stamp: int,
-    feature_names: Sequence[str],
-    as_of: date,
-    public_key: phe.PaillierPublicKey,
-) -> Stored:
-    """Make sure the store holds fresh ciphertexts of ``feature_names`` for one patient; return them all."""
-    lookup = {
-        "patient_id": patient_id,
-        "catalog_version": catalog.current().version,
-        "key_id": key_fingerprint(public_key),
-        "as_of": as_of,
+    stored: dict[int, Stored] = {
+        patient_id: unpack(names, exponents, bytes(blob))
+        for patient_id, stamp, names, exponents, blob in rows
+        if stamp == stamps.get(patient_id)
     }
-    row = (
-        EncryptedFeatureVector.objects.filter(**lookup)
-        .values_list("records_stamp", "features", "exponents", "ciphertexts")
-        .first()
-    )
-    stored: Stored = unpack(row[1], row[2], bytes(row[3])) if row and row[0] == records_stamp else {}
-    missing = [name for name in feature_names if name not in stored]
-    if not missing:
-        return stored
-    values = features_for_patients([patient_id], missing, as_of)[patient_id]
-    stored.update(zip(missing, map(to_pair, encrypt_vector(public_key, values)), strict=True))
-    vector_save(lookup=lookup, records_stamp=records_stamp, ciphertexts=stored)
-    return stored
+    current = {pk: stored.get(pk, {}) for pk in patients.values()}
+    stale: dict[tuple[str, ...], list[int]] = {}
+    for pk, vector in current.items():
+        missing = tuple(name for name in feature_names if name not in vector)
+        if missing:
+            stale.setdefault(missing, []).append(pk)
+    for missing, patient_ids in stale.items():  # rare in steady state: vectors are precomputed
+        values = features_for_patients(patient_ids, list(missing), as_of)
+        for pk in patient_ids:
+            current[pk].update(zip(missing, map(to_pair, encrypt_vector(public_key, values[pk])), strict=True))
+            vector_save(lookup={"patient_id": pk, **lookup}, records_stamp=stamps[pk], ciphertexts=current[pk])
+    return {
+        subject_key: [from_pair(public_key, current[pk][name]) for name in feature_names]
+        for subject_key, pk in patients.items()
+    }
 
 
 def vector_save(*, lookup: dict[str, object], records_stamp: int, ciphertexts: Stored) -> None:

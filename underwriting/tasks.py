@@ -1,8 +1,9 @@
 """Celery tasks: thin wrappers that take ids, call one service and chain the next step.
 
-Routing (config/settings/base.py): extract_features runs on ``domain`` (it reads raw records),
-score/finalize on ``scoring`` (encrypted values only), the custodian's step on ``custodian``, webhook
-work on ``webhooks``. Every task is safe to run twice: the services' transitions are guarded.
+Routing (config/settings/base.py): drain_extraction runs on ``domain`` (it reads raw records),
+drain_scoring/finalize_requests on ``scoring`` (encrypted values only), the custodian's step on
+``custodian``, webhook work on ``webhooks``. Every task is safe to run twice: the services'
+transitions are guarded, and a stage's drain claims its requests under row locks.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from celery import Task, shared_task
 from django.conf import settings
 
 
-class PipelineTask(Task):  # type: ignore[type-arg]
-    """Retries with exponential backoff; after the last retry the request turns ``failed``."""
+class StageTask(Task):  # type: ignore[type-arg]
+    """A stage's drain: retried with exponential backoff; its requests stay in their status meanwhile, and
+    the sweeper turns them ``failed`` after UNDERWRITING_MAX_ATTEMPTS if the stage never recovers."""
 
     autoretry_for = (Exception,)
     retry_backoff = True
@@ -22,34 +24,41 @@ class PipelineTask(Task):  # type: ignore[type-arg]
     retry_jitter = True
     max_retries = settings.UNDERWRITING_TASK_MAX_RETRIES
 
+
+class FinalizeTask(StageTask):
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         from underwriting.services.pipeline import request_fail
 
-        request_id = kwargs.get("request_id") or (args[-1] if args else None)
-        if request_id:
+        answers = kwargs.get("answers") or (args[0] if args else {})
+        for request_id in answers:
             request_fail(request_id=request_id)
 
 
-@shared_task(base=PipelineTask, ignore_result=True)
-def extract_features(request_id: str) -> None:
-    from underwriting.services.pipeline import request_extract
+@shared_task(base=StageTask, ignore_result=True)
+def drain_extraction() -> int:
+    """Extract the encrypted vectors of every request waiting in ``extracting`` (domain queue)."""
+    from underwriting.services.pipeline import stage_drain
 
-    request_extract(request_id=request_id)
-
-
-@shared_task(base=PipelineTask, ignore_result=True)
-def score_request(request_id: str) -> None:
-    from underwriting.services.pipeline import request_score
-
-    request_score(request_id=request_id)
+    return stage_drain("extract")
 
 
-@shared_task(base=PipelineTask, ignore_result=True)
-def finalize_request(answer: dict[str, Any], request_id: str) -> None:
-    """Called with the custodian's answer as the first argument (a Celery ``link`` callback)."""
-    from underwriting.services.pipeline import request_finalize
+@shared_task(base=StageTask, ignore_result=True)
+def drain_scoring() -> int:
+    """Score every request waiting in ``scoring`` and send the custodian their queries (scoring queue)."""
+    from underwriting.services.pipeline import stage_drain
 
-    request_finalize(request_id=request_id, answer=answer)
+    return stage_drain("score")
+
+
+@shared_task(base=FinalizeTask, ignore_result=True)
+def finalize_requests(answers: dict[str, dict[str, Any]]) -> int:
+    """Called with the custodian's answers as the first argument (a Celery ``link`` callback)."""
+    from underwriting.services.pipeline import requests_finalize
+
+    return requests_finalize(answers=answers)
+
+
+STAGE_TASKS = {"extract": drain_extraction, "score": drain_scoring}
 
 
 @shared_task(bind=True, ignore_result=True)

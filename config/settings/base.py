@@ -202,7 +202,7 @@ CELERY_TASK_QUEUES = [Queue(name) for name in ("domain", "scoring", "custodian",
 CELERY_TASK_DEFAULT_QUEUE = "domain"
 CELERY_TASK_ROUTES = {
     # Exact names win over the patterns below.
-    "underwriting.tasks.extract_features": {"queue": "domain"},
+    "underwriting.tasks.drain_extraction": {"queue": "domain"},
     "underwriting.tasks.deliver_webhook": {"queue": "webhooks"},
     # The custodian is the only process holding the Paillier private key: its own queue, its own worker.
     "datadomain.custodian.*": {"queue": "custodian"},
@@ -272,6 +272,9 @@ UNDERWRITING_TASK_MAX_RETRIES = env.int("UNDERWRITING_TASK_MAX_RETRIES", default
 UNDERWRITING_STUCK_SECONDS = env.int("UNDERWRITING_STUCK_SECONDS", default=30)
 # How many times the sweeper may re-enqueue one request before it turns "failed".
 UNDERWRITING_MAX_ATTEMPTS = env.int("UNDERWRITING_MAX_ATTEMPTS", default=5)
+# Requests a pipeline stage takes in one transaction (underwriting.services.pipeline): larger chunks cost
+# fewer queries and messages per request under load; an idle stack moves each request on its own.
+UNDERWRITING_STAGE_CHUNK = env.int("UNDERWRITING_STAGE_CHUNK", default=100)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10.0)
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)

@@ -82,3 +82,23 @@ def test_refuses_a_request_without_a_grant(query: dict[str, Any]) -> None:
     ComparisonGrant.objects.all().delete()
     with pytest.raises(BudgetExceededError):
         custodian.comparisons_answer(request_ref="req-1", query=query)
+
+
+def test_a_chunk_answers_each_query_and_refuses_only_the_bad_one(query: dict[str, Any]) -> None:
+    from audit.models import AuditEntry
+
+    key_id = query["key_id"]
+    comparison_grant_create(request_ref="req-2", budget=len(THRESHOLDS), key_id=key_id)
+    tampered = {**query, "request_id": "req-2", "ciphertexts": ["zz-not-hex"]}
+    answers = custodian.comparisons_answer_many(queries=[("req-1", query), ("req-2", tampered), ("req-3", query)])
+    assert set(answers["req-1"]) >= {"request_id"}
+    assert used() == len(THRESHOLDS)
+    assert "error" in answers["req-2"]  # malformed ciphertexts
+    assert "error" in answers["req-3"]  # no budget was ever granted (and the query names req-1)
+    refused = AuditEntry.objects.filter(action="custodian.refuse").values_list("target_id", flat=True)
+    assert sorted(refused) == ["req-2", "req-3"]
+    assert AuditEntry.objects.filter(action="custodian.answer", target_id="req-1").count() == 1
+    # A redelivered chunk gets the same answer for req-1 and spends nothing more.
+    again = custodian.comparisons_answer_many(queries=[("req-1", query)])
+    assert again["req-1"] == answers["req-1"]
+    assert used() == len(THRESHOLDS)

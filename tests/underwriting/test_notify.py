@@ -91,7 +91,7 @@ def test_a_waiter_sleeps_until_the_wake_up(live_redis: redis.Redis) -> None:
             break
         threading.Event().wait(0.01)
     done.set()
-    notify._publish(live_redis, channel)
+    notify._publish(live_redis, [channel])
     waiter.join(timeout=20)
     assert not waiter.is_alive(), "the wake-up did not end the wait"
     assert outcome == [True]

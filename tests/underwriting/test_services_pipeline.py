@@ -26,18 +26,30 @@ def stuck(
     return request
 
 
-def test_a_task_that_keeps_failing_turns_the_request_failed(
-    insurer: Insurer, approved_manuals: list[RatingManual]
+def test_a_stage_that_keeps_failing_leaves_its_requests_to_the_sweeper(
+    insurer: Insurer, approved_manuals: list[RatingManual], settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # No custodian key exists, so extraction cannot encrypt: every retry fails the same way. Run the
-    # task in-process as a worker would (errors recorded, not raised into the caller).
+    # No custodian key exists, so extraction cannot encrypt: every retry of the drain fails the same way.
+    # Run the task in-process as a worker would (errors recorded, not raised into the caller).
     request = stuck(insurer, approved_manuals[0], status=RequestStatus.EXTRACTING, minutes=0)
     celery_app.conf.task_eager_propagates = False
     try:
-        result = tasks.extract_features.apply(args=[str(request.pk)], throw=False)
+        result = tasks.drain_extraction.apply(throw=False)
     finally:
         celery_app.conf.task_eager_propagates = True
     assert result.failed()
+    assert UnderwritingRequest.objects.get(pk=request.pk).status == RequestStatus.EXTRACTING  # nothing half-done
+    # The sweeper wakes its stage again while attempts remain, then gives up.
+    from underwriting.services import pipeline
+
+    woken: list[str] = []
+    monkeypatch.setattr(pipeline, "stage_wake", woken.append)
+    settings.UNDERWRITING_MAX_ATTEMPTS = 1
+    UnderwritingRequest.objects.filter(pk=request.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    assert requests_sweep() == 1
+    assert woken == ["extract"]
+    UnderwritingRequest.objects.filter(pk=request.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    assert requests_sweep() == 0
     request.refresh_from_db()
     assert request.status == RequestStatus.FAILED
     assert request.completed_at is not None
@@ -92,7 +104,7 @@ def test_an_unreachable_broker_does_not_fail_an_accepted_request(
     def broker_down(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(tasks.extract_features, "delay", broker_down)
+    monkeypatch.setattr(tasks.drain_extraction, "delay", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         request, created = request_submit(
             insurer_id=insurer.pk, insurer_slug=insurer.slug, reference="R",

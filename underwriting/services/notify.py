@@ -29,7 +29,8 @@ FALLBACK_POLL_SECONDS = 2.0
 _clients: dict[str, redis.Redis] = {}
 
 
-def _client() -> redis.Redis | None:
+def redis_client() -> redis.Redis | None:
+    """This process's client for REDIS_URL; None in the embedded default (no Redis)."""
     url = settings.REDIS_URL
     if not url:
         return None
@@ -42,16 +43,20 @@ def channel(request_id: uuid.UUID | str) -> str:
     return f"{CHANNEL_PREFIX}{request_id}"
 
 
-def announce_terminal(request_id: uuid.UUID | str) -> None:
-    """Publish the request's wake-up once the current transaction commits (at once outside one)."""
-    client = _client()
-    if client is not None:
-        transaction.on_commit(lambda: _publish(client, channel(request_id)))
+def announce_terminal(*request_ids: uuid.UUID | str) -> None:
+    """Publish the requests' wake-ups once the current transaction commits (at once outside one)."""
+    client = redis_client()
+    if client is not None and request_ids:
+        names = [channel(request_id) for request_id in request_ids]
+        transaction.on_commit(lambda: _publish(client, names))
 
 
-def _publish(client: redis.Redis, name: str) -> None:
+def _publish(client: redis.Redis, names: list[str]) -> None:
     try:
-        client.publish(name, b"1")
+        with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.publish(name, b"1")
+            pipe.execute()
     except redis.RedisError as exc:
         logger.info("wake-up not published (%s); waiters fall back to polling", exc.__class__.__name__)
 
@@ -65,7 +70,7 @@ def wait_terminal(
 ) -> bool:
     """Block until ``is_terminal()`` holds (True) or ``timeout`` seconds passed (False)."""
     deadline = time.monotonic() + timeout
-    client = _client()
+    client = redis_client()
     subscription = None
     if client is not None:
         try:

@@ -26,6 +26,7 @@ from django.utils import timezone
 from underwriting import tasks
 from underwriting.errors import UnderwritingError
 from underwriting.models import RequestStatus, UnderwritingRequest, WebhookDelivery, WebhookEndpoint
+from underwriting.selectors import LARGE_REQUEST_FIELDS
 from underwriting.serializers import request_public_view
 from underwriting.services.dispatch import enqueue, enqueue_on_commit
 
@@ -64,28 +65,49 @@ def webhook_endpoint_create(*, insurer_id: int, url: str) -> WebhookEndpoint:
 
 @transaction.atomic(savepoint=False)
 def webhooks_enqueue_for_request(*, request_id: uuid.UUID | str) -> list[int]:
-    """Create one delivery per active endpoint for the request's terminal event. Safe to run twice.
+    """:func:`webhooks_enqueue_for_requests` for one request."""
+    return webhooks_enqueue_for_requests(request_ids=[request_id])
 
-    Called inside the transaction that makes the request terminal; the POSTs themselves run on the
-    ``webhooks`` queue once that transaction commits.
+
+@transaction.atomic(savepoint=False)
+def webhooks_enqueue_for_requests(*, request_ids: list[uuid.UUID] | list[str] | list[uuid.UUID | str]) -> list[int]:
+    """Create one delivery per active endpoint for each request's terminal event. Safe to run twice.
+
+    Called inside the transaction that makes the requests terminal; the POSTs themselves run on the
+    ``webhooks`` queue once that transaction commits. A few queries whatever the number of requests.
     """
-    request = UnderwritingRequest.objects.select_related("manual").get(pk=request_id)
-    event_type = EVENT_FOR_STATUS.get(RequestStatus(request.status))
-    endpoints = list(WebhookEndpoint.objects.filter(insurer_id=request.insurer_id, is_active=True))
-    if event_type is None or not endpoints:
+    if not request_ids:
         return []
-    created: list[int] = []
-    for endpoint in endpoints:
-        delivery, was_created = WebhookDelivery.objects.get_or_create(
-            endpoint=endpoint,
-            request=request,
-            event_type=event_type,
-            defaults={"payload": _event_payload(event_type, request)},
+    endpoints: dict[int, list[WebhookEndpoint]] = {}
+    insurers = UnderwritingRequest.objects.filter(pk__in=request_ids).values("insurer_id")
+    for endpoint in WebhookEndpoint.objects.filter(insurer_id__in=insurers, is_active=True):
+        endpoints.setdefault(endpoint.insurer_id, []).append(endpoint)
+    if not endpoints:
+        return []  # one query when nobody listens
+    requests = list(UnderwritingRequest.objects.select_related("manual").defer(*LARGE_REQUEST_FIELDS).filter(
+        pk__in=request_ids, status__in=list(EVENT_FOR_STATUS), insurer_id__in=list(endpoints)
+    ))  # fmt: skip
+    wanted = [
+        (endpoint, request, EVENT_FOR_STATUS[RequestStatus(request.status)])
+        for request in requests
+        for endpoint in endpoints.get(request.insurer_id, [])
+    ]
+    if not wanted:
+        return []
+    existing = set(
+        WebhookDelivery.objects.filter(request_id__in=[r.pk for r in requests]).values_list(
+            "endpoint_id", "request_id", "event_type"
         )
-        if was_created:
-            created.append(delivery.pk)
-            enqueue_on_commit(partial(tasks.deliver_webhook.delay, delivery.pk), what="webhook delivery")
-    return created
+    )
+    created = WebhookDelivery.objects.bulk_create(
+        WebhookDelivery(endpoint=endpoint, request=request, event_type=event, payload=_event_payload(event, request))
+        for endpoint, request, event in wanted
+        if (endpoint.pk, request.pk, event) not in existing
+    )
+    ids = [delivery.pk for delivery in created]
+    for delivery_id in ids:
+        enqueue_on_commit(partial(tasks.deliver_webhook.delay, delivery_id), what="webhook delivery")
+    return ids
 
 
 def _event_payload(event_type: str, request: UnderwritingRequest) -> dict[str, object]:

@@ -1,0 +1,138 @@
+"""The pipeline's stages take requests a chunk at a time: a constant number of queries per chunk, one
+custodian message per chunk, and a request that cannot be processed fails alone."""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from datadomain.selectors import subject_features
+from datadomain.services import subject_erase, subject_key_for
+from tests.population import make_population
+from tests.underwriting.conftest import request_body
+from underwriting.models import RequestEvent, RequestStatus, UnderwritingRequest
+from underwriting.reference import builtin_documents, evaluate
+from underwriting.services import dispatch
+from underwriting.services.pipeline import stage_drain
+from underwriting.services.state import transition_many
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/underwriting-requests"
+
+
+@pytest.fixture
+def world(tmp_path: Path, settings: Any, in_process_tasks: None) -> dict[str, Any]:
+    settings.CUSTODIAN_KEY_DIR = tmp_path / "keys"
+    settings.UNDERWRITING_RATE_LIMIT_COUNT = 1000
+    world = make_population(tmp_path, patients=30, seed=23, insurer_slug="chunk-life")
+    # The steady state: vectors precomputed in bulk (a stale or missing one is extracted on demand).
+    call_command("precompute_features", "--no-progress", "--processes", "1", stdout=StringIO())
+    return world
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Stage wake-ups are recorded instead of sent: requests wait in their stage until a test drains it."""
+    woken: list[str] = []
+    monkeypatch.setattr(dispatch, "stage_wake", lambda stage: woken.append(stage) or True)
+    return woken
+
+
+def submit(world: dict[str, Any], count: int, prefix: str, capture: Any) -> list[str]:
+    ids = []
+    with capture(execute=True):
+        for index in range(count):
+            person = world["people"][index % len(world["people"])]
+            body = request_body(person, reference=f"{prefix}-{index}")
+            body["consent"]["reference"] = f"C-{prefix}-{index}"
+            response = world["api"].post(URL, body, format="json")
+            assert response.status_code == 202, response.content
+            assert response.json()["status"] == "extracting"
+            ids.append(response.json()["id"])
+    return ids
+
+
+def drain_counting(stage: str, capture: Any) -> tuple[int, int]:
+    with CaptureQueriesContext(connection) as queries, capture(execute=True):
+        claimed = stage_drain(stage)
+    return claimed, len(queries)
+
+
+def test_a_chunk_costs_the_same_queries_whatever_its_size(
+    world: dict[str, Any], held: list[str], django_capture_on_commit_callbacks: Any
+) -> None:
+    warm = submit(world, 1, "W", django_capture_on_commit_callbacks)  # per-process caches: keys, manual
+    small = submit(world, 3, "S", django_capture_on_commit_callbacks)
+    large = submit(world, 30, "L", django_capture_on_commit_callbacks)
+    later = [*small, *large]
+    UnderwritingRequest.objects.filter(pk__in=later).update(status=RequestStatus.VERIFYING)  # set aside
+    counts = {}
+    for name, ids in (("warm", warm), ("small", small), ("large", large)):
+        UnderwritingRequest.objects.filter(pk__in=ids).update(status=RequestStatus.EXTRACTING)
+        claimed, extract_queries = drain_counting("extract", django_capture_on_commit_callbacks)
+        assert claimed == len(ids)
+        assert set(UnderwritingRequest.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"scoring"}
+        # Scoring sends one custodian message for the chunk; in-process, the custodian and the
+        # finalisation run inside this drain, so their queries are counted here too.
+        claimed, score_queries = drain_counting("score", django_capture_on_commit_callbacks)
+        assert claimed == len(ids)
+        counts[name] = (extract_queries, score_queries)
+    assert counts["small"] == counts["large"], counts
+    assert held == ["extract"] * 34 + ["score"] * 3
+
+    document = builtin_documents()["charlson-acci"]
+    people = {subject_key_for(p["resident_id"]): p for p in world["people"]}
+    for request in UnderwritingRequest.objects.filter(pk__in=warm + later):
+        assert request.status == RequestStatus.COMPLETED, (request.status, request.reason)
+        assert request.subject_key in people
+        features = subject_features(
+            subject_key=request.subject_key, feature_names=document.feature_names, as_of=request.as_of
+        )
+        expected = evaluate(document, features)
+        assert request.tier_code == expected.tier.code
+        timeline = list(
+            RequestEvent.objects.filter(request=request).order_by("at", "id").values_list("to_status", flat=True)
+        )
+        assert timeline == ["received", "verifying", "extracting", "scoring", "tiering", "completed"]
+
+
+def test_a_request_that_cannot_be_extracted_fails_alone(
+    world: dict[str, Any], held: list[str], django_capture_on_commit_callbacks: Any, admin_user: Any
+) -> None:
+    ids = submit(world, 3, "E", django_capture_on_commit_callbacks)
+    erased = UnderwritingRequest.objects.get(pk=ids[1])
+    subject_erase(resident_id=world["people"][1]["resident_id"], by=admin_user.username)
+    with django_capture_on_commit_callbacks(execute=True):
+        stage_drain("extract")
+        stage_drain("score")
+    statuses = dict(UnderwritingRequest.objects.filter(pk__in=ids).values_list("pk", "status"))
+    assert statuses[erased.pk] == RequestStatus.FAILED
+    assert [statuses[UnderwritingRequest.objects.get(pk=pk).pk] for pk in (ids[0], ids[2])] == ["completed"] * 2
+    assert held == ["extract"] * 3 + ["score"]
+
+
+def test_transition_many_sets_each_rows_fields_and_skips_rows_that_moved_on(
+    world: dict[str, Any], held: list[str], django_capture_on_commit_callbacks: Any
+) -> None:
+    ids = [
+        UnderwritingRequest.objects.get(pk=pk).pk for pk in submit(world, 3, "T", django_capture_on_commit_callbacks)
+    ]
+    UnderwritingRequest.objects.filter(pk=ids[2]).update(status=RequestStatus.SCORING)  # another drain won
+    moved = transition_many(
+        {ids[0]: {"tiering_state": {"n": 0}}, ids[1]: {"tiering_state": {"n": 1}}, ids[2]: {"tiering_state": {"n": 2}}},
+        from_status=RequestStatus.EXTRACTING,
+        to_status=RequestStatus.SCORING,
+    )
+    assert sorted(moved) == sorted(ids[:2])
+    states = dict(UnderwritingRequest.objects.filter(pk__in=ids).values_list("pk", "tiering_state"))
+    assert states[ids[0]] == {"n": 0}
+    assert states[ids[1]] == {"n": 1}
+    assert states[ids[2]] is None  # untouched
+    assert RequestEvent.objects.filter(request_id=ids[2], to_status=RequestStatus.SCORING).count() == 0
+    assert RequestEvent.objects.filter(request_id__in=ids[:2], to_status=RequestStatus.SCORING).count() == 2
