@@ -77,20 +77,29 @@ class Client:
     local: threading.local = field(default_factory=threading.local)
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-        connection = getattr(self.local, "connection", None)
-        if connection is None:
-            connection = self.local.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
         if body is not None:
-            headers["Idempotency-Key"] = str(uuid.uuid4())
-        try:
-            connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-            response = connection.getresponse()
-            payload = response.read()
-        except (OSError, http.client.HTTPException):
-            self.local.connection = None
-            raise
-        return response.status, json.loads(payload) if payload else {}
+            headers["Idempotency-Key"] = str(uuid.uuid4())  # the same on a retry: the server answers once
+        data = json.dumps(body) if body is not None else None
+        for attempt in (1, 2):
+            connection = getattr(self.local, "connection", None)
+            reused = connection is not None
+            if connection is None:
+                connection = self.local.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                connection.request(method, path, body=data, headers=headers)
+                response = connection.getresponse()
+                payload = response.read()
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                self.local.connection = None
+                if reused and attempt == 1:
+                    continue  # the server closed an idle keep-alive connection: reconnect, as HTTP clients do
+                raise
+            except (OSError, http.client.HTTPException):
+                self.local.connection = None
+                raise
+            return response.status, json.loads(payload) if payload else {}
+        raise AssertionError("unreachable")
 
 
 def run(options: argparse.Namespace) -> Report:
