@@ -18,7 +18,7 @@ from tests.population import make_population
 from tests.underwriting.conftest import request_body
 from underwriting.models import RequestEvent, RequestStatus, UnderwritingRequest
 from underwriting.reference import builtin_documents, evaluate
-from underwriting.services import dispatch
+from underwriting.services import dispatch, pipeline
 from underwriting.services.pipeline import stage_drain
 from underwriting.services.state import transition_many
 
@@ -40,7 +40,8 @@ def world(tmp_path: Path, settings: Any, in_process_tasks: None) -> dict[str, An
 def held(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Stage wake-ups are recorded instead of sent: requests wait in their stage until a test drains it."""
     woken: list[str] = []
-    monkeypatch.setattr(dispatch, "stage_wake", lambda stage: woken.append(stage) or True)
+    for module in (dispatch, pipeline):
+        monkeypatch.setattr(module, "stage_wake", lambda stage: woken.append(stage) or True)
     return woken
 
 
@@ -136,3 +137,36 @@ def test_transition_many_sets_each_rows_fields_and_skips_rows_that_moved_on(
     assert states[ids[2]] is None  # untouched
     assert RequestEvent.objects.filter(request_id=ids[2], to_status=RequestStatus.SCORING).count() == 0
     assert RequestEvent.objects.filter(request_id__in=ids[:2], to_status=RequestStatus.SCORING).count() == 2
+
+
+def test_a_long_backlog_is_handed_to_a_fresh_drain(
+    world: dict[str, Any], held: list[str], django_capture_on_commit_callbacks: Any, settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    settings.UNDERWRITING_STAGE_CHUNK = 2
+    monkeypatch.setattr(pipeline, "DRAIN_SECONDS", 0.0)  # every chunk is past the drain's time budget
+    ids = submit(world, 5, "B", django_capture_on_commit_callbacks)
+    held.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert stage_drain("extract") == 2  # one chunk, then the rest goes to a new drain task
+    assert sorted(held) == ["extract", "score"]
+    statuses = sorted(UnderwritingRequest.objects.filter(pk__in=ids).values_list("status", flat=True))
+    assert statuses == ["extracting"] * 3 + ["scoring"] * 2
+
+
+def test_a_time_limit_fails_the_chunk_for_a_retry_not_the_request(
+    world: dict[str, Any], held: list[str], django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    ids = submit(world, 2, "TL", django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        stage_drain("extract")
+
+    def out_of_time(request: Any) -> None:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(pipeline, "_tier_query", out_of_time)
+    with pytest.raises(SoftTimeLimitExceeded):
+        stage_drain("score")
+    assert set(UnderwritingRequest.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"scoring"}

@@ -21,6 +21,7 @@ broker, no active key) fails the whole chunk, which Celery retries with backoff 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from django.utils import timezone
 from datadomain import keyring
 from datadomain import services as domain
 from datadomain.catalog import FEATURE_VALUE_MAX
+from datadomain.errors import DomainError
+from securecompute.errors import SecureComputeError
 from securecompute.protocol import ComparisonAnswer, ciphertexts_from_json, ciphertexts_to_json
 from securecompute.scoring import encrypted_score, score_bound
 from securecompute.tiering import TieringState, build_tier_query, tier_index_from_answer
@@ -50,6 +53,12 @@ from underwriting.services.webhooks import webhooks_enqueue_for_request, webhook
 logger = logging.getLogger(__name__)
 
 Changes = dict[uuid.UUID, dict[str, Any]]
+# How long one drain task keeps taking chunks before it hands the rest to a new task: well under
+# CELERY_TASK_SOFT_TIME_LIMIT, whatever the chunk size.
+DRAIN_SECONDS = 10.0
+# What a request's own bad data raises while it is scored or tiered; it fails that request alone. Anything
+# else (the database, a time limit) fails the chunk, which is retried.
+ITEM_ERRORS = (SecureComputeError, DomainError, ValueError, KeyError, TypeError)
 
 
 def stage_drain(stage: str) -> int:
@@ -57,11 +66,17 @@ def stage_drain(stage: str) -> int:
     stage_woken(stage)
     step = STAGE_STEPS[stage]
     chunk = int(settings.UNDERWRITING_STAGE_CHUNK)
+    deadline = time.monotonic() + DRAIN_SECONDS
     total = 0
     while True:
         claimed = step(chunk)
         total += claimed
         if claimed < chunk:
+            return total
+        if time.monotonic() > deadline:
+            # A long backlog (a large batch) is taken over by a fresh task rather than run into the task's
+            # time limit; the other stages' tasks get their turn on the worker meanwhile.
+            stage_wake(stage)
             return total
 
 
@@ -134,7 +149,7 @@ def _score_chunk(limit: int) -> int:
         for request in requests:
             try:
                 changes[request.pk] = {"tiering_state": _tier_query(request)}
-            except Exception as exc:  # noqa: BLE001 - one bad request must not hold back its chunk
+            except ITEM_ERRORS as exc:  # one bad request must not hold back its chunk
                 logger.warning("underwriting request %s could not be scored (%s)", request.pk, exc.__class__.__name__)
                 failed.append(request.pk)
         moved = transition_many(changes, from_status=RequestStatus.SCORING, to_status=RequestStatus.TIERING)
@@ -183,7 +198,7 @@ def requests_finalize(*, answers: dict[str, dict[str, Any]]) -> int:
         for request in requests:
             try:
                 changes[request.pk] = _tier_fields(request, answers[str(request.pk)])
-            except Exception as exc:  # noqa: BLE001 - one bad answer must not hold back its chunk
+            except ITEM_ERRORS as exc:  # one bad answer must not hold back its chunk
                 logger.warning("underwriting request %s has no tier (%s)", request.pk, exc.__class__.__name__)
                 failed.append(request.pk)
         completed = transition_many(changes, from_status=RequestStatus.TIERING, to_status=RequestStatus.COMPLETED)
