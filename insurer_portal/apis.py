@@ -364,10 +364,14 @@ class UnderwritingRequestDetailApi(InsurerAPIView):
         insurer_id = self.principal().insurer.pk
         found = self.load(insurer_id, request_id)
         if wait and not found.is_terminal:
-            # Woken by the terminal transition itself (Redis pub/sub), not by polling the database; the
-            # checks read the status alone, and the whole request is read again once it has changed.
-            notify.wait_terminal(found.pk, lambda: uw_selectors.request_is_terminal(found.pk), wait)
-            found = self.load(insurer_id, request_id)
+
+            def terminal_now() -> bool:
+                nonlocal found
+                found = self.load(insurer_id, request_id)
+                return found.is_terminal
+
+            # Woken by the terminal transition itself (Redis pub/sub), not by polling the database.
+            notify.wait_terminal(found.pk, terminal_now, wait)
         return Response(RequestOutputSerializer(found).data)
 
     def load(self, insurer_id: int, request_id: str) -> UnderwritingRequest:

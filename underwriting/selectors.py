@@ -14,14 +14,7 @@ from django.utils import timezone
 
 from datadomain import selectors as domain
 from underwriting.manual_format import ManualDocument, parse_manual
-from underwriting.models import (
-    TERMINAL_STATUSES,
-    FlagKind,
-    MisuseFlag,
-    RatingManual,
-    RequestStatus,
-    UnderwritingRequest,
-)
+from underwriting.models import FlagKind, MisuseFlag, RatingManual, RequestStatus, UnderwritingRequest
 
 
 def known_feature_names() -> set[str]:
@@ -108,11 +101,6 @@ def requests_for_insurer(
     if created_before:
         queryset = queryset.filter(created_at__lt=created_before)
     return queryset
-
-
-def request_is_terminal(request_id: uuid.UUID) -> bool:
-    status = UnderwritingRequest.objects.filter(pk=request_id).values_list("status", flat=True).first()
-    return status in TERMINAL_STATUSES
 
 
 def request_for_insurer(*, insurer_id: int, request_id: uuid.UUID | str) -> UnderwritingRequest | None:
