@@ -1,10 +1,10 @@
 """Sustained load through the real stack: 20 requests/s for 5 minutes, then count what got lost.
 
-Stack as in ``bench_pipeline``: gunicorn (2 processes x 4 threads), Celery workers over Redis (``domain``,
-``scoring`` and ``webhooks`` in one worker with 2 processes, the custodian alone), PostgreSQL, 3072-bit keys,
-the ``charlson-acci`` manual, vectors precomputed. An open-loop client sends exactly RATE x DURATION
-requests on a fixed schedule (it does not slow down when the server does); each is ``POST`` then
-``GET ?wait=10``. After the last one, the benchmark waits up to 120 s for stragglers and then counts:
+Stack as in ``bench_pipeline``: gunicorn (2 processes x WEB_THREADS threads, 16 by default), Celery workers
+over Redis (``domain``, ``scoring`` and ``webhooks`` in one worker with 2 processes, the custodian alone),
+PostgreSQL, 3072-bit keys, the ``charlson-acci`` manual, vectors precomputed. An open-loop client sends
+exactly RATE x DURATION requests on a fixed schedule (it does not slow down when the server does); each
+is ``POST`` then ``GET ?wait=10``. After the last one, the benchmark waits up to 120 s for stragglers and then counts:
 
 - lost: accepted (202) but not in a terminal state afterwards, or not in the database at all (must be 0);
 - errors: a POST that was not 202, a connection error, or a request that ended other than ``completed``;
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from benchmarks.bench_pipeline import (
     TERMINAL,
+    WEB_THREADS,
     Client,
     _body,
     _environment,
@@ -76,9 +77,9 @@ def run(options: argparse.Namespace) -> Report:
     finally:
         drop_database(base_url, url)
     report.notes.append(
-        f"population: {patients} synthetic residents, charlson-acci vectors precomputed; gunicorn 2 processes x 4 "
-        "threads; Celery: domain+scoring+webhooks worker with 2 processes, custodian worker with 1; all on 2 cores "
-        "shared with the load generator"
+        f"population: {patients} synthetic residents, charlson-acci vectors precomputed; gunicorn 2 processes x "
+        f"{WEB_THREADS} threads; Celery: domain+scoring+webhooks worker with 2 processes, custodian worker with 1; "
+        "all on 2 cores shared with the load generator"
     )
     return report
 

@@ -56,6 +56,8 @@ from benchmarks.support import (
 )
 
 RATE = 20.0
+# gunicorn threads per process, as in docker/gunicorn.conf.py (WEB_THREADS): each `?wait` holds one.
+WEB_THREADS = os.environ.get("WEB_THREADS", "16")
 BATCH_CALL_ITEMS = 500  # requests per POST /api/v1/underwriting-requests/batch (API_BATCH_MAX_ITEMS)
 T = TypeVar("T")
 TERMINAL = ("completed", "rejected", "unrated", "failed")
@@ -131,8 +133,9 @@ def run(options: argparse.Namespace) -> Report:
     finally:
         drop_database(base_url, url)
     report.notes.append(
-        f"population: {patients:,} synthetic residents, charlson-acci vectors precomputed; gunicorn 2 processes x 4 "
-        "threads; Celery: domain+scoring+webhooks worker with 2 processes, custodian worker with 1; all on 2 cores"
+        f"population: {patients:,} synthetic residents, charlson-acci vectors precomputed; gunicorn 2 processes x "
+        f"{WEB_THREADS} threads; Celery: domain+scoring+webhooks worker with 2 processes, custodian worker with 1; "
+        "all on 2 cores"
     )
     if quick:
         report.notes.append(
@@ -189,7 +192,7 @@ def _stack(env: dict[str, str], pids: dict[str, int] | None = None) -> Iterator[
     logs.mkdir()
     commands = {
         "web": [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                "--workers", "2", "--threads", "4", "--worker-class", "gthread", "--log-level", "warning"],
+                "--workers", "2", "--threads", WEB_THREADS, "--worker-class", "gthread", "--log-level", "warning"],
         "main": [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "domain,scoring,webhooks",
                  "-c", "2", "-n", "main@bench", "--without-gossip", "--without-mingle", "-l", "WARNING"],
         "custodian": [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "custodian", "--include",

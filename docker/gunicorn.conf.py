@@ -7,7 +7,9 @@ from typing import Any
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "4"))
+# A `GET ...?wait=N` holds its thread while it sleeps on the request's wake-up (no CPU), so a worker needs
+# threads for the waiters as well as for the requests being worked on.
+threads = int(os.environ.get("WEB_THREADS", "16"))
 worker_class = "gthread"
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
 graceful_timeout = 30
