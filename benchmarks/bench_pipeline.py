@@ -14,7 +14,8 @@ manual, synthetic residents whose encrypted vectors were precomputed in bulk (th
 
 Everything runs on loopback and stops by itself. Needs PostgreSQL (BENCH_DATABASE_URL or DATABASE_URL)
 and Redis (BENCH_REDIS_URL or REDIS_URL); without them the benchmark reports itself as skipped.
-BENCH_LOG_DIR, when set, receives the logs of the API and the workers.
+BENCH_LOG_DIR, when set, receives the logs of the API and the workers; BENCH_PHASES=sequential,steady runs
+only the phases named.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ from benchmarks.support import (
 RATE = 20.0
 # gunicorn threads per process, as in docker/gunicorn.conf.py (WEB_THREADS): each `?wait` holds one.
 WEB_THREADS = os.environ.get("WEB_THREADS", "16")
+# BENCH_PHASES=sequential,steady runs only those phases (default: all three).
+PHASES = set(os.environ.get("BENCH_PHASES", "sequential,steady,batch").split(","))
 BATCH_CALL_ITEMS = 500  # requests per POST /api/v1/underwriting-requests/batch (API_BATCH_MAX_ITEMS)
 T = TypeVar("T")
 TERMINAL = ("completed", "rejected", "unrated", "failed")
@@ -127,9 +130,13 @@ def run(options: argparse.Namespace) -> Report:
             pids: dict[str, int] = {}
             with _stack(env, pids) as port:
                 client = Client(port, (Path(folder) / "demo-api-key.txt").read_text().strip())
-                _sequential(report, client, people, 20 if quick else 100)
-                _steady(report, client, people, duration, pids)
-                _batch(report, client, people, batch, url, pids)
+                if "sequential" in PHASES:
+                    _sequential(report, client, people, 20 if quick else 100)
+                if "steady" in PHASES:
+                    _steady(report, client, people, duration, pids)
+                    report.notes.append(_stage_times(url, "STEADY-%"))
+                if "batch" in PHASES:
+                    _batch(report, client, people, batch, url, pids)
     finally:
         drop_database(base_url, url)
     report.notes.append(
@@ -389,6 +396,31 @@ def _batch(
                         (size - accepted) + not_completed, lost])  # fmt: skip
     report.add_target(f"batch of {size:,} requests/s", rate, 50, higher_is_better=True)
     report.add_target("batch lost requests", lost, 0, higher_is_better=False)
+
+
+def _stage_times(database_url: str, references: str) -> str:
+    """Median time each stage took (from the requests' own events): where a request's latency goes."""
+    import psycopg2
+
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT to_status, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FROM ("
+                " SELECT e.to_status, 1000 * EXTRACT(EPOCH FROM e.at - lag(e.at) OVER ("
+                "  PARTITION BY e.request_id ORDER BY e.at, e.id)) AS ms"
+                " FROM underwriting_requestevent e JOIN underwriting_underwritingrequest r ON r.id = e.request_id"
+                " WHERE r.reference LIKE %s) steps WHERE ms IS NOT NULL GROUP BY to_status",
+                [references],
+            )
+            medians = dict(cursor.fetchall())
+    finally:
+        connection.close()
+    # The submission writes its events (received, verifying, extracting) together: extraction is timed
+    # from the submission's commit.
+    order = [("scoring", "extraction"), ("tiering", "scoring"), ("completed", "custodian and finalisation")]
+    steps = ", ".join(f"{label} {medians[status]:.1f}" for status, label in order if status in medians)
+    return f"steady load, median ms per stage, from the requests' events: {steps}"
 
 
 def _percentile(values: list[float], percent: float) -> float:
