@@ -169,6 +169,7 @@ def _environment(database_url: str, redis_url: str, folder: Path) -> dict[str, s
         "DEMO_ADMIN_PASSWORD": secrets.token_urlsafe(12),
         "UNDERWRITING_RATE_LIMIT_COUNT": "1000000",
         "API_THROTTLE_RATE": "1000000/min",
+        "API_BATCH_THROTTLE_RATE": "1000000/min",
         "LOG_LEVEL": "WARNING",
         "CONN_MAX_AGE": "600",
     }

@@ -18,7 +18,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from insurer_portal.api_errors import flatten
-from insurer_portal.authentication import ApiKeyAuthentication, ApiKeyRateThrottle, InsurerPrincipal
+from insurer_portal.authentication import (
+    ApiKeyAuthentication,
+    ApiKeyBatchItemThrottle,
+    ApiKeyRateThrottle,
+    InsurerPrincipal,
+)
 from underwriting import selectors as uw_selectors
 from underwriting.errors import UnderwritingError
 from underwriting.models import RequestStatus, UnderwritingRequest
@@ -309,6 +314,8 @@ EXAMPLE_BATCH_RESPONSE = {
     )
 )
 class UnderwritingRequestBatchApi(InsurerAPIView):
+    throttle_classes = [ApiKeyRateThrottle, ApiKeyBatchItemThrottle]
+
     def post(self, request: Request) -> Response:
         serializer = BatchInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

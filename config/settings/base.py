@@ -295,6 +295,8 @@ FLAG_MISMATCH_COUNT = env.int("FLAG_MISMATCH_COUNT", default=10)
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
 # Items in one POST /api/v1/underwriting-requests/batch (submitted in chunks of 200, one transaction each).
 API_BATCH_MAX_ITEMS = env.int("API_BATCH_MAX_ITEMS", default=500)
+# Requests per API key submitted through batch POSTs (each item counts one); keep it above API_BATCH_MAX_ITEMS.
+API_BATCH_THROTTLE_RATE = env.str("API_BATCH_THROTTLE_RATE", default="6000/min")
 
 # --- logging -------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

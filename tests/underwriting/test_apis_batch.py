@@ -164,3 +164,21 @@ def test_a_batch_costs_the_same_queries_for_10_or_100_items(
         assert [r["request"]["status"] for r in response.json()["results"]] == ["extracting"] * len(chosen)
         counts.append(len(queries))
     assert counts[0] == counts[1], counts
+
+
+def test_each_item_counts_against_the_keys_batch_rate(
+    api: APIClient, alice: dict[str, str], approved_manuals: list[RatingManual], settings: Any
+) -> None:
+    from django.core.cache import cache
+
+    settings.API_BATCH_THROTTLE_RATE = "5/min"
+    cache.clear()
+    three = [body(alice, f"T{i}", f"CT{i}") for i in range(3)]
+    assert post_batch(api, three).status_code == 202
+    refused = post_batch(api, [body(alice, f"U{i}", f"CU{i}") for i in range(3)])  # 6 items > 5 a minute
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "throttled"
+    assert int(refused["Retry-After"]) > 0
+    assert not UnderwritingRequest.objects.filter(reference__startswith="U").exists()  # nothing half-taken
+    assert post_batch(api, [body(alice, "V0", "CV0"), body(alice, "V1", "CV1")]).status_code == 202  # 5 fit
+    cache.clear()
