@@ -20,7 +20,7 @@ from django.utils import timezone
 from audit.approvals import Staff, approval_claim
 from audit.models import Approval
 from audit.services import Event, audit_record, audit_record_many, subject_ref
-from datadomain import catalog, identity
+from datadomain import catalog, identity, keyring
 from datadomain.consent_store import consent_artifact_delete
 from datadomain.encryption import Stored, encrypt_vector, from_pair, key_fingerprint, pack, to_pair, unpack
 from datadomain.errors import DomainError
@@ -30,7 +30,6 @@ from datadomain.models import (
     ComparisonGrant,
     Condition,
     Consent,
-    CustodianKey,
     Encounter,
     EncryptedFeatureVector,
     Observation,
@@ -167,7 +166,6 @@ def _evidence_differs(consent: Consent, fields: _ConsentFields) -> bool:
 DIFFERENT_CONSENT = "A different consent was already recorded under this reference."
 
 
-@transaction.atomic
 def consent_record(
     *,
     insurer_slug: str,
@@ -179,18 +177,20 @@ def consent_record(
     artifact_sha256: str,
 ) -> int:
     """Store consent evidence; the same (insurer, subject, reference) again returns the existing id,
-    unless its evidence differs, which is ``invalid_input`` (evidence is immutable once recorded)."""
-    fields = _consent_fields(
-        reference=reference, signed_at=signed_at, expires_at=expires_at, scope=scope, artifact_sha256=artifact_sha256
-    )
-    consent, created = Consent.objects.get_or_create(
-        insurer_slug=insurer_slug, subject_key=subject_key, reference=reference, defaults=dict(fields)
-    )
-    if not created and _evidence_differs(consent, fields):
-        raise DomainError("invalid_input", DIFFERENT_CONSENT)
-    if created:
-        _audit_consent("consent.record", consent, scope=fields["scope"])
-    return consent.pk
+    unless its evidence differs, which is ``invalid_input`` (evidence is immutable once recorded).
+    :func:`consent_record_many` for one item, in its own transaction."""
+    item = ConsentInput(subject_key, reference, signed_at, expires_at, scope, artifact_sha256)
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                recorded = consent_record_many(insurer_slug=insurer_slug, evidence=[item])[0]
+            break
+        except IntegrityError:  # recorded meanwhile by a concurrent call: the next pass finds it and compares
+            if attempt == 2:
+                raise
+    if isinstance(recorded, DomainError):
+        raise recorded
+    return recorded.consent_id
 
 
 @transaction.atomic(savepoint=False)  # part of the caller's transaction, which retries on IntegrityError
@@ -427,20 +427,12 @@ def vector_save(*, lookup: dict[str, object], records_stamp: int, ciphertexts: S
 
 
 def comparison_grant_create(*, request_ref: str, budget: int, key_id: str | None = None) -> int:
-    """Allow the custodian to answer ``budget`` comparisons for one request; idempotent per request."""
-    if budget < 0:
-        raise DomainError("invalid_input", "A comparison budget cannot be negative.")
-    if key_id is None:
-        key_id = (
-            CustodianKey.objects.filter(status=CustodianKey.Status.ACTIVE)
-            .order_by("-created_at")
-            .values_list("key_id", flat=True)
-            .first()
-        ) or ""
-    grant, _ = ComparisonGrant.objects.get_or_create(
-        request_ref=request_ref, defaults={"key_id": key_id, "budget": budget}
+    """Allow the custodian to answer ``budget`` comparisons for one request (under the active key unless
+    ``key_id`` is given); idempotent per request."""
+    comparison_grants_create(
+        budgets={request_ref: budget}, key_id=(keyring.active_key_id() or "") if key_id is None else key_id
     )
-    return grant.pk
+    return int(ComparisonGrant.objects.values_list("pk", flat=True).get(request_ref=request_ref))
 
 
 def comparison_grants_create(*, budgets: Mapping[str, int], key_id: str) -> None:
