@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import partial
@@ -114,11 +114,11 @@ def _extract_chunk(limit: int) -> int:
             return 0
         key_id, public_key = keyring.active_public_key()
         changes: Changes = {}
-        failed: list[uuid.UUID] = []
+        failed: dict[uuid.UUID, str] = {}
         groups: dict[tuple[int, date], list[Claimed]] = {}
         for request in requests:
             if request.manual_id is None:
-                failed.append(request.pk)
+                failed[request.pk] = "no manual"
             else:
                 groups.setdefault((request.manual_id, request.as_of), []).append(request)
         for (_, as_of), group in groups.items():
@@ -129,8 +129,8 @@ def _extract_chunk(limit: int) -> int:
             )  # fmt: skip
             for request in group:
                 vector = vectors.get(request.subject_key)
-                if vector is None:  # erased since it was verified
-                    failed.append(request.pk)
+                if vector is None:
+                    failed[request.pk] = "subject erased since it was verified"
                     continue
                 payload = {"key_id": key_id, "ciphertexts": ciphertexts_to_json(vector)}
                 changes[request.pk] = {"tiering_state": payload}
@@ -144,20 +144,28 @@ def _score_chunk(limit: int) -> int:
     """Enc(s) = sum w_i Enc(x_i) per request; the chunk's blinded comparisons go to the custodian together."""
     with transaction.atomic():
         requests = _claim(RequestStatus.SCORING, limit=limit)
-        changes: Changes = {}
-        failed: list[uuid.UUID] = []
-        for request in requests:
-            try:
-                changes[request.pk] = {"tiering_state": _tier_query(request)}
-            except ITEM_ERRORS as exc:  # one bad request must not hold back its chunk
-                logger.warning("underwriting request %s could not be scored (%s)", request.pk, exc.__class__.__name__)
-                failed.append(request.pk)
+        changes, failed = _each(requests, lambda request: {"tiering_state": _tier_query(request)})
         moved = transition_many(changes, from_status=RequestStatus.SCORING, to_status=RequestStatus.TIERING)
         queries = [(str(pk), changes[pk]["tiering_state"]["query"]) for pk in moved]
         if queries:
             enqueue_on_commit(partial(_ask_custodian, queries), what="custodian query")
         _fail_many(failed, from_status=RequestStatus.SCORING, what="scored")
     return len(requests)
+
+
+def _each(
+    requests: list[Claimed], compute: Callable[[Claimed], dict[str, Any]]
+) -> tuple[Changes, dict[uuid.UUID, str]]:
+    """``compute`` for each request: its changes, and the requests whose own data made it fail (with the
+    error's class, for the log). One bad request must not hold back its chunk."""
+    changes: Changes = {}
+    failed: dict[uuid.UUID, str] = {}
+    for request in requests:
+        try:
+            changes[request.pk] = compute(request)
+        except ITEM_ERRORS as exc:
+            failed[request.pk] = exc.__class__.__name__
+    return changes, failed
 
 
 def _tier_query(request: Claimed) -> dict[str, Any]:
@@ -193,14 +201,7 @@ def requests_finalize(*, answers: dict[str, dict[str, Any]]) -> int:
     query the custodian refused turns ``failed``. Returns how many completed."""
     with transaction.atomic():
         requests = _claim(RequestStatus.TIERING, limit=len(answers), ids=answers)
-        changes: Changes = {}
-        failed: list[uuid.UUID] = []
-        for request in requests:
-            try:
-                changes[request.pk] = _tier_fields(request, answers[str(request.pk)])
-            except ITEM_ERRORS as exc:  # one bad answer must not hold back its chunk
-                logger.warning("underwriting request %s has no tier (%s)", request.pk, exc.__class__.__name__)
-                failed.append(request.pk)
+        changes, failed = _each(requests, lambda request: _tier_fields(request, answers[str(request.pk)]))
         completed = transition_many(changes, from_status=RequestStatus.TIERING, to_status=RequestStatus.COMPLETED)
         webhooks_enqueue_for_requests(request_ids=completed)
         _fail_many(failed, from_status=RequestStatus.TIERING, what="tiered")
@@ -223,10 +224,12 @@ def _tier_fields(request: Claimed, answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _fail_many(request_ids: list[uuid.UUID], *, from_status: str, what: str) -> None:
-    failed = transition_many({pk: {} for pk in request_ids}, from_status=from_status, to_status=RequestStatus.FAILED)
+def _fail_many(why: dict[uuid.UUID, str], *, from_status: str, what: str) -> None:
+    """Fail the requests in ``why`` (request id -> cause: an error class, never data) that are still in
+    ``from_status``."""
+    failed = transition_many({pk: {} for pk in why}, from_status=from_status, to_status=RequestStatus.FAILED)
     for request_id in failed:
-        logger.warning("underwriting request %s failed: it could not be %s", request_id, what)
+        logger.warning("underwriting request %s failed: it could not be %s (%s)", request_id, what, why[request_id])
     webhooks_enqueue_for_requests(request_ids=failed)
 
 
