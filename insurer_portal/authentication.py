@@ -59,7 +59,7 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request: Request, view: object) -> str | None:
         if isinstance(request.auth, ApiKey):
-            return f"throttle:api_key:{request.auth.prefix}"
+            return f"throttle:{self.scope}:{request.auth.prefix}"
         return None
 
 
@@ -72,11 +72,6 @@ class ApiKeyBatchItemThrottle(ApiKeyRateThrottle):
 
     def get_rate(self) -> str:
         return str(settings.API_BATCH_THROTTLE_RATE)
-
-    def get_cache_key(self, request: Request, view: object) -> str | None:
-        if isinstance(request.auth, ApiKey):
-            return f"throttle:api_key_batch_items:{request.auth.prefix}"
-        return None
 
     def allow_request(self, request: Request, view: object) -> bool:
         if self.rate is None:
