@@ -20,7 +20,6 @@ from audit.models import Approval
 from datadomain import selectors, services
 from datadomain.errors import DomainError
 from datadomain.models import (
-    ComparisonGrant,
     Consent,
     CustodianKey,
     EncryptedFeatureVector,
@@ -166,10 +165,8 @@ class CustodianKeyAdmin(ReadOnlyAdmin):
                 self.message_user(request, _("Retirement of %(key)s sent to the custodian.") % {"key": key_id[:16]})
 
 
-@admin.register(ComparisonGrant)
-class ComparisonGrantAdmin(ReadOnlyAdmin):
-    list_display = ["request_ref", "key_id", "budget", "used", "created_at"]
-    search_fields = ["=request_ref"]
+# Comparison grants are not shown here: they hold the requests' MAC keys, and the web's database role
+# cannot read them (the custodian's answers and refusals are in the audit log).
 
 
 @admin.register(EncryptedFeatureVector)

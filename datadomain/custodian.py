@@ -3,15 +3,21 @@
 It runs in its own Celery worker on the ``custodian`` queue (scripts/workers.sh, CELERY_TASK_ROUTES);
 in production it is the only container that mounts CUSTODIAN_KEY_DIR and knows CUSTODIAN_KEK.
 It learns nothing but signs: a scoring worker sends blinded, shuffled, sign-flipped comparisons
-(securecompute.tiering) and the custodian answers at most the request's budget of them, which the
-domain granted when it authorised the request (ComparisonGrant).
+(securecompute.tiering), tagged with the request's MAC (securecompute.binding), and the custodian answers
+one such query per request, under the single-use grant the domain issued when it extracted the request's
+features (ComparisonGrant). Its database role reads grants and public keys, never records, identities,
+requests, tiers or the worker's tiering state.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from functools import lru_cache
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,7 @@ import phe
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from audit.approvals import Staff, approval_claim
 from audit.models import Approval
@@ -27,9 +34,10 @@ from datadomain import selectors
 from datadomain.errors import DomainError
 from datadomain.models import ComparisonGrant, CustodianKey, EncryptedFeatureVector
 from securecompute import private
-from securecompute.errors import BudgetExceededError, ProtocolError, SecureComputeError
-from securecompute.keys import generate_keypair, key_id, public_key_to_json
-from securecompute.protocol import AnswerJSON, ComparisonQuery
+from securecompute.binding import GrantTerms, random_signs
+from securecompute.errors import SecureComputeError, WrongKekError
+from securecompute.keys import generate_keypair, key_id, public_key_from_json, public_key_to_json
+from securecompute.protocol import MAX_COMPARISONS, AnswerJSON, ComparisonAnswer, ComparisonQuery
 
 logger = logging.getLogger(__name__)
 
@@ -120,87 +128,183 @@ def key_retire(*, key_id: str, actor: str = "") -> None:
     audit_record(action="custodian.key_retire", actor=actor, target_type="custodian_key", target_id=key_id)
     if key.sealed_path:
         Path(key.sealed_path).unlink(missing_ok=True)
-    _private_key.cache_clear()
+    _private_key.forget(key_id)
+    private.forget_private_key(int(public_key_from_json(key.public_key_json).n))
 
 
-@lru_cache(maxsize=4)
-def _private_key(fingerprint: str) -> phe.PaillierPrivateKey:
-    key = CustodianKey.objects.filter(key_id=fingerprint).exclude(status=CustodianKey.Status.RETIRED).first()
-    if key is None:
-        raise DomainError("unknown_key", f"The custodian holds no usable key {fingerprint}.")
-    return private.load_sealed_private_key(key.sealed_path, _kek())
+class _HeldKeys:
+    """The private keys this process has unsealed, by fingerprint, least recently used first.
 
-
-GRANT_SPENT = ["used", "query_sha256", "answer"]
-
-
-def comparisons_answer(*, request_ref: str, query: dict[str, Any]) -> AnswerJSON:
-    """Answer a blinded comparison query within the request's budget; only signs come back.
-
-    The same query presented again (a redelivered task) gets the same answer without spending budget:
-    it reveals nothing new. A different query for the same request spends budget, so a worker cannot
-    ask more than the manual's number of comparisons in total. Refusals raise.
+    At most ``size`` (the active key and those being rotated out), and never a retired one: a key leaves
+    with its CRT values (``private.forget_private_key``) when evicted, when :func:`key_retire` retires it
+    in this process, or when its sealed file is gone, which is how a retirement in another process reaches
+    this one (it deletes the file; checking costs one ``stat`` per use and no query).
     """
-    with transaction.atomic():
-        grant = ComparisonGrant.objects.select_for_update().filter(request_ref=request_ref).first()
-        answer, event = _answer(grant, request_ref, query)
-        assert grant is not None  # _answer refuses a missing grant
-        grant.save(update_fields=GRANT_SPENT)
-        audit_record_many([event])
-    return answer
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._held: OrderedDict[str, tuple[Path, phe.PaillierPrivateKey]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, fingerprint: str) -> phe.PaillierPrivateKey:
+        with self._lock:
+            held = self._held.get(fingerprint)
+            if held is not None and held[0].exists():
+                self._held.move_to_end(fingerprint)
+                return held[1]
+            self._drop(fingerprint)
+            key = CustodianKey.objects.filter(key_id=fingerprint).exclude(status=CustodianKey.Status.RETIRED).first()
+            if key is None:
+                raise DomainError("unknown_key", f"The custodian holds no usable key {fingerprint}.")
+            path = Path(key.sealed_path)
+            private_key = private.load_sealed_private_key(path, _kek())
+            self._held[fingerprint] = (path, private_key)
+            while len(self._held) > self.size:
+                self._drop(next(iter(self._held)))
+            return private_key
+
+    def __contains__(self, fingerprint: object) -> bool:
+        return fingerprint in self._held
+
+    def forget(self, fingerprint: str) -> None:
+        with self._lock:
+            self._drop(fingerprint)
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            for fingerprint in list(self._held):
+                self._drop(fingerprint)
+
+    def _drop(self, fingerprint: str) -> None:
+        held = self._held.pop(fingerprint, None)
+        if held is not None:
+            private.forget_private_key(int(held[1].public_key.n))
 
 
-def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dict[str, AnswerJSON | dict[str, str]]:
-    """:func:`comparisons_answer` for a chunk of requests in one transaction. A refused query gets
-    ``{"error": <code>}`` in place of its answer (recorded in the audit log) and does not stop the rest."""
-    answers: dict[str, AnswerJSON | dict[str, str]] = {}
-    events: list[Event] = []
-    with transaction.atomic():
-        refs = [ref for ref, _ in queries]
-        grants = {g.request_ref: g for g in ComparisonGrant.objects.select_for_update().filter(request_ref__in=refs)}
-        spent: list[ComparisonGrant] = []
-        for ref, query in queries:
-            try:
-                answers[ref], event = _answer(grants.get(ref), ref, query)
-                if not event.detail or not event.detail["replay"]:
-                    spent.append(grants[ref])
-            except (SecureComputeError, DomainError, ValueError, TypeError, KeyError) as exc:  # a malformed query
-                code = getattr(exc, "code", None) or exc.__class__.__name__
-                answers[ref] = {"error": code}
-                event = Event("custodian.refuse", "custodian", "underwriting_request", ref, {"reason": code})
-            events.append(event)
-        if len(spent) == 1:
-            spent[0].save(update_fields=GRANT_SPENT)  # the usual case on an idle stack: a plain UPDATE
-        elif spent:
-            ComparisonGrant.objects.bulk_update(spent, GRANT_SPENT)
-        audit_record_many(events)
-    refused = sum(1 for answer in answers.values() if "error" in answer)
-    logger.info("custodian answered %d queries, refused %d", len(answers) - refused, refused)
+_private_key = _HeldKeys(size=4)
+
+
+@dataclass
+class _Plan:
+    """What to do with one query: decrypt it under ``grant``, return ``stored`` (a redelivery of an answered
+    query), or answer random signs for ``refusal``."""
+
+    ref: str
+    query: dict[str, Any]
+    grant: ComparisonGrant | None
+    refusal: str = ""
+    stored: AnswerJSON | None = None
+    replay: bool = False
+    owner: bool = False  # the grant was spent on this very query and awaits its answer
+
+
+def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dict[str, AnswerJSON]:
+    """Answer a chunk of tagged comparison queries (request ref, query) with signs only.
+
+    1. Each query's grant is spent, and that is committed, before anything is decrypted: a grant answers
+       one query, whatever happens afterwards (a crash here leaves it spent; the same query sent again is
+       then decrypted again, which tells nobody anything new).
+    2. Each query is decrypted and checked against its grant (securecompute.private.answer_comparisons).
+    3. The answers are stored on their grants and audited: ``custodian.answer`` for a query that passed,
+       ``custodian.misuse`` with the reason for one that did not (no grant, expired, already spent on
+       another query, malformed, wrong shape or key, failed tag). Bureau staff see misuse as flags.
+
+    Every query gets an answer of the same shape, never an error: a refusal is answered with random
+    signs, so a worker learns nothing from whether its query passed.
+    """
+    plans = _grants_spend(queries)
+    answers: dict[str, AnswerJSON] = {}
+    outcomes: list[tuple[_Plan, AnswerJSON, str]] = []
+    for plan in plans:
+        if plan.stored is not None:
+            answer, reason = plan.stored, ""
+        else:
+            answer, reason = _answer(plan)
+        answers[plan.ref] = answer
+        outcomes.append((plan, answer, reason))
+    _answers_record(outcomes)
+    refused = sum(1 for _, _, reason in outcomes if reason)
+    logger.info("custodian answered %d queries (%d failed a check)", len(outcomes), refused)
     return answers
 
 
-def _answer(grant: ComparisonGrant | None, request_ref: str, query: dict[str, Any]) -> tuple[AnswerJSON, Event]:
-    """The answer to one query under its (locked) grant, spending budget unless it is a replay; the caller
-    saves the grant's ``GRANT_SPENT`` fields."""
-    parsed = ComparisonQuery.from_dict(query)
-    if parsed.request_id != request_ref:
-        raise ProtocolError("the query names another request")
-    if grant is None:
-        raise BudgetExceededError("no comparison budget was granted for this request")
-    digest = hashlib.sha256(repr(sorted(parsed.to_dict().items())).encode()).hexdigest()
-    replay = grant.query_sha256 == digest and grant.answer is not None
-    if replay:
-        answer: AnswerJSON = grant.answer  # type: ignore[assignment]
-    else:
-        answer = private.answer_comparisons(_private_key(parsed.key_id), parsed, grant.budget - grant.used).to_dict()
-        grant.used, grant.query_sha256, grant.answer = grant.used + parsed.comparisons, digest, answer
-    # Every answer is recorded (signs never are): which request, how many comparisons, under which key.
-    detail = {"comparisons": parsed.comparisons, "key_id": parsed.key_id, "replay": replay}
-    return answer, Event("custodian.answer", "custodian", "underwriting_request", request_ref, detail)
+def _grants_spend(queries: list[tuple[str, dict[str, Any]]]) -> list[_Plan]:
+    """Lock the chunk's grants and spend each on its query, in one committed transaction."""
+    with transaction.atomic():
+        refs = [ref for ref, _ in queries]
+        grants = {g.request_ref: g for g in ComparisonGrant.objects.select_for_update().filter(request_ref__in=refs)}
+        now = timezone.now()
+        plans, spent = [], []
+        for ref, query in queries:
+            grant, digest = grants.get(ref), _digest(query)
+            plan = _Plan(ref, query, grant)
+            if grant is None:
+                plan.refusal = "no_grant"
+            elif grant.status == ComparisonGrant.Status.ISSUED:
+                grant.status, grant.query_sha256, grant.spent_at = ComparisonGrant.Status.SPENT, digest, now
+                spent.append(grant)
+            elif grant.query_sha256 != digest:
+                plan.refusal = "grant_spent"
+            elif grant.status == ComparisonGrant.Status.ANSWERED:
+                plan.stored, plan.replay = grant.answer, True
+            else:
+                plan.replay = True  # spent by a run that died before it answered: the same query again
+            plan.owner = grant is not None and grant.status == ComparisonGrant.Status.SPENT and not plan.refusal
+            if plan.owner and grant is not None and grant.spent_at and grant.spent_at >= grant.expires_at:
+                plan.refusal = "expired"  # spent only after it had expired: never decrypted
+            plans.append(plan)
+        ComparisonGrant.objects.bulk_update(spent, ["status", "query_sha256", "spent_at"])
+    return plans
+
+
+def _answer(plan: _Plan) -> tuple[AnswerJSON, str]:
+    """Decrypt and check one query (``plan.refusal`` already set: random signs); returns the answer and
+    why it failed a check ("" when it passed)."""
+    count = plan.grant.comparisons if plan.grant else _claimed_count(plan.query)
+    if not plan.refusal:
+        assert plan.grant is not None
+        try:
+            parsed = ComparisonQuery.from_dict(plan.query)
+            terms = GrantTerms(plan.ref, plan.grant.key_id, count, plan.grant.slot_bits, int(plan.grant.mac_key, 16))
+            verdict = private.answer_comparisons(_private_key(plan.grant.key_id), parsed, terms)
+            return verdict.answer.to_dict(), verdict.reason
+        except (SecureComputeError, DomainError, ValueError, TypeError, KeyError) as exc:
+            plan.refusal = getattr(exc, "code", None) or "malformed"
+    return ComparisonAnswer(plan.ref, tuple(random_signs(count))).to_dict(), plan.refusal
+
+
+def _claimed_count(query: dict[str, Any]) -> int:
+    """The number of signs to answer a query that has no grant with: what it claims, within bounds."""
+    claimed = query.get("comparisons") if isinstance(query, dict) else None
+    return claimed if isinstance(claimed, int) and 1 <= claimed <= MAX_COMPARISONS else 1
+
+
+def _answers_record(outcomes: list[tuple[_Plan, AnswerJSON, str]]) -> None:
+    """Store each new answer on its grant (so a redelivery gets it again) and audit every query."""
+    events, answered = [], []
+    for plan, answer, reason in outcomes:
+        grant = plan.grant
+        if grant is not None and plan.owner:
+            grant.status, grant.answer, grant.outcome = ComparisonGrant.Status.ANSWERED, answer, reason or "answered"
+            answered.append(grant)
+        count = len(answer["positive"])
+        if reason:
+            detail: dict[str, Any] = {"reason": reason, "comparisons": count}
+            events.append(Event("custodian.misuse", "custodian", "underwriting_request", plan.ref, detail))
+        else:
+            detail = {"comparisons": count, "key_id": grant.key_id if grant else "", "replay": plan.replay}
+            events.append(Event("custodian.answer", "custodian", "underwriting_request", plan.ref, detail))
+    with transaction.atomic():
+        ComparisonGrant.objects.bulk_update(answered, ["status", "answer", "outcome"])
+        audit_record_many(events)
+
+
+def _digest(query: object) -> str:
+    return hashlib.sha256(json.dumps(query, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @shared_task(name="datadomain.custodian.answer_comparisons_batch", acks_late=True, ignore_result=True)
-def answer_comparisons_batch(queries: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+def answer_comparisons_batch(queries: list[tuple[str, dict[str, Any]]]) -> dict[str, AnswerJSON]:
     """The custodian queue's task: a chunk of queries. Its return value goes to the ``link`` callback only."""
     return comparisons_answer_many(queries=[(ref, query) for ref, query in queries])
 
@@ -216,3 +320,71 @@ def rotate_keypair(actor: str = "", approval_id: int | None = None) -> str:
 def retire_key(key_id: str, actor: str = "") -> None:
     """A retirement asked for in the admin; refused again here if a ciphertext came to use the key meanwhile."""
     key_retire(key_id=key_id, actor=actor)
+
+
+# Key-encryption key (KEK) rotation -------------------------------------------------------------------------
+
+
+def kek_current() -> bytes:
+    """The KEK the settings give (``CUSTODIAN_KEK`` or ``CUSTODIAN_KEK_FILE``)."""
+    return _kek()
+
+
+def kek_parse(content: bytes) -> bytes:
+    """A KEK from a file's or variable's content: 32 raw bytes, 64 hex digits or base64."""
+    return private.kek_from_key_file(content)
+
+
+def kek_rotate(
+    *, old_kek: bytes, new_kek: bytes, actor: str, progress: Callable[[str, str], None] | None = None
+) -> int:
+    """Re-seal every non-retired key's sealed file from ``old_kek`` to ``new_kek``; how many were re-sealed.
+
+    Every file is read, re-sealed and verified (opened with the new KEK) in memory before any is written,
+    so a wrong old KEK or a damaged file stops the rotation with no file changed. Each file is then
+    replaced atomically (``private.write_sealed_file``). A file already under the new KEK is skipped, so
+    a rotation cut short (full disk, crash) is finished by running it again. ``progress(key_id, what)``
+    hears about each key. The custodian must then run with ``CUSTODIAN_KEK`` set to the new KEK: until it
+    restarts it keeps the keys it has unsealed, but cannot unseal another.
+    """
+    report = progress or (lambda fingerprint, what: None)
+    plans, missing = _kek_rotate_plans(old_kek, new_kek)
+    resealed, skipped = [], []
+    for fingerprint, path, sealed in plans:
+        if sealed is None:
+            skipped.append(fingerprint)
+            report(fingerprint, "already sealed under the new KEK")
+            continue
+        private.write_sealed_file(path, sealed)
+        resealed.append(fingerprint)
+        report(fingerprint, "re-sealed")
+    for fingerprint in missing:
+        report(fingerprint, "no sealed file (nothing to re-seal)")
+    detail = {"resealed": resealed, "skipped": skipped, "missing": missing}
+    audit_record(action="custodian.kek_rotate", actor=actor, target_type="custodian_key", detail=detail)
+    logger.info("KEK rotation: %d key files re-sealed, %d already done", len(resealed), len(skipped))
+    return len(resealed)
+
+
+def _kek_rotate_plans(old_kek: bytes, new_kek: bytes) -> tuple[list[tuple[str, Path, bytes | None]], list[str]]:
+    """For each non-retired key with a sealed file: its re-sealed bytes (None when already under the new
+    KEK); and the keys without a file. Raises ``DomainError`` before anything is written."""
+    plans: list[tuple[str, Path, bytes | None]] = []
+    missing: list[str] = []
+    keys = CustodianKey.objects.exclude(status=CustodianKey.Status.RETIRED).order_by("created_at", "pk")
+    for fingerprint, sealed_path in keys.values_list("key_id", "sealed_path"):
+        path = Path(sealed_path)
+        if not sealed_path or not path.exists():
+            missing.append(fingerprint)
+            continue
+        try:
+            sealed = private.reseal_private_key(private.read_sealed_file(path), old_kek, new_kek)
+        except WrongKekError:
+            raise DomainError(
+                "wrong_old_kek",
+                f"Key {fingerprint} is sealed under neither the current KEK nor the new one; no file was changed.",
+            ) from None
+        except SecureComputeError as exc:
+            raise DomainError("kek_rotate_refused", f"Key {fingerprint}: {exc}; no file was changed.") from exc
+        plans.append((fingerprint, path, sealed))
+    return plans, missing

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import phe
+from django.conf import settings
 
 from datadomain.errors import DomainError
 from datadomain.models import CustodianKey
@@ -16,10 +17,21 @@ from securecompute.keys import public_key_from_json
 
 
 def active_public_key() -> tuple[str, phe.PaillierPublicKey]:
-    """The key new ciphertexts are made under: (key id, public key)."""
+    """The key new ciphertexts are made under: (key id, public key).
+
+    With ``CUSTODIAN_KEY_ID`` set, the active key must be that one: a key row planted in the database
+    (whoever could write it) would otherwise have every new feature vector encrypted to its owner.
+    """
     key_id = active_key_id()
     if key_id is None:
         raise DomainError("no_active_key", "No active custodian key: run `manage.py create_keypair`.")
+    pinned = str(getattr(settings, "CUSTODIAN_KEY_ID", "") or "")
+    if pinned and key_id != pinned:
+        raise DomainError(
+            "key_not_pinned",
+            f"The active custodian key {key_id[:16]} is not the one CUSTODIAN_KEY_ID pins ({pinned[:16]}): "
+            "after an approved rotation, set CUSTODIAN_KEY_ID to the new key id.",
+        )
     return key_id, public_key(key_id)
 
 

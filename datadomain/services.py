@@ -6,9 +6,11 @@ dataclasses. No resident ID, name or clinical value ever appears in an error mes
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Literal, TypedDict
 
 import phe
@@ -20,7 +22,7 @@ from django.utils import timezone
 from audit.approvals import Staff, approval_claim
 from audit.models import Approval
 from audit.services import Event, audit_record, audit_record_many, subject_ref
-from datadomain import catalog, identity, keyring
+from datadomain import catalog, identity
 from datadomain.consent_store import consent_artifact_delete
 from datadomain.encryption import Stored, encrypt_vector, from_pair, key_fingerprint, pack, to_pair, unpack
 from datadomain.errors import DomainError
@@ -37,6 +39,10 @@ from datadomain.models import (
     QuarantinedLine,
 )
 from datadomain.selectors import key_retire_refusal
+from securecompute.binding import TagMaterial, new_mac_key, tag_material
+from securecompute.paillier import modulus
+from securecompute.scoring import encrypted_score
+from securecompute.tiering import tiering_params
 
 # --- identity --------------------------------------------------------------------------------------
 
@@ -426,24 +432,61 @@ def vector_save(*, lookup: dict[str, object], records_stamp: int, ciphertexts: S
 # --- custodian bookkeeping -------------------------------------------------------------------------
 
 
-def comparison_grant_create(*, request_ref: str, budget: int, key_id: str | None = None) -> int:
-    """Allow the custodian to answer ``budget`` comparisons for one request (under the active key unless
-    ``key_id`` is given); idempotent per request."""
-    comparison_grants_create(
-        budgets={request_ref: budget}, key_id=(keyring.active_key_id() or "") if key_id is None else key_id
-    )
-    return int(ComparisonGrant.objects.values_list("pk", flat=True).get(request_ref=request_ref))
+@dataclass(frozen=True)
+class GrantRequest:
+    """One request to authorise: its subject's encrypted features (in the manual's order) and the manual's
+    weights, thresholds and score bound."""
+
+    request_ref: str
+    subject_key: str
+    features: Sequence[phe.EncryptedNumber]
+    weights: Sequence[int]
+    thresholds: Sequence[int]
+    score_bound: int
 
 
-def comparison_grants_create(*, budgets: Mapping[str, int], key_id: str) -> None:
-    """:func:`comparison_grant_create` for many requests (request ref -> budget) in one INSERT; a request
-    that already has a grant keeps it."""
-    if any(budget < 0 for budget in budgets.values()):
-        raise DomainError("invalid_input", "A comparison budget cannot be negative.")
-    ComparisonGrant.objects.bulk_create(
-        [ComparisonGrant(request_ref=ref, key_id=key_id, budget=budget) for ref, budget in budgets.items()],
-        ignore_conflicts=True,
-    )
+@dataclass(frozen=True)
+class IssuedGrant:
+    """What the scoring worker gets for an authorised request: the packing it must use, the tag
+    material and when the grant expires. The MAC key itself stays in the grant."""
+
+    slot_bits: int
+    tags: TagMaterial
+    expires_at: datetime
+
+
+def comparison_grants_issue(
+    *, requests: Sequence[GrantRequest], key_id: str, public_key: phe.PaillierPublicKey
+) -> dict[str, IssuedGrant]:
+    """Authorise one comparison query per request (securecompute.binding): derive the request's encrypted
+    score here, in the domain, from its subject's vector and the manual's weights, draw a fresh MAC key,
+    store it with the grant's terms for the custodian and return the tag material for the worker. One
+    INSERT for the lot; a request can be authorised once (a second grant for it is an error)."""
+    bits = modulus(public_key).bit_length()
+    expires_at = timezone.now() + timedelta(seconds=int(settings.UNDERWRITING_GRANT_SECONDS))
+    grants, issued = [], {}
+    for item in requests:
+        params = tiering_params(bits, item.thresholds, score_bound=item.score_bound)
+        mac_key = new_mac_key(params)
+        score = encrypted_score(public_key, item.features, item.weights)
+        issued[item.request_ref] = IssuedGrant(
+            params.slot_bits, tag_material(public_key, score, mac_key, params), expires_at
+        )
+        grants.append(
+            ComparisonGrant(
+                request_ref=item.request_ref, key_id=key_id, comparisons=params.comparisons,
+                slot_bits=params.slot_bits, mac_key=format(mac_key, "x"), expires_at=expires_at,
+                subject_digest=_subject_digest(item.request_ref, item.subject_key),
+            )
+        )  # fmt: skip
+    ComparisonGrant.objects.bulk_create(grants)
+    return issued
+
+
+def _subject_digest(request_ref: str, subject_key: str) -> str:
+    """Which subject a grant was issued for, keyed by the request so that no two grants for one person
+    share a value: the domain can check it, the custodian cannot link requests with it."""
+    return hmac.new(request_ref.encode(), subject_key.encode(), hashlib.sha256).hexdigest()
 
 
 def keypair_rotate_request(*, actor: str, approval_id: int | None = None) -> None:

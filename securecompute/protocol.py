@@ -2,9 +2,9 @@
 
 A scoring worker sends a :class:`ComparisonQuery` to the key custodian and gets a :class:`ComparisonAnswer`
 back; both travel through Celery's JSON serializer. Slot layout, shared by both sides: ``k`` comparisons
-are packed ``capacity`` to a plaintext, ``capacity = (bits(n) - 2) // slot_bits``; slot ``j`` of a
-plaintext occupies bits ``[j * slot_bits, (j + 1) * slot_bits)`` and holds ``v + 2^(slot_bits - 1)`` for a
-signed value ``v != 0``. Slots are numbered across ciphertexts in order.
+are packed ``capacity`` to a plaintext (:func:`securecompute.binding.binding_params`: room is left for the
+MAC tag); slot ``j`` of a plaintext occupies bits ``[j * slot_bits, (j + 1) * slot_bits)`` and holds
+``v + 2^(slot_bits - 1)`` for a signed value ``v != 0``. Slots are numbered across ciphertexts in order.
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ from securecompute.errors import ProtocolError, WrongKeyError
 from securecompute.keys import key_id, parse_hex
 from securecompute.paillier import check_ciphertext, encrypted_number, modulus, raw_ciphertext
 
-PROTOCOL_VERSION = 1
+# 2: queries carry the request's MAC tag (securecompute.binding); a version-1 query cannot pass its check.
+PROTOCOL_VERSION = 2
+# Vectors of ciphertexts kept their format.
+CIPHERTEXTS_VERSION = 1
 MIN_SLOT_BITS = 8
 MAX_COMPARISONS = 64
 
@@ -100,17 +103,6 @@ class ComparisonAnswer:
         return cls(request_id=_string(data, "request_id"), positive=tuple(positive))
 
 
-def slot_layout(modulus_bits: int, slot_bits: int, comparisons: int) -> list[int]:
-    """How many slots each plaintext carries: as many as fit below ``n``, so usually one plaintext."""
-    if not 1 <= comparisons <= MAX_COMPARISONS:
-        raise ProtocolError(f"a query holds 1 to {MAX_COMPARISONS} comparisons, got {comparisons}")
-    capacity = (modulus_bits - 2) // slot_bits if slot_bits >= MIN_SLOT_BITS else 0
-    if capacity < 1:
-        raise ProtocolError(f"slot width {slot_bits} is outside [{MIN_SLOT_BITS}, {modulus_bits - 2}] bits")
-    full, rest = divmod(comparisons, capacity)
-    return [capacity] * full + ([rest] if rest else [])
-
-
 def pack_slots(values: Sequence[int], slot_bits: int) -> int:
     """The plaintext holding signed ``values`` (each ``0 < |v| < 2^(slot_bits - 1)``)."""
     offset = 1 << (slot_bits - 1)
@@ -120,17 +112,6 @@ def pack_slots(values: Sequence[int], slot_bits: int) -> int:
             raise ProtocolError(f"slot value out of range for {slot_bits}-bit slots")
         packed |= (value + offset) << (position * slot_bits)
     return packed
-
-
-def unpack_slots(plaintext: int, count: int, slot_bits: int) -> list[int]:
-    """Inverse of :func:`pack_slots`; refuses plaintexts with bits above the slots or a zero slot."""
-    if plaintext >> (count * slot_bits):
-        raise ProtocolError("plaintext has bits beyond its declared slots")
-    offset, mask = 1 << (slot_bits - 1), (1 << slot_bits) - 1
-    values = [((plaintext >> (position * slot_bits)) & mask) - offset for position in range(count)]
-    if 0 in values:
-        raise ProtocolError("a slot decrypted to zero, which no honest query produces")
-    return values
 
 
 def query_to_json(query: ComparisonQuery) -> str:
@@ -154,7 +135,7 @@ def ciphertexts_to_dict(values: Sequence[phe.EncryptedNumber]) -> CiphertextsJSO
         raise ValueError("cannot serialize an empty vector: its key would be unknown")
     public_key = values[0].public_key
     return {
-        "v": PROTOCOL_VERSION,
+        "v": CIPHERTEXTS_VERSION,
         "key_id": key_id(public_key),
         "ciphertexts": [format(raw_ciphertext(value, public_key), "x") for value in values],
     }
@@ -170,7 +151,7 @@ def ciphertexts_from_json(
 ) -> list[phe.EncryptedNumber]:
     """Parse :func:`ciphertexts_to_json` output; refuses another key and invalid ciphertexts."""
     document = _document(data)
-    _check_version(document)
+    _check_version(document, CIPHERTEXTS_VERSION)
     if document.get("key_id") != key_id(public_key):
         raise WrongKeyError("the ciphertexts were encrypted under another public key")
     raw = document.get("ciphertexts")
@@ -192,8 +173,8 @@ def _document(data: str | Mapping[str, Any]) -> Mapping[str, Any]:
     return document
 
 
-def _check_version(data: Mapping[str, Any]) -> None:
-    if data.get("v") != PROTOCOL_VERSION:
+def _check_version(data: Mapping[str, Any], version: int = PROTOCOL_VERSION) -> None:
+    if data.get("v") != version:
         raise ProtocolError(f"unsupported protocol version {data.get('v')!r}")
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,9 +23,23 @@ def _worker_pool(django_db_setup: None, django_db_blocker: pytest.FixtureRequest
 
 
 @pytest.fixture
-def celery_workers(transactional_db: None, _worker_pool: WorkerPool) -> WorkerPool:
-    """Real worker processes on every queue, sharing the test database (hence transactional_db)."""
-    return _worker_pool
+def celery_workers(transactional_db: None, _worker_pool: WorkerPool) -> Iterator[WorkerPool]:
+    """Real worker processes on every queue, sharing the test database (hence transactional_db).
+
+    At teardown it waits (bounded) for the requests the test left in progress to settle: the database is
+    flushed next, and a TRUNCATE racing a worker's transaction over several tables can deadlock."""
+    yield _worker_pool
+    _wait_until_pipeline_idle(timeout=30.0)
+
+
+def _wait_until_pipeline_idle(*, timeout: float) -> None:
+    from underwriting.models import RequestStatus, UnderwritingRequest
+
+    busy = [RequestStatus.EXTRACTING, RequestStatus.SCORING, RequestStatus.TIERING]
+    deadline = time.monotonic() + timeout
+    while UnderwritingRequest.objects.filter(status__in=busy).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.3)  # the last stage's transaction may still be committing its side tables
 
 
 @pytest.fixture

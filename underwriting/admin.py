@@ -69,7 +69,7 @@ class UnderwritingRequestAdmin(admin.ModelAdmin[UnderwritingRequest]):
     date_hierarchy = "created_at"
     show_facets = admin.ShowFacets.ALWAYS  # counts next to each filter choice, for the regulator's questions
     inlines = [RequestEventInline]
-    exclude = ["tiering_state", "subject_key", "body_sha256"]
+    exclude = ["subject_key", "body_sha256"]
     actions = ["export_csv"]
 
     @admin.action(description=_("Export the selected requests as CSV (for the regulator)"), permissions=["view"])

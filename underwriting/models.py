@@ -114,9 +114,6 @@ class UnderwritingRequest(models.Model):
     decision = models.CharField(_("decision"), max_length=16, blank=True, default="")
     table_rating = models.CharField(_("table rating"), max_length=16, blank=True, default="")
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
-    # The worker's secret un-blinding state (shuffle and sign flips) between sending the comparisons
-    # to the custodian and reading its answer; cleared when the request completes.
-    tiering_state = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
     completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
@@ -144,6 +141,41 @@ class UnderwritingRequest(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class ScoringInput(models.Model):
+    """What the data domain hands the scoring workers for one request: the subject's encrypted features,
+    the MAC tag material that binds the custodian's answer to this request's score, and the terms the
+    grant pinned. Written by domain workers, read and deleted by scoring workers; no other zone reads it.
+    Deleted once the query is built."""
+
+    request = models.OneToOneField(UnderwritingRequest, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    key_id = models.CharField(_("key id"), max_length=64)
+    slot_bits = models.PositiveSmallIntegerField(_("slot bits"))
+    features = models.TextField(_("encrypted features (JSON)"))
+    tags = models.TextField(_("tag material (JSON)"))
+    expires_at = models.DateTimeField(_("grant expires"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("scoring input")
+        verbose_name_plural = _("scoring inputs")
+
+
+class TieringSecret(models.Model):
+    """The scoring worker's query and its secret un-blinding state (shuffle and sign flips) between
+    sending the comparisons to the custodian and reading its answer. Only scoring workers read or write
+    it (the custodian's database role cannot), and it is deleted when the request leaves ``tiering``."""
+
+    request = models.OneToOneField(UnderwritingRequest, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    query = models.JSONField(_("query"))
+    state = models.JSONField(_("state"))
+    expires_at = models.DateTimeField(_("grant expires"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("tiering secret")
+        verbose_name_plural = _("tiering secrets")
 
 
 class RequestEvent(models.Model):

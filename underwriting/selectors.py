@@ -117,8 +117,8 @@ def request_for_insurer(*, insurer_id: int, request_id: uuid.UUID | str) -> Unde
     )
 
 
-# Columns an insurer-facing read never needs: the pipeline's ciphertexts and the manual's text.
-LARGE_REQUEST_FIELDS = ("tiering_state", "manual__document", "manual__parsed")
+# Columns an insurer-facing read never needs: the manual's text.
+LARGE_REQUEST_FIELDS = ("manual__document", "manual__parsed")
 
 
 def stuck_requests(*, older_than: datetime) -> QuerySet[UnderwritingRequest]:

@@ -12,7 +12,7 @@ from celery.schedules import crontab
 from django.utils.translation import gettext_lazy as _
 from kombu import Queue
 
-from config.settings.env import env, secret
+from config.settings.env import DEV_DEFAULTS, env, secret
 
 # Generic admin/queryset classes (ModelAdmin[Model]) at run time, as the type stubs describe them.
 django_stubs_ext.monkeypatch()
@@ -21,10 +21,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = secret("SECRET_KEY", dev_default="dev-only-insecure-secret-key-change-me" if DEBUG else None)
+SECRET_KEY = secret("SECRET_KEY", dev_default=DEV_DEFAULTS["SECRET_KEY"] if DEBUG else None)
 # The pepper of the pseudonymous subject key HMAC-SHA256(pepper, resident_id). Changing it
 # re-keys every subject, so production must pin it.
-SUBJECT_PEPPER = secret("SUBJECT_PEPPER", dev_default="dev-only-subject-pepper" if DEBUG else None)
+SUBJECT_PEPPER = secret("SUBJECT_PEPPER", dev_default=DEV_DEFAULTS["SUBJECT_PEPPER"] if DEBUG else None)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -38,12 +38,12 @@ CUSTODIAN_KEK = secret(
     "CUSTODIAN_KEK",
     # A fixed, public, development-only KEK. Without DEBUG, processes other than the custodian run
     # without one (empty); the custodian refuses an empty KEK the moment it needs a key.
-    dev_default="de70" * 16 if DEBUG else "",
+    dev_default=DEV_DEFAULTS["CUSTODIAN_KEK"] if DEBUG else "",
 )
 
 # --- audit log -----------------------------------------------------------------------------------
 # HMAC key of the audit hash chain. Only the chainer and the verifier use it; writers only INSERT.
-AUDIT_KEY = secret("AUDIT_KEY", dev_default="dev-only-audit-key" if DEBUG else None)
+AUDIT_KEY = secret("AUDIT_KEY", dev_default=DEV_DEFAULTS["AUDIT_KEY"] if DEBUG else None)
 # Where the daily audit anchor (the chain head) is written; copy it off the database's machine.
 AUDIT_ANCHOR_DIR = Path(env.str("AUDIT_ANCHOR_DIR", default=str(VAR_DIR / "audit-anchors")))
 
@@ -84,6 +84,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# Error reports (the technical 500 page, mail to ADMINS) hide our secrets too: KEK, pepper, URL passwords.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "ops.error_reports.SecretsHidingFilter"
 WSGI_APPLICATION = "config.wsgi.application"
 ASGI_APPLICATION = "config.asgi.application"
 
@@ -110,6 +112,12 @@ DATABASES = {
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Each trust zone connects as its own role (ops/db_zones.py); its password may stay out of DATABASE_URL,
+# in DATABASE_PASSWORD or a Docker secret named by DATABASE_PASSWORD_FILE.
+if _database_password := secret("DATABASE_PASSWORD", dev_default=""):
+    DATABASES["default"]["PASSWORD"] = _database_password
+# Roles are named DB_ROLE_PREFIX + zone (underwriting_web ...); `manage.py db_roles` creates and grants them.
+DB_ROLE_PREFIX = env.str("DB_ROLE_PREFIX", default="underwriting_")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Workers and the web process share the file: wait for locks rather than failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
@@ -275,6 +283,13 @@ UNDERWRITING_MAX_ATTEMPTS = env.int("UNDERWRITING_MAX_ATTEMPTS", default=5)
 # Requests a pipeline stage takes in one transaction (underwriting.services.pipeline): larger chunks cost
 # fewer queries and messages per request under load; an idle stack moves each request on its own.
 UNDERWRITING_STAGE_CHUNK = env.int("UNDERWRITING_STAGE_CHUNK", default=100)
+# How long the custodian honours a request's comparison grant after the domain issued it. A query that
+# reaches it later is answered with random signs (and flagged), and the scoring worker refuses answers
+# that arrive after UNDERWRITING_GRANT_SECONDS minus one minute, so an outage never yields a wrong tier.
+UNDERWRITING_GRANT_SECONDS = env.int("UNDERWRITING_GRANT_SECONDS", default=3600)
+# The fingerprint (key id) of the custodian key new ciphertexts must be made under. Set in production:
+# a key row planted in the database with another fingerprint is then refused. Empty: the active key.
+CUSTODIAN_KEY_ID = env.str("CUSTODIAN_KEY_ID", default="")
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10.0)
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)

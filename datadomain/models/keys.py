@@ -27,17 +27,37 @@ class CustodianKey(models.Model):
 
 
 class ComparisonGrant(models.Model):
-    """How many blinded comparisons the custodian may answer for one underwriting request."""
+    """The custodian's permission to answer exactly one tagged comparison query for one request.
+
+    The data domain issues it when it extracts the request's features (``datadomain.services``); it pins
+    the request, the key, the number of comparisons (the manual's thresholds), the slot width, the MAC key
+    the query must carry (securecompute.binding) and an expiry. The custodian spends it in a committed
+    transaction before it decrypts anything; the same query presented again gets the same answer, any
+    other query gets random signs. Only the domain (insert) and the custodian (read, update) reach this
+    table; the subject is pinned through the MAC (the tag material comes from that subject's own vector)
+    and by a per-request digest that does not let the custodian link two requests for one person.
+    """
+
+    class Status(models.TextChoices):
+        ISSUED = "issued", _("issued")
+        SPENT = "spent", _("spent")
+        ANSWERED = "answered", _("answered")
 
     request_ref = models.CharField(_("request reference"), max_length=64, unique=True)
     key_id = models.CharField(_("key id"), max_length=64)
-    budget = models.IntegerField(_("budget"))
-    used = models.IntegerField(_("used"), default=0)
-    # The last query answered and its answer (signs only): a redelivered custodian task gets the same
-    # answer back instead of spending budget again; a different query still counts against the budget.
-    query_sha256 = models.CharField(_("last query SHA-256"), max_length=64, blank=True, default="")
-    answer = models.JSONField(_("last answer"), null=True, blank=True)
+    comparisons = models.PositiveSmallIntegerField(_("comparisons"))
+    slot_bits = models.PositiveSmallIntegerField(_("slot bits"))
+    mac_key = models.TextField(_("MAC key (hex)"), editable=False)
+    subject_digest = models.CharField(_("subject digest"), max_length=64, editable=False)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.ISSUED)
+    expires_at = models.DateTimeField(_("expires"))
+    # The query the grant was spent on and its answer (signs only): a redelivered custodian task gets the
+    # same answer back; a different query gets random signs and a misuse flag.
+    query_sha256 = models.CharField(_("query SHA-256"), max_length=64, blank=True, default="")
+    answer = models.JSONField(_("answer"), null=True, blank=True)
+    outcome = models.CharField(_("outcome"), max_length=32, blank=True, default="")
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    spent_at = models.DateTimeField(_("spent"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("comparison grant")

@@ -8,7 +8,7 @@ import pytest
 
 from datadomain import selectors, services
 from datadomain.errors import DomainError
-from datadomain.models import ComparisonGrant, EncryptedFeatureVector
+from datadomain.models import EncryptedFeatureVector
 from tests.datadomain.conftest import AS_OF
 from tests.datadomain.fhir import condition, encounter, observation, patient, resident_id
 
@@ -203,9 +203,3 @@ def test_encrypted_vector_of_an_unknown_subject_is_an_error(
             subject_key="x", feature_names=["charlson.chf"], as_of=AS_OF, public_key=keypair[0]
         )
     assert error.value.code == "unknown_subject"
-
-
-def test_comparison_grant_is_created_once_per_request() -> None:
-    first = services.comparison_grant_create(request_ref="r1", budget=3)
-    assert services.comparison_grant_create(request_ref="r1", budget=5) == first
-    assert ComparisonGrant.objects.get().budget == 3

@@ -173,7 +173,6 @@ def test_sweeper_recovers_a_request_whose_task_was_lost(world: dict[str, Any], s
 
     from django.utils import timezone
 
-    from datadomain.services import comparison_grant_create
     from underwriting.selectors import manual_for_use
     from underwriting.services.pipeline import requests_sweep
 
@@ -185,7 +184,6 @@ def test_sweeper_recovers_a_request_whose_task_was_lost(world: dict[str, Any], s
         resident_id_masked="x", manual=manual, manual_slug=manual.slug, as_of=timezone.localdate(),
         status=RequestStatus.EXTRACTING,
     )  # fmt: skip
-    comparison_grant_create(request_ref=str(request.pk), budget=3)
     UnderwritingRequest.objects.filter(pk=request.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
 
     assert requests_sweep() == 1

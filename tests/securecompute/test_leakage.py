@@ -13,18 +13,20 @@ import math
 import random
 from collections import Counter
 
-from securecompute import build_tier_query, fast_encryptor
+from securecompute import fast_encryptor
+from securecompute.binding import open_packed, slot_values
 from securecompute.private import _crt_key
-from securecompute.protocol import unpack_slots
 from securecompute.tiering import (
     BLINDING_MAX_BITS,
     BLINDING_MIN_BITS,
+    BlindingPlan,
     difference_bound,
     magnitude_leakage_bits,
     plan_blinding,
     slot_bits_for,
+    tiering_params,
 )
-from tests.securecompute.conftest import KeyPair
+from tests.securecompute.conftest import KeyPair, authorise, honest_query
 
 THRESHOLDS = [1, 3, 5]
 BOUND = 40
@@ -35,17 +37,25 @@ def chi_square_critical(df: int, z: float = 3.09) -> float:
     return float(df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3)
 
 
+def plan(thresholds: list[int], score_bound: int, rng: random.Random) -> BlindingPlan:
+    params = tiering_params(2048, thresholds, score_bound=score_bound)
+    return plan_blinding(thresholds, score_bound=score_bound, params=params, rng=rng)[0]
+
+
 def test_custodian_view_is_exactly_what_the_custodian_decrypts(keys_2048: KeyPair) -> None:
+    """The packed slots, once the tag is checked and stripped: the tag is ``a`` times the same value, with
+    ``a`` the custodian's own key, so it shows the custodian nothing more."""
     public_key, private_key = keys_2048
     crt = _crt_key(private_key)
     for seed, score in enumerate([-40, 0, 1, 2, 5, 6, 40]):
-        query, _ = build_tier_query(
-            public_key, fast_encryptor(public_key).encrypt(score), THRESHOLDS, request_id="r",
-            score_bound=BOUND, rng=random.Random(seed),
-        )  # fmt: skip
-        plan, _ = plan_blinding(THRESHOLDS, score_bound=BOUND, modulus_bits=2048, rng=random.Random(seed))
-        decrypted = unpack_slots(crt.decrypt(query.ciphertexts[0]), len(THRESHOLDS), query.slot_bits)
-        assert decrypted == plan.custodian_view(score)
+        encrypted = fast_encryptor(public_key).encrypt(score)
+        grant = authorise(public_key, encrypted, THRESHOLDS, score_bound=BOUND)
+        query, _ = honest_query(public_key, encrypted, THRESHOLDS, grant, rng=random.Random(seed))
+        packed = open_packed(crt.decrypt(query.ciphertexts[0]), grant.terms.mac_key, grant.params, len(THRESHOLDS))
+        assert packed is not None
+        assert slot_values(packed, len(THRESHOLDS), query.slot_bits) == plan(
+            THRESHOLDS, BOUND, random.Random(seed)
+        ).custodian_view(score)
 
 
 def test_signs_are_uniform_whatever_the_score() -> None:
@@ -57,8 +67,8 @@ def test_signs_are_uniform_whatever_the_score() -> None:
     for score in scores:
         patterns: Counter[tuple[bool, ...]] = Counter()
         for _ in range(runs):
-            plan, _ = plan_blinding(THRESHOLDS, score_bound=BOUND, modulus_bits=2048, rng=rng)
-            patterns[tuple(value > 0 for value in plan.custodian_view(score))] += 1
+            blinding = plan(THRESHOLDS, BOUND, rng)
+            patterns[tuple(value > 0 for value in blinding.custodian_view(score))] += 1
         expected = runs / 8
         statistic += sum(
             (patterns[(a, b, c)] - expected) ** 2 / expected for a in (0, 1) for b in (0, 1) for c in (0, 1)
@@ -69,8 +79,8 @@ def test_signs_are_uniform_whatever_the_score() -> None:
 def test_signs_still_decide_the_tier() -> None:
     rng = random.Random(7)
     for score in range(-45, 46):
-        plan, _order = plan_blinding(THRESHOLDS, score_bound=BOUND, modulus_bits=2048, rng=rng)
-        for slot, value in zip(plan.slots, plan.custodian_view(score), strict=True):
+        blinding = plan(THRESHOLDS, BOUND, rng)
+        for slot, value in zip(blinding.slots, blinding.custodian_view(score), strict=True):
             assert ((value > 0) != slot.flipped) == (score > slot.threshold)
 
 
@@ -80,8 +90,8 @@ def test_magnitudes_stay_inside_the_documented_interval() -> None:
     slot_bits = slot_bits_for(BOUND, THRESHOLDS)
     for _ in range(3000):
         score = rng.randint(-BOUND, BOUND)
-        plan, _ = plan_blinding(THRESHOLDS, score_bound=BOUND, modulus_bits=2048, rng=rng)
-        for slot, value in zip(plan.slots, plan.custodian_view(score), strict=True):
+        blinding = plan(THRESHOLDS, BOUND, rng)
+        for slot, value in zip(blinding.slots, blinding.custodian_view(score), strict=True):
             assert 2 ** (BLINDING_MIN_BITS - 2) <= slot.r // 4 < abs(value) < 2**BLINDING_MAX_BITS * (bound + 1)
             assert abs(value) < 2 ** (slot_bits - 1)
 
@@ -105,8 +115,8 @@ def mutual_information(samples: dict[int, list[float]], bin_bits: float = 1.0) -
 def magnitudes(score: int, threshold: int, score_bound: int, rng: random.Random, runs: int) -> list[float]:
     values = []
     for _ in range(runs):
-        plan, _ = plan_blinding([threshold], score_bound=score_bound, modulus_bits=2048, rng=rng)
-        values.append(math.log2(abs(plan.custodian_view(score)[0])))
+        blinding = plan([threshold], score_bound, rng)
+        values.append(math.log2(abs(blinding.custodian_view(score)[0])))
     return values
 
 

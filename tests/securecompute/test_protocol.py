@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from securecompute import ciphertexts_from_json, ciphertexts_to_json, fast_encryptor, query_from_json
+from securecompute.binding import binding_params, slot_values
 from securecompute.errors import InvalidCiphertextError, ProtocolError, SecureComputeError, WrongKeyError
-from securecompute.protocol import ComparisonQuery, pack_slots, slot_layout, unpack_slots
+from securecompute.protocol import ComparisonQuery, pack_slots
 from tests.securecompute.conftest import KeyPair
 
 
@@ -57,13 +58,15 @@ def test_query_json_is_validated() -> None:
 def test_slots_pack_and_unpack(slot_bits: int, data: st.DataObject) -> None:
     limit = 2 ** (slot_bits - 1) - 1
     values = data.draw(st.lists(st.integers(min_value=-limit, max_value=limit).filter(bool), min_size=1, max_size=5))
-    assert unpack_slots(pack_slots(values, slot_bits), len(values), slot_bits) == values
+    assert slot_values(pack_slots(values, slot_bits), len(values), slot_bits) == values
 
 
-def test_slot_layout_packs_as_many_as_fit() -> None:
-    assert slot_layout(3072, 79, 3) == [3]
-    assert slot_layout(2048, 1000, 3) == [2, 1]
-    assert slot_layout(2048, 2046, 2) == [1, 1]
-    for slot_bits, comparisons in [(7, 1), (2047, 1), (80, 0), (80, 65)]:
+def test_slot_layout_packs_as_many_as_fit_with_their_tag() -> None:
+    # Z = P + 2^L a P with a of L + 128 bits: 3L + 130 bits must fit below n.
+    assert binding_params(3072, 111, 3).layout() == [3]
+    assert binding_params(3072, 111, 12).layout() == [8, 4]
+    assert binding_params(2048, 400, 3).layout() == [1, 1, 1]
+    assert binding_params(2048, 200, 5).layout() == [3, 2]
+    for slot_bits, comparisons in [(7, 1), (700, 1), (80, 0), (80, 65)]:
         with pytest.raises(ProtocolError):
-            slot_layout(2048, slot_bits, comparisons)
+            binding_params(2048, slot_bits, comparisons)

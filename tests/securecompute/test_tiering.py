@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from securecompute import (
     answer_from_json,
     answer_to_json,
-    build_tier_query,
     encrypted_score,
     fast_encryptor,
     query_from_json,
@@ -20,11 +19,12 @@ from securecompute import (
     tier_index_from_answer,
     tier_index_plain,
 )
-from securecompute.errors import BudgetExceededError, InvalidCiphertextError, ProtocolError, WrongKeyError
+from securecompute.binding import GrantTerms
+from securecompute.errors import ProtocolError
 from securecompute.private import answer_comparisons
-from securecompute.protocol import ComparisonAnswer, pack_slots
-from securecompute.tiering import TieringState, plan_blinding
-from tests.securecompute.conftest import KeyPair
+from securecompute.protocol import ComparisonAnswer, ComparisonQuery, pack_slots
+from securecompute.tiering import TieringState, plan_blinding, tiering_params
+from tests.securecompute.conftest import KeyPair, authorise, honest_query
 
 
 @st.composite
@@ -42,10 +42,12 @@ def run_protocol(keys: KeyPair, features: list[int], weights: list[int], thresho
     score = encrypted_score(public_key, fast_encryptor(public_key).encrypt_vector(features), weights)
     # The bound must really hold (a score beyond it overflows its slot): features here go up to 99.
     bound = score_bound(weights, max([5, *(abs(x) for x in features)]))
-    query, state = build_tier_query(public_key, score, thresholds, request_id="req-1", score_bound=bound)
-    answer = answer_comparisons(private_key, query_from_json(query_to_json(query)), budget_remaining=len(thresholds))
+    grant = authorise(public_key, score, thresholds, score_bound=bound, request_id="req-1")
+    query, state = honest_query(public_key, score, thresholds, grant)
+    verdict = answer_comparisons(private_key, query_from_json(query_to_json(query)), grant.terms)
+    assert verdict.valid, verdict.reason
     restored = TieringState.from_dict(json.loads(json.dumps(state.to_dict())))
-    return tier_index_from_answer(restored, answer_from_json(answer_to_json(answer)))
+    return tier_index_from_answer(restored, answer_from_json(answer_to_json(verdict.answer)))
 
 
 @settings(max_examples=30, deadline=None)
@@ -77,71 +79,96 @@ def test_max_score_is_inclusive(keys_2048: KeyPair, score: int, tier: int) -> No
 
 def test_the_default_bound_and_overflowing_slots_split_over_several_ciphertexts(keys_2048: KeyPair) -> None:
     public_key, private_key = keys_2048
-    score = fast_encryptor(public_key).encrypt(-(2**900))
-    thresholds = [-(2**950), 0, 2**950]
-    query, state = build_tier_query(public_key, score, thresholds, request_id="r", score_bound=2**960)
-    assert len(query.ciphertexts) == 3  # 1,000-bit slots: one per 2048-bit plaintext
-    assert tier_index_from_answer(state, answer_comparisons(private_key, query, 3)) == 1
-    query, state = build_tier_query(public_key, fast_encryptor(public_key).encrypt(7), [1, 3, 5], request_id="r")
+    score = fast_encryptor(public_key).encrypt(-(2**200))
+    thresholds = [-(2**240), 0, 2**240]
+    grant = authorise(public_key, score, thresholds, score_bound=2**250)
+    assert grant.params.capacity == 1  # 356-bit slots and their tag: one per 2048-bit plaintext
+    query, state = honest_query(public_key, score, thresholds, grant)
+    assert len(query.ciphertexts) == 3
+    assert tier_index_from_answer(state, answer_comparisons(private_key, query, grant.terms).answer) == 1
+    seven = fast_encryptor(public_key).encrypt(7)
+    grant = authorise(public_key, seven, [1, 3, 5])
+    query, state = honest_query(public_key, seven, [1, 3, 5], grant)
     assert len(query.ciphertexts) == 1
-    assert tier_index_from_answer(state, answer_comparisons(private_key, query, 3)) == 3
+    assert tier_index_from_answer(state, answer_comparisons(private_key, query, grant.terms).answer) == 3
 
 
 def test_query_carries_nothing_that_unshuffles_it(keys_2048: KeyPair) -> None:
     public_key = keys_2048[0]
-    query, _ = build_tier_query(public_key, fast_encryptor(public_key).encrypt(3), [1, 3, 5], request_id="r")
+    three = fast_encryptor(public_key).encrypt(3)
+    query, _ = honest_query(public_key, three, [1, 3, 5], authorise(public_key, three, [1, 3, 5]))
     assert set(query.to_dict()) == {"v", "key_id", "request_id", "comparisons", "slot_bits", "ciphertexts"}
 
 
-def test_custodian_refuses_more_comparisons_than_the_budget(keys_2048: KeyPair) -> None:
-    public_key, private_key = keys_2048
-    query, _ = build_tier_query(public_key, fast_encryptor(public_key).encrypt(3), [1, 3, 5], request_id="r")
-    with pytest.raises(BudgetExceededError, match="3 comparisons but the request has 2 left"):
-        answer_comparisons(private_key, query, budget_remaining=2)
-    with pytest.raises(BudgetExceededError):
-        answer_comparisons(private_key, query, budget_remaining=0)
+def refused(keys: KeyPair, query: ComparisonQuery, terms: GrantTerms) -> str:
+    """Answer ``query`` and return why it failed a check, after checking the answer still has the shape
+    of a real one (the worker cannot tell a refusal by it)."""
+    verdict = answer_comparisons(keys[1], query, terms)
+    assert not verdict.valid
+    assert verdict.answer.request_id == terms.request_id
+    assert len(verdict.answer.positive) == terms.comparisons
+    return verdict.reason
+
+
+def test_custodian_answers_a_query_that_does_not_fit_its_grant_with_random_signs(keys_2048: KeyPair) -> None:
+    public_key = keys_2048[0]
+    three = fast_encryptor(public_key).encrypt(3)
+    grant = authorise(public_key, three, [1, 3, 5])
+    query, _ = honest_query(public_key, three, [1, 3, 5], grant)
+    assert refused(keys_2048, query, dataclasses.replace(grant.terms, comparisons=2)) == "wrong_shape"
+    assert refused(keys_2048, dataclasses.replace(query, comparisons=2), grant.terms) == "wrong_shape"
+    assert refused(keys_2048, dataclasses.replace(query, request_id="other"), grant.terms) == "wrong_request"
+    assert refused(keys_2048, dataclasses.replace(query, slot_bits=4), grant.terms) == "wrong_shape"
+    assert refused(keys_2048, dataclasses.replace(query, ciphertexts=query.ciphertexts * 2), grant.terms) == (
+        "wrong_shape"
+    )
 
 
 def test_custodian_refuses_another_keys_query(keys_2048: KeyPair, other_keys: KeyPair) -> None:
     public_key = keys_2048[0]
-    query, _ = build_tier_query(public_key, fast_encryptor(public_key).encrypt(3), [1], request_id="r")
-    with pytest.raises(WrongKeyError):
-        answer_comparisons(other_keys[1], query, 1)
+    three = fast_encryptor(public_key).encrypt(3)
+    grant = authorise(public_key, three, [1])
+    query, _ = honest_query(public_key, three, [1], grant)
+    assert refused(other_keys, query, grant.terms) == "wrong_key"
 
 
 def test_custodian_validates_every_ciphertext(keys_2048: KeyPair) -> None:
     public_key, private_key = keys_2048
-    query, _ = build_tier_query(public_key, fast_encryptor(public_key).encrypt(3), [1, 3], request_id="r")
+    three = fast_encryptor(public_key).encrypt(3)
+    grant = authorise(public_key, three, [1, 3])
+    query, _ = honest_query(public_key, three, [1, 3], grant)
     n = public_key.n
     for bad in [0, n * n, n * n + 5, private_key.p, private_key.q * 12345]:
-        with pytest.raises(InvalidCiphertextError):
-            answer_comparisons(private_key, dataclasses.replace(query, ciphertexts=(bad,)), 2)
-    with pytest.raises(ProtocolError, match="packed ciphertexts"):
-        answer_comparisons(private_key, dataclasses.replace(query, ciphertexts=query.ciphertexts * 2), 2)
-    with pytest.raises(ProtocolError, match="slot width"):
-        answer_comparisons(private_key, dataclasses.replace(query, slot_bits=4), 2)
+        assert refused(keys_2048, dataclasses.replace(query, ciphertexts=(bad,)), grant.terms) == "bad_ciphertext"
 
 
 def test_custodian_is_not_a_decryption_oracle(keys_2048: KeyPair) -> None:
-    """A raw feature ciphertext, or a plaintext wider than the declared slots, is refused after decryption."""
-    public_key, private_key = keys_2048
+    """Plaintexts without the request's tag (a raw feature ciphertext, one wider than the declared slots,
+    one with a zero slot, an honest query on another score) all get random signs."""
+    public_key = keys_2048[0]
     encryptor = fast_encryptor(public_key)
-    query, _ = build_tier_query(public_key, encryptor.encrypt(3), [1, 3], request_id="r")
-    too_wide = encryptor.encrypt_residue(1 << (2 * query.slot_bits))
-    with pytest.raises(ProtocolError, match="beyond its declared slots"):
-        answer_comparisons(private_key, dataclasses.replace(query, ciphertexts=(too_wide,)), 2)
-    zero_slot = encryptor.encrypt_residue(
-        pack_slots([5], query.slot_bits) << query.slot_bits | 1 << (query.slot_bits - 1)
-    )
-    with pytest.raises(ProtocolError, match="zero"):
-        answer_comparisons(private_key, dataclasses.replace(query, ciphertexts=(zero_slot,)), 2)
+    three = encryptor.encrypt(3)
+    grant = authorise(public_key, three, [1, 3])
+    query, _ = honest_query(public_key, three, [1, 3], grant)
+    slot_bits = query.slot_bits
+    forged = [
+        encryptor.encrypt_residue(1 << (2 * slot_bits)),
+        encryptor.encrypt_residue(pack_slots([5], slot_bits) << slot_bits | 1 << (slot_bits - 1)),
+        encryptor.encrypt_residue(1),
+    ]
+    for ciphertext in forged:
+        assert refused(keys_2048, dataclasses.replace(query, ciphertexts=(ciphertext,)), grant.terms) == "bad_tag"
+    other, _ = honest_query(public_key, encryptor.encrypt(4), [1, 3], dataclasses.replace(grant))
+    assert refused(keys_2048, other, grant.terms) == "bad_tag"
 
 
 def test_answer_only_holds_signs(keys_2048: KeyPair) -> None:
     public_key, private_key = keys_2048
-    query, _ = build_tier_query(public_key, fast_encryptor(public_key).encrypt(3), [1, 3, 5], request_id="r")
-    answer = answer_comparisons(private_key, query, 3)
-    assert json.loads(answer_to_json(answer)) == {"v": 1, "request_id": "r", "positive": list(answer.positive)}
+    three = fast_encryptor(public_key).encrypt(3)
+    grant = authorise(public_key, three, [1, 3, 5])
+    query, _ = honest_query(public_key, three, [1, 3, 5], grant)
+    answer = answer_comparisons(private_key, query, grant.terms).answer
+    assert json.loads(answer_to_json(answer)) == {"v": 2, "request_id": "r", "positive": list(answer.positive)}
 
 
 def test_worker_refuses_inconsistent_or_foreign_answers() -> None:
@@ -168,13 +195,15 @@ def test_thresholds_are_validated() -> None:
     rng = random.Random(1)
     for thresholds, error in [([], ValueError), ([3, 1], ValueError), ([1, 1], ValueError), ([1.5], TypeError)]:
         with pytest.raises(error):
-            plan_blinding(thresholds, score_bound=10, modulus_bits=2048, rng=rng)  # type: ignore[arg-type]
+            tiering_params(2048, thresholds, score_bound=10)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="score_bound"):
-        plan_blinding([1], score_bound=-1, modulus_bits=2048, rng=rng)
+        tiering_params(2048, [1], score_bound=-1)
+    with pytest.raises(ValueError, match="do not fit"):
+        plan_blinding([1, 2], score_bound=10, params=tiering_params(2048, [1], score_bound=10), rng=rng)
 
 
 def test_tiering_state_refuses_loose_types() -> None:
     state = TieringState(request_id="r", thresholds=(1, 3), order=(1, 0), flipped=(False, True)).to_dict()
-    for broken in [{"flipped": [0, 1]}, {"request_id": ""}, {"thresholds": ["1", "3"]}, {"v": 2}]:
+    for broken in [{"flipped": [0, 1]}, {"request_id": ""}, {"thresholds": ["1", "3"]}, {"v": 1}]:
         with pytest.raises(ProtocolError):
             TieringState.from_dict({**state, **broken})

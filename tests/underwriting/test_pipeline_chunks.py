@@ -126,15 +126,15 @@ def test_transition_many_sets_each_rows_fields_and_skips_rows_that_moved_on(
     ]
     UnderwritingRequest.objects.filter(pk=ids[2]).update(status=RequestStatus.SCORING)  # another drain won
     moved = transition_many(
-        {ids[0]: {"tiering_state": {"n": 0}}, ids[1]: {"tiering_state": {"n": 1}}, ids[2]: {"tiering_state": {"n": 2}}},
+        {ids[0]: {"attempts": 4}, ids[1]: {"attempts": 5}, ids[2]: {"attempts": 6}},
         from_status=RequestStatus.EXTRACTING,
         to_status=RequestStatus.SCORING,
     )
     assert sorted(moved) == sorted(ids[:2])
-    states = dict(UnderwritingRequest.objects.filter(pk__in=ids).values_list("pk", "tiering_state"))
-    assert states[ids[0]] == {"n": 0}
-    assert states[ids[1]] == {"n": 1}
-    assert states[ids[2]] is None  # untouched
+    attempts = dict(UnderwritingRequest.objects.filter(pk__in=ids).values_list("pk", "attempts"))
+    assert attempts[ids[0]] == 4
+    assert attempts[ids[1]] == 5
+    assert attempts[ids[2]] == 0  # untouched
     assert RequestEvent.objects.filter(request_id=ids[2], to_status=RequestStatus.SCORING).count() == 0
     assert RequestEvent.objects.filter(request_id__in=ids[:2], to_status=RequestStatus.SCORING).count() == 2
 
@@ -163,10 +163,39 @@ def test_a_time_limit_fails_the_chunk_for_a_retry_not_the_request(
     with django_capture_on_commit_callbacks(execute=True):
         stage_drain("extract")
 
-    def out_of_time(request: Any) -> None:
+    def out_of_time(request: Any, given: Any) -> None:
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(pipeline, "_tier_query", out_of_time)
+    monkeypatch.setattr(pipeline, "_tier_secret", out_of_time)
     with pytest.raises(SoftTimeLimitExceeded):
         stage_drain("score")
     assert set(UnderwritingRequest.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"scoring"}
+
+
+def test_extraction_issues_one_bound_grant_per_request_and_scoring_keeps_its_secrets_apart(
+    world: dict[str, Any], held: list[str], django_capture_on_commit_callbacks: Any
+) -> None:
+    """Submission issues no grant; extraction issues exactly one per request, pinned to the active key,
+    the manual's three comparisons and an expiry, with its MAC key out of the worker's reach; scoring
+    turns the domain's input into the worker's own secret state and deletes the input."""
+    from datadomain.keyring import active_key_id
+    from datadomain.models import ComparisonGrant
+    from underwriting.models import ScoringInput, TieringSecret
+
+    ids = submit(world, 3, "G", django_capture_on_commit_callbacks)
+    assert not ComparisonGrant.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        stage_drain("extract")
+    grants = {g.request_ref: g for g in ComparisonGrant.objects.all()}
+    assert set(grants) == set(ids)
+    for grant in grants.values():
+        assert (grant.key_id, grant.comparisons, grant.status) == (active_key_id(), 3, "issued")
+        assert grant.expires_at > grant.created_at
+        assert len(grant.mac_key) * 4 >= 3 * grant.slot_bits + 128  # lambda = L + 128 bits
+    inputs = ScoringInput.objects.filter(request_id__in=ids)
+    assert inputs.count() == 3
+    assert all(grants[str(i.request_id)].mac_key not in i.tags + i.features for i in inputs)
+    with django_capture_on_commit_callbacks(execute=False):
+        stage_drain("score")
+    assert not ScoringInput.objects.filter(request_id__in=ids).exists()
+    assert TieringSecret.objects.filter(request_id__in=ids).count() == 3

@@ -25,9 +25,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import current_app
 from django.conf import settings
@@ -39,20 +39,22 @@ from datadomain import keyring
 from datadomain import services as domain
 from datadomain.catalog import FEATURE_VALUE_MAX
 from datadomain.errors import DomainError
+from securecompute.binding import TagMaterial, tag_material_ciphertexts
 from securecompute.errors import SecureComputeError
+from securecompute.paillier import modulus, raw_ciphertext
 from securecompute.protocol import ComparisonAnswer, ciphertexts_from_json, ciphertexts_to_json
 from securecompute.scoring import encrypted_score, score_bound
-from securecompute.tiering import TieringState, build_tier_query, tier_index_from_answer
+from securecompute.tiering import TieringState, build_tier_query, tier_index_from_answer, tiering_params
 from underwriting import selectors, tasks
 from underwriting.manual_format import ManualDocument
-from underwriting.models import RequestStatus, UnderwritingRequest
+from underwriting.models import RequestStatus, ScoringInput, TieringSecret, UnderwritingRequest
 from underwriting.services.dispatch import enqueue, enqueue_on_commit, stage_wake, stage_wake_on_commit, stage_woken
 from underwriting.services.state import fail, transition_many
 from underwriting.services.webhooks import webhooks_enqueue_for_request, webhooks_enqueue_for_requests
 
 logger = logging.getLogger(__name__)
 
-Changes = dict[uuid.UUID, dict[str, Any]]
+T = TypeVar("T")
 # How long one drain task keeps taking chunks before it hands the rest to a new task: well under
 # CELERY_TASK_SOFT_TIME_LIMIT, whatever the chunk size.
 DRAIN_SECONDS = 10.0
@@ -88,7 +90,6 @@ class Claimed:
     manual_id: int | None
     subject_key: str
     as_of: date
-    tiering_state: dict[str, Any] | None
 
     def document(self) -> ManualDocument:
         if self.manual_id is None:
@@ -96,24 +97,24 @@ class Claimed:
         return selectors.manual_document_by_id(self.manual_id)
 
 
-def _claim(status: str, *, limit: int, ids: Iterable[str] | None = None, state: bool = True) -> list[Claimed]:
+def _claim(status: str, *, limit: int, ids: Iterable[str] | None = None) -> list[Claimed]:
     """Lock up to ``limit`` requests in ``status``, oldest first, skipping those another drain holds."""
     rows = UnderwritingRequest.objects.select_for_update(skip_locked=True).filter(status=status)
     if ids is not None:
         rows = rows.filter(pk__in=list(ids))
-    fields = ["pk", "manual_id", "subject_key", "as_of", "tiering_state" if state else "completed_at"]
-    # Without the state, a column that is always null while in progress stands in (no 28 kB ciphertexts read).
+    fields = ["pk", "manual_id", "subject_key", "as_of"]
     return [Claimed(*row) for row in rows.order_by("updated_at").values_list(*fields)[:limit]]
 
 
 def _extract_chunk(limit: int) -> int:
-    """Encrypted feature vectors of a chunk of subjects (a few queries in all), handed to scoring."""
+    """Encrypted feature vectors of a chunk of subjects (a few queries in all) and the grants that
+    authorise their comparisons, handed to scoring. Runs in the data domain's zone."""
     with transaction.atomic():
-        requests = _claim(RequestStatus.EXTRACTING, limit=limit, state=False)
+        requests = _claim(RequestStatus.EXTRACTING, limit=limit)
         if not requests:
             return 0
         key_id, public_key = keyring.active_public_key()
-        changes: Changes = {}
+        inputs: list[ScoringInput] = []
         failed: dict[uuid.UUID, str] = {}
         groups: dict[tuple[int, date], list[Claimed]] = {}
         for request in requests:
@@ -127,38 +128,72 @@ def _extract_chunk(limit: int) -> int:
                 subject_keys=[request.subject_key for request in group], feature_names=document.feature_names,
                 as_of=as_of, public_key=public_key,
             )  # fmt: skip
-            for request in group:
-                vector = vectors.get(request.subject_key)
-                if vector is None:
-                    failed[request.pk] = "subject erased since it was verified"
-                    continue
-                payload = {"key_id": key_id, "ciphertexts": ciphertexts_to_json(vector)}
-                changes[request.pk] = {"tiering_state": payload}
-        if transition_many(changes, from_status=RequestStatus.EXTRACTING, to_status=RequestStatus.SCORING):
+            found = [request for request in group if request.subject_key in vectors]
+            failed.update(
+                (request.pk, "subject erased since it was verified") for request in group if request not in found
+            )
+            issued = domain.comparison_grants_issue(
+                requests=[_grant_request(request, document, vectors[request.subject_key]) for request in found],
+                key_id=key_id, public_key=public_key,
+            )  # fmt: skip
+            inputs += [
+                _scoring_input(request.pk, key_id, vectors[request.subject_key], issued[str(request.pk)])
+                for request in found
+            ]
+        moved = set(
+            transition_many(
+                {i.request_id: {} for i in inputs},
+                from_status=RequestStatus.EXTRACTING,
+                to_status=RequestStatus.SCORING,
+            )
+        )
+        ScoringInput.objects.bulk_create([i for i in inputs if i.request_id in moved])
+        if moved:
             stage_wake_on_commit("score")
         _fail_many(failed, from_status=RequestStatus.EXTRACTING, what="extracted")
     return len(requests)
 
 
+def _grant_request(request: Claimed, document: ManualDocument, vector: list[Any]) -> domain.GrantRequest:
+    return domain.GrantRequest(
+        request_ref=str(request.pk), subject_key=request.subject_key, features=vector, weights=document.weights,
+        thresholds=document.thresholds, score_bound=score_bound(document.weights, FEATURE_VALUE_MAX),
+    )  # fmt: skip
+
+
+def _scoring_input(pk: uuid.UUID, key_id: str, vector: list[Any], issued: domain.IssuedGrant) -> ScoringInput:
+    public_key = vector[0].public_key
+    tags = ciphertexts_to_json(tag_material_ciphertexts(public_key, issued.tags))
+    return ScoringInput(
+        request_id=pk, key_id=key_id, slot_bits=issued.slot_bits, features=ciphertexts_to_json(vector),
+        tags=tags, expires_at=issued.expires_at,
+    )  # fmt: skip
+
+
 def _score_chunk(limit: int) -> int:
-    """Enc(s) = sum w_i Enc(x_i) per request; the chunk's blinded comparisons go to the custodian together."""
+    """Enc(s) = sum w_i Enc(x_i) per request; the chunk's tagged, blinded comparisons go to the custodian
+    together. Runs in the scoring zone: it reads the domain's ScoringInput and keeps its secret state in
+    TieringSecret, which no other zone can read."""
     with transaction.atomic():
         requests = _claim(RequestStatus.SCORING, limit=limit)
-        changes, failed = _each(requests, lambda request: {"tiering_state": _tier_query(request)})
-        moved = transition_many(changes, from_status=RequestStatus.SCORING, to_status=RequestStatus.TIERING)
-        queries = [(str(pk), changes[pk]["tiering_state"]["query"]) for pk in moved]
+        inputs = {i.request_id: i for i in ScoringInput.objects.filter(request_id__in=[r.pk for r in requests])}
+        secrets, failed = _each(requests, lambda request: _tier_secret(request, inputs.get(request.pk)))
+        moved = transition_many(
+            {pk: {} for pk in secrets}, from_status=RequestStatus.SCORING, to_status=RequestStatus.TIERING
+        )
+        TieringSecret.objects.bulk_create([secrets[pk] for pk in moved])
+        ScoringInput.objects.filter(request_id__in=[r.pk for r in requests]).delete()  # ciphertexts no longer needed
+        queries = [(str(pk), secrets[pk].query) for pk in moved]
         if queries:
             enqueue_on_commit(partial(_ask_custodian, queries), what="custodian query")
         _fail_many(failed, from_status=RequestStatus.SCORING, what="scored")
     return len(requests)
 
 
-def _each(
-    requests: list[Claimed], compute: Callable[[Claimed], dict[str, Any]]
-) -> tuple[Changes, dict[uuid.UUID, str]]:
-    """``compute`` for each request: its changes, and the requests whose own data made it fail (with the
+def _each(requests: list[Claimed], compute: Callable[[Claimed], T]) -> tuple[dict[uuid.UUID, T], dict[uuid.UUID, str]]:
+    """``compute`` for each request: its result, and the requests whose own data made it fail (with the
     error's class, for the log). One bad request must not hold back its chunk."""
-    changes: Changes = {}
+    changes: dict[uuid.UUID, T] = {}
     failed: dict[uuid.UUID, str] = {}
     for request in requests:
         try:
@@ -168,19 +203,25 @@ def _each(
     return changes, failed
 
 
-def _tier_query(request: Claimed) -> dict[str, Any]:
-    if not request.tiering_state:
-        raise ValueError("the request has no ciphertexts")
+def _tier_secret(request: Claimed, given: ScoringInput | None) -> TieringSecret:
+    if given is None:
+        raise ValueError("the request has no scoring input")
     document = request.document()
-    key_id = request.tiering_state["key_id"]
-    public_key = keyring.public_key(key_id)
-    ciphertexts = ciphertexts_from_json(request.tiering_state["ciphertexts"], public_key)
-    encrypted = encrypted_score(public_key, ciphertexts, document.weights)
+    public_key = keyring.public_key(given.key_id)
+    features = ciphertexts_from_json(given.features, public_key)
+    score_tag, unit_tag = (raw_ciphertext(c, public_key) for c in ciphertexts_from_json(given.tags, public_key))
+    encrypted = encrypted_score(public_key, features, document.weights)
+    bound = score_bound(document.weights, FEATURE_VALUE_MAX)
+    params = tiering_params(modulus(public_key).bit_length(), document.thresholds, score_bound=bound)
+    if params.slot_bits != given.slot_bits:
+        raise ValueError("the manual's packing differs from the one its grant pinned")
     query, state = build_tier_query(
-        public_key, encrypted, document.thresholds, request_id=str(request.pk),
-        score_bound=score_bound(document.weights, FEATURE_VALUE_MAX),
+        public_key, encrypted, TagMaterial(score_tag, unit_tag), document.thresholds, request_id=str(request.pk),
+        params=params, score_bound=bound,
     )  # fmt: skip
-    return {"key_id": key_id, "query": query.to_dict(), "state": state.to_dict()}
+    return TieringSecret(
+        request_id=request.pk, query=query.to_dict(), state=state.to_dict(), expires_at=given.expires_at
+    )
 
 
 STAGE_STEPS = {"extract": _extract_chunk, "score": _score_chunk}
@@ -196,25 +237,40 @@ def _ask_custodian(queries: list[tuple[str, dict[str, Any]]]) -> None:
     ).apply_async()
 
 
+# An answer read this close to its grant's expiry (or later) is not trusted: the custodian answers random
+# signs once a grant has expired, and the two clocks may differ by a little.
+EXPIRY_MARGIN = timedelta(seconds=60)
+
+
 def requests_finalize(*, answers: dict[str, dict[str, Any]]) -> int:
-    """Un-shuffle the custodian's signs into each request's tier and complete the chunk; a request whose
-    query the custodian refused turns ``failed``. Returns how many completed."""
+    """Un-shuffle the custodian's signs into each request's tier and complete the chunk. Returns how many
+    completed; a request whose answer is unusable (not monotone, or read too close to its grant's expiry)
+    turns ``failed``."""
     with transaction.atomic():
         requests = _claim(RequestStatus.TIERING, limit=len(answers), ids=answers)
-        changes, failed = _each(requests, lambda request: _tier_fields(request, answers[str(request.pk)]))
+        secrets = {t.request_id: t for t in TieringSecret.objects.filter(request_id__in=[r.pk for r in requests])}
+        now = timezone.now()
+        changes, failed = _each(
+            requests, lambda request: _tier_fields(request, secrets.get(request.pk), answers[str(request.pk)], now)
+        )
         completed = transition_many(changes, from_status=RequestStatus.TIERING, to_status=RequestStatus.COMPLETED)
+        TieringSecret.objects.filter(
+            request_id__in=[r.pk for r in requests]
+        ).delete()  # the secret state goes with the answer
         webhooks_enqueue_for_requests(request_ids=completed)
         _fail_many(failed, from_status=RequestStatus.TIERING, what="tiered")
     return len(completed)
 
 
-def _tier_fields(request: Claimed, answer: dict[str, Any]) -> dict[str, Any]:
-    if "error" in answer:
-        raise ValueError(f"the custodian refused the query: {answer['error']}")
-    if not request.tiering_state:
+def _tier_fields(
+    request: Claimed, secret: TieringSecret | None, answer: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    if secret is None:
         raise ValueError("the request has no tiering state")
+    if now > secret.expires_at - EXPIRY_MARGIN:
+        raise ValueError("the answer came after the request's grant expired")
     document = request.document()
-    state = TieringState.from_dict(request.tiering_state["state"])
+    state = TieringState.from_dict(secret.state)
     tier = document.tiers[tier_index_from_answer(state, ComparisonAnswer.from_dict(answer))]
     return {
         "tier_code": tier.code,
@@ -299,11 +355,11 @@ def _resume(requests: list[UnderwritingRequest]) -> None:
     stages = {RequestStatus.EXTRACTING: "extract", RequestStatus.SCORING: "score"}
     for status in {request.status for request in requests} & set(stages):
         stage_wake(stages[RequestStatus(status)])
-    # The same queries again: the custodian recognises each and answers without spending budget.
+    # The same queries again: the custodian recognises each and answers it as before.
+    tiering = [request.pk for request in requests if request.status == RequestStatus.TIERING]
     queries = [
-        (str(request.pk), request.tiering_state["query"])
-        for request in requests
-        if request.status == RequestStatus.TIERING and request.tiering_state
+        (str(pk), query)
+        for pk, query in TieringSecret.objects.filter(request_id__in=tiering).values_list("request_id", "query")
     ]
     chunk = int(settings.UNDERWRITING_STAGE_CHUNK)
     for start in range(0, len(queries), chunk):

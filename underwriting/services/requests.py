@@ -25,7 +25,6 @@ from django.db.models import Count
 from django.utils import timezone
 
 from audit.services import Event, audit_record_many, subject_ref
-from datadomain import keyring
 from datadomain import services as domain
 from datadomain.errors import DomainError
 from underwriting import selectors
@@ -334,7 +333,7 @@ def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> N
 
 
 def _save(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
-    """Insert the requests in their final status with their events, audit entries and grants; queue the
+    """Insert the requests in their final status with their events and audit entries; queue the
     ones that proceed and the terminal ones' webhooks once this transaction commits."""
     if not drafts:
         return
@@ -343,13 +342,8 @@ def _save(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
     UnderwritingRequest.objects.bulk_create([draft.request for draft in drafts])
     RequestEvent.objects.bulk_create(event for draft in drafts for event in _events(draft))
     audit_record_many(event for draft in drafts for event in _audit_events(draft))
-    proceeding = [draft for draft in drafts if draft.verdict is None]
-    if proceeding:
-        budgets: dict[str, int] = {}
-        for draft in proceeding:
-            assert draft.manual is not None  # checked by _check_manuals
-            budgets[str(draft.request.pk)] = len(selectors.manual_document(draft.manual).thresholds)
-        domain.comparison_grants_create(budgets=budgets, key_id=keyring.active_key_id() or "")
+    if any(draft.verdict is None for draft in drafts):
+        # The comparison grant is issued by the data domain when it extracts the features, not here.
         stage_wake_on_commit("extract")
     settled = [draft.request.pk for draft in drafts if draft.verdict is not None]
     if settled:

@@ -23,7 +23,7 @@ ALLOWED = {
     RequestStatus.RECEIVED: {RequestStatus.VERIFYING},  # request_submit creates requests as verifying
     RequestStatus.VERIFYING: {RequestStatus.EXTRACTING, RequestStatus.REJECTED, RequestStatus.UNRATED},
     RequestStatus.EXTRACTING: {RequestStatus.SCORING},
-    RequestStatus.SCORING: {RequestStatus.TIERING, RequestStatus.EXTRACTING},
+    RequestStatus.SCORING: {RequestStatus.TIERING},
     RequestStatus.TIERING: {RequestStatus.COMPLETED},
 }
 
@@ -48,7 +48,7 @@ def transition_many(
     now = timezone.now()
     common: dict[str, Any] = {"status": to_status, "reason": reason, "updated_at": now}
     if to_status in TERMINAL_STATUSES:
-        common.update(completed_at=now, tiering_state=None)
+        common.update(completed_at=now)
     ids = list(changes)
     rows = UnderwritingRequest.objects.filter(pk__in=ids, status=from_status)
     updated = rows.update(**{**common, **_per_row(changes)})

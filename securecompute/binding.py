@@ -1,0 +1,183 @@
+"""Authenticated comparison queries: a linear MAC that binds what the custodian decrypts to one request.
+
+Why
+---
+The custodian holds the private key and answers the scoring worker's blinded comparisons with signs. A
+worker that could send any ciphertext would turn it into a decryption oracle: pack someone else's
+encrypted indicators into one number and read them back a sign at a time. So the custodian must only
+decrypt values that are an *affine function of the authorised request's own score*, whatever the worker
+sends, and must not reveal by its behaviour whether a query passed its checks.
+
+The binding (a linear MAC, checked on whole packed plaintexts)
+--------------------------------------------------------------
+Let ``k`` be the manual's number of thresholds, ``B`` the slot width, ``L = c * B`` the bits of one packed
+plaintext (``c = min(k, capacity)`` slots) and ``lambda = L + 128``. When the data domain authorises a
+request it draws a secret ``a`` uniform in ``[2^(lambda-1), 2^lambda)``, stores it in the request's grant
+(readable by the custodian only) and hands the scoring worker, besides the encrypted features, the *tag
+material* ``Enc(2^L a s)`` and ``Enc(2^L a)``, ``s`` being the score the domain itself derives from the
+subject's stored vector and the approved manual's weights (:func:`tag_material`). The worker blinds as
+before, ``P = A s + C`` for each packed plaintext (:mod:`securecompute.tiering`), and sends
+
+    ``Z = (Enc(s) * Enc(2^L a s))^A * Enc(2^L a)^C * Enc(C) = Enc(P + 2^L a P)``.
+
+The custodian decrypts ``Z`` and accepts it only when ``Z = P + 2^L T`` with ``0 <= P < 2^L`` and
+``T = a P`` exactly (as integers; ``Z < 2^(3L + 128) < n``, so nothing wraps) (:func:`open_packed`).
+
+Argument. Paillier is linearly homomorphic and semantically secure, so whatever the worker does it can
+only produce encryptions of ``Z = alpha s + beta (2^L a s) + gamma (2^L a) + delta + sum_i eps_i y_i
+(mod n)``, with coefficients it knows and ``y_i`` the plaintexts of any other ciphertexts it holds (other
+subjects' features, other requests' tags, whose ``a`` are independent). Write ``Z = a U + V`` with
+``U = 2^L (beta s + gamma)`` and ``V = alpha s + delta + sum eps_i y_i``; both are fixed before ``a`` is
+used and independent of it (the worker sees ``a`` only under encryption). The check passes with some
+``P`` iff ``a (2^L P - U) = V - P (mod n)``. If ``U = 2^L V`` (the honest form: ``P = V`` must then be an
+affine function of ``s`` alone, since ``U`` is one), fine. Otherwise, for each of the ``2^L`` candidate
+values of ``P`` at most one ``a`` modulo ``n`` satisfies the congruence (``2^L P - U`` is invertible unless
+it is 0, which forces the honest form, or shares a factor with ``n``, which factors ``n``), so at most
+``2^L`` of the ``2^(lambda - 1)`` possible keys pass: probability at most ``2^(L - lambda + 1) = 2^-127``
+per packed plaintext. That is the "whole plaintext" argument, made to cover the packing: the union bound
+runs over every plaintext value ``P`` the slots could hold, which is why ``lambda`` grows with ``L``.
+Carries between slots need no argument of their own because the check is on the integer ``P`` as a whole,
+not slot by slot.
+
+What a malicious worker can still learn: per grant (one per authorised request, single use), one
+answer of ``k`` signs about an affine function ``A s + C`` of that request's own score, with ``A`` and
+``C`` of its choosing, so at most ``k`` bits about the score, which is exactly the ``k`` comparisons the
+design allows. A query that fails a check is answered with ``k`` fresh random signs (same shape, same
+work: the custodian always decrypts), so failure is not observable except through the tier it spoils.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import gmpy2
+import phe
+
+from securecompute.encryption import fast_encryptor
+from securecompute.errors import ProtocolError
+from securecompute.paillier import encrypted_number, modulus, raw_ciphertext
+from securecompute.protocol import MAX_COMPARISONS, MIN_SLOT_BITS
+
+MAC_SECURITY_BITS = 128
+# Z = P + 2^L a P < 2^(3L + 128) must stay below n with a bit to spare.
+_HEADROOM_BITS = MAC_SECURITY_BITS + 2
+
+
+@dataclass(frozen=True)
+class BindingParams:
+    """The shape both sides agree on before the worker builds its query: ``comparisons`` slots of
+    ``slot_bits``, ``capacity`` to a packed plaintext."""
+
+    comparisons: int
+    slot_bits: int
+    capacity: int
+
+    @property
+    def value_bits(self) -> int:
+        """``L``: the bits of one packed plaintext (the slots, without the tag)."""
+        return min(self.comparisons, self.capacity) * self.slot_bits
+
+    @property
+    def mac_bits(self) -> int:
+        """``lambda = L + 128``: the MAC key's length (see the module docstring)."""
+        return self.value_bits + MAC_SECURITY_BITS
+
+    def layout(self) -> list[int]:
+        """How many slots each packed plaintext holds, in order."""
+        full, rest = divmod(self.comparisons, self.capacity)
+        return [self.capacity] * full + ([rest] if rest else [])
+
+
+def binding_params(modulus_bits: int, slot_bits: int, comparisons: int) -> BindingParams:
+    """The packing for ``comparisons`` slots of ``slot_bits`` under a ``modulus_bits`` key."""
+    if not 1 <= comparisons <= MAX_COMPARISONS:
+        raise ProtocolError(f"a query holds 1 to {MAX_COMPARISONS} comparisons, got {comparisons}")
+    capacity = (modulus_bits - _HEADROOM_BITS) // (3 * slot_bits) if slot_bits >= MIN_SLOT_BITS else 0
+    if capacity < 1:
+        raise ProtocolError(f"{slot_bits}-bit slots do not fit a {modulus_bits}-bit key with their tag")
+    return BindingParams(comparisons=comparisons, slot_bits=slot_bits, capacity=capacity)
+
+
+def new_mac_key(params: BindingParams) -> int:
+    """A fresh MAC key ``a``, uniform in ``[2^(lambda-1), 2^lambda)`` (never 0, never short)."""
+    top = 1 << (params.mac_bits - 1)
+    return top | secrets.randbits(params.mac_bits - 1)
+
+
+@dataclass(frozen=True)
+class TagMaterial:
+    """``Enc(2^L a s)`` and ``Enc(2^L a)`` as raw ciphertexts: what the worker needs to tag its query."""
+
+    score_tag: int
+    unit_tag: int
+
+
+def tag_material(
+    public_key: phe.PaillierPublicKey, score: phe.EncryptedNumber, mac_key: int, params: BindingParams
+) -> TagMaterial:
+    """The tag material for ``score`` (the domain's own ``Enc(s)``), re-randomised so that it cannot be
+    linked to the ciphertexts it was computed from."""
+    n = gmpy2.mpz(modulus(public_key))
+    nsquare = n * n
+    shifted = gmpy2.mpz(mac_key) << params.value_bits
+    if shifted >= n:
+        raise ProtocolError("the MAC key does not fit the key's plaintext space")
+    encryptor = fast_encryptor(public_key)
+    score_tag = gmpy2.powmod(raw_ciphertext(score, public_key), shifted, nsquare) * encryptor.obfuscator() % nsquare
+    return TagMaterial(score_tag=int(score_tag), unit_tag=encryptor.encrypt_residue(int(shifted)))
+
+
+def tagged_score(public_key: phe.PaillierPublicKey, score: phe.EncryptedNumber, tags: TagMaterial) -> int:
+    """``Enc(s) * Enc(2^L a s) = Enc(s (1 + 2^L a))``: the base the worker raises to its blinding ``A``."""
+    nsquare = gmpy2.mpz(modulus(public_key)) ** 2
+    return int(gmpy2.mpz(raw_ciphertext(score, public_key)) * tags.score_tag % nsquare)
+
+
+def tag_material_ciphertexts(public_key: phe.PaillierPublicKey, tags: TagMaterial) -> list[phe.EncryptedNumber]:
+    """The tag material as phe numbers (for serialisation with the other ciphertexts)."""
+    return [encrypted_number(public_key, value, obfuscated=True) for value in (tags.score_tag, tags.unit_tag)]
+
+
+def open_packed(plaintext: int, mac_key: int, params: BindingParams, count: int) -> int | None:
+    """The packed slots ``P`` of a decrypted query plaintext, or None when the tag does not check out
+    (``plaintext`` is not ``P + 2^L a P`` with ``0 <= P < 2^(count * slot_bits)``)."""
+    value_bits = params.value_bits
+    packed = plaintext & ((1 << value_bits) - 1)
+    if packed >> (count * params.slot_bits):
+        return None
+    if plaintext >> value_bits != mac_key * packed:
+        return None
+    return packed
+
+
+def slot_values(packed: int, count: int, slot_bits: int) -> list[int]:
+    """The signed values of the slots (slot ``j`` holds ``v + 2^(slot_bits-1)``)."""
+    offset, mask = 1 << (slot_bits - 1), (1 << slot_bits) - 1
+    return [((packed >> (position * slot_bits)) & mask) - offset for position in range(count)]
+
+
+def slot_signs(packed: int, count: int, slot_bits: int) -> list[bool]:
+    """``True`` for each slot holding a positive value. A zero slot, which no honest query produces,
+    reads as not positive: no refusal, no extra signal."""
+    return [value > 0 for value in slot_values(packed, count, slot_bits)]
+
+
+def random_signs(count: int) -> list[bool]:
+    """The answer to a query that failed a check: fair coins, the same shape as a real answer."""
+    return [bool(secrets.randbits(1)) for _ in range(count)]
+
+
+@dataclass(frozen=True)
+class GrantTerms:
+    """What the data domain pinned when it authorised a request: the custodian answers one query for
+    ``request_id`` under ``key_id``, of exactly ``comparisons`` slots of ``slot_bits``, tagged with ``mac_key``."""
+
+    request_id: str
+    key_id: str
+    comparisons: int
+    slot_bits: int
+    mac_key: int
+
+    def params(self, modulus_bits: int) -> BindingParams:
+        return binding_params(modulus_bits, self.slot_bits, self.comparisons)
