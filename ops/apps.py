@@ -9,4 +9,5 @@ class OpsConfig(AppConfig):
     verbose_name = _("Operations")
 
     def ready(self) -> None:
-        from ops import signals  # noqa: F401 - connects the Celery signal handlers
+        # Connects the Celery signal handlers; registers the deployment checks on secrets.
+        from ops import checks, signals  # noqa: F401

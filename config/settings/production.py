@@ -10,11 +10,23 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import DATABASES, DEBUG, LOGGING
-from config.settings.env import env
+from config.settings.base import AUDIT_KEY, CUSTODIAN_KEK, DATABASES, DEBUG, LOGGING, SECRET_KEY, SUBJECT_PEPPER
+from config.settings.env import env, public_secret_reason
 
 if DEBUG:
     raise ImproperlyConfigured("config.settings.production refuses DEBUG=1; use config.settings.base for development.")
+
+# --- secrets: never one published in this repository (a development default or an example's placeholder) ----
+for _name, _value in {
+    "SECRET_KEY": SECRET_KEY,
+    "SUBJECT_PEPPER": SUBJECT_PEPPER,
+    "AUDIT_KEY": AUDIT_KEY,
+    "CUSTODIAN_KEK": CUSTODIAN_KEK,  # empty outside the custodian
+}.items():
+    if _value and (_reason := public_secret_reason(_value)):
+        raise ImproperlyConfigured(
+            f"{_name} is {_reason}; production needs a new random value (docker/.env.example says how)."
+        )
 
 # --- HTTPS -----------------------------------------------------------------------------------------
 # The proxy terminates TLS; trust its X-Forwarded-Proto (gunicorn's FORWARDED_ALLOW_IPS names the proxy).

@@ -8,8 +8,13 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.core import checks
+
+from config.settings.env import DEV_DEFAULTS, public_secret_reason
+from ops.checks import check_secrets
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -23,8 +28,9 @@ def production_env(**overrides: str) -> dict[str, str]:
             "DJANGO_SETTINGS_MODULE": "config.settings.production",
             "DEBUG": "0",
             "SECRET_KEY": secrets.token_urlsafe(50),
-            "SUBJECT_PEPPER": secrets.token_urlsafe(20),
+            "SUBJECT_PEPPER": secrets.token_urlsafe(32),
             "AUDIT_KEY": secrets.token_urlsafe(32),
+            "CUSTODIAN_KEY_ID": secrets.token_hex(8),
             "ALLOWED_HOSTS": "underwriting.example.org,testserver",
             "DATABASE_URL": os.environ.get("DATABASE_URL", "") or "postgres://u:p@127.0.0.1:1/none",
             **overrides,
@@ -59,6 +65,68 @@ def test_production_requires_its_secrets() -> None:
     env.pop("SECRET_KEY")
     result = run_python("import django; django.setup()", env)
     assert "SECRET_KEY must be set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        *DEV_DEFAULTS.items(),
+        ("AUDIT_KEY", "change-me-to-a-long-random-value"),  # docker/.env.example's placeholder word
+        ("CUSTODIAN_KEK", "7e57" * 16),  # the test settings' KEK
+    ],
+)
+def test_production_refuses_published_secrets(name: str, value: str) -> None:
+    result = run_python("import django; django.setup()", production_env(**{name: value}))
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {name} is a" in result.stderr
+    assert value not in result.stderr  # the refusal does not repeat the value
+
+
+def test_check_deploy_flags_weak_secrets_and_a_missing_key_pin() -> None:
+    env = production_env(
+        SUBJECT_PEPPER=secrets.token_urlsafe(12),
+        CUSTODIAN_KEK=secrets.token_hex(20),
+        DATABASE_URL="postgres://underwriting:change-me@127.0.0.1:1/none",
+    )
+    env.pop("CUSTODIAN_KEY_ID")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    for check_id in ("ops.W001", "ops.W002", "ops.W003", "ops.W004"):
+        assert check_id in output, output
+    assert "SUBJECT_PEPPER has 16 characters" in output
+    assert env["CUSTODIAN_KEK"] not in output
+
+
+def test_check_deploy_errors_on_development_defaults(settings: Any) -> None:
+    """config.settings.production refuses them at start-up; the check says so under any settings module."""
+    settings.SUBJECT_PEPPER = DEV_DEFAULTS["SUBJECT_PEPPER"]
+    settings.CUSTODIAN_KEK = DEV_DEFAULTS["CUSTODIAN_KEK"]
+    settings.CUSTODIAN_KEY_ID = "0123456789abcdef"
+    settings.AUDIT_KEY = secrets.token_urlsafe(32)
+    settings.SECRET_KEY = secrets.token_urlsafe(50)
+    messages = check_secrets(app_configs=None, databases=None)
+    assert [(m.id, m.msg.split()[0]) for m in messages] == [
+        ("ops.E001", "SUBJECT_PEPPER"),
+        ("ops.E001", "CUSTODIAN_KEK"),
+    ]
+    assert all(m.level == checks.ERROR for m in messages)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [*DEV_DEFAULTS.values(), "change-me", "CHANGEME", "test-audit-key", "django-insecure-abc123", "ab" * 32, "secret"],
+)
+def test_published_and_placeholder_values_are_recognised(value: str) -> None:
+    assert public_secret_reason(value)
+
+
+def test_random_values_pass() -> None:
+    for _ in range(200):
+        assert public_secret_reason(secrets.token_urlsafe(32)) == ""
+        assert public_secret_reason(secrets.token_hex(32)) == ""
 
 
 HEADERS_PROBE = """
