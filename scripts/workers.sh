@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Starts the Celery workers for every queue and stops them together.
+# Starts the Celery workers for every queue and stops them together: one per trust zone (ops/db_zones.py).
 # The custodian runs in a process of its own with its own queue: it is the only one that loads the
 # Paillier private key, and in production the only container that mounts the key volume.
+# Each worker connects as its zone's database role when DOMAIN_DATABASE_URL, SCORING_DATABASE_URL or
+# CUSTODIAN_DATABASE_URL names one (`manage.py db_roles` creates them); otherwise it uses DATABASE_URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
@@ -12,8 +14,18 @@ pids=()
 stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait; }
 trap stop INT TERM EXIT
 
-"$BIN/celery" -A config worker -Q domain,scoring,webhooks -n "main@%h" -c "$CONCURRENCY" -l "$LOGLEVEL" &
-pids+=($!)
-"$BIN/celery" -A config worker -Q custodian --include datadomain.custodian -n "custodian@%h" -c 1 -l "$LOGLEVEL" &
-pids+=($!)
+start() {  # zone, then the worker's arguments
+  local url_variable="${1^^}_DATABASE_URL"
+  shift
+  if [ -n "${!url_variable:-}" ]; then
+    DATABASE_URL="${!url_variable}" "$BIN/celery" -A config worker "$@" &
+  else
+    "$BIN/celery" -A config worker "$@" &
+  fi
+  pids+=($!)
+}
+
+start domain -Q domain -n "domain@%h" -c "$CONCURRENCY" -l "$LOGLEVEL"
+start scoring -Q scoring,webhooks -n "scoring@%h" -c "$CONCURRENCY" -l "$LOGLEVEL"
+start custodian -Q custodian --include datadomain.custodian -n "custodian@%h" -c 1 -l "$LOGLEVEL"
 wait -n

@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import environ
 import pytest
 import yaml
 from django.conf import settings
@@ -68,6 +69,13 @@ def test_every_command_names_a_real_program(name: str) -> None:
         assert script.is_file(), command[1]
         if command[1] == "manage.py":
             assert command[2] in get_commands(), command[2]
+    elif program == "sh":
+        script = ROOT / command[1]
+        assert script.is_file(), command[1]
+        assert command[1].startswith("docker/"), command[1]
+        managed = re.findall(r"python manage\.py (\w+)", script.read_text())
+        assert managed, "a script of the image runs manage.py commands"
+        assert set(managed) <= set(get_commands()), managed
     else:
         pytest.fail(f"unexpected program {program}")
 
@@ -109,10 +117,18 @@ def test_every_variable_compose_and_gunicorn_read_is_documented() -> None:
     for spec in APP_SERVICES.values():
         for variable in spec.get("environment", {}):
             names.add(variable.removesuffix("_FILE"))
-    readers = [DOCKER / "gunicorn.conf.py", DOCKER / "entrypoint.sh", DOCKER / "worker_health.py"]
+    readers = [
+        DOCKER / "gunicorn.conf.py",
+        DOCKER / "entrypoint.sh",
+        DOCKER / "migrate.sh",
+        DOCKER / "worker_health.py",
+    ]
     for path in [*readers, ROOT / "ops" / "signals.py", ROOT / "ops" / "metrics.py"]:
         names |= set(re.findall(r"""environ(?:\.get)?\(\s*["']([A-Z][A-Z0-9_]+)["']""", path.read_text()))
-        names |= set(re.findall(r"""\$\{?([A-Z][A-Z0-9_]+)""", path.read_text())) if path.suffix == ".sh" else set()
+        if path.suffix == ".sh":  # a NAME_FILE names the file holding NAME (Docker secrets)
+            names |= {
+                name.removesuffix("_FILE") for name in re.findall(r"""\$\{?([A-Z][A-Z0-9_]+)""", path.read_text())
+            }
     assert names, "nothing found: the patterns are wrong"
     assert names - documented() == set()
 
@@ -211,3 +227,87 @@ def test_build_time_settings_load_with_only_the_dockerfile_environment() -> None
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# --- database roles: one per trust zone (ops/db_zones.py) ---------------------------------------------
+
+# The zone each service works in: what it consumes decides it (beat only enqueues: the scoring zone).
+QUEUE_ZONES = {"domain": "domain", "scoring": "scoring", "webhooks": "scoring", "custodian": "custodian"}
+
+
+def service_zone(name: str) -> str:
+    command = APP_SERVICES[name]["command"]
+    if name == "migrate":
+        return "migrate"
+    if command[0] == "gunicorn":
+        return "web"
+    if command[3] == "beat":
+        return "scoring"
+    zones = {QUEUE_ZONES[queue] for queue in (option(command, "-Q") or "").split(",")}
+    assert len(zones) == 1, f"{name} consumes queues of several zones: {zones}"
+    return zones.pop()
+
+
+def database_url(name: str) -> str:
+    url = APP_SERVICES[name].get("environment", {}).get("DATABASE_URL", "")
+    prefix = _example_value("DB_ROLE_PREFIX")
+    return str(url).replace("${DB_ROLE_PREFIX:-underwriting_}", prefix)
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_each_service_connects_as_its_own_zones_role(name: str) -> None:
+    url = environ.Env.db_url_config(database_url(name))
+    assert url["USER"] == _example_value("DB_ROLE_PREFIX") + service_zone(name), name
+    assert not url["PASSWORD"], f"{name}: the password belongs in a secret, not in DATABASE_URL"
+    assert "${DB_ROLE_PREFIX:-underwriting_}" in APP_SERVICES[name]["environment"]["DATABASE_URL"]
+    secret = f"db_password_{service_zone(name)}"
+    assert APP_SERVICES[name]["environment"]["DATABASE_PASSWORD_FILE"] == f"/run/secrets/{secret}"
+    assert secret in APP_SERVICES[name]["secrets"]
+    assert url["NAME"] == SERVICES["postgres"]["environment"]["POSTGRES_DB"]
+
+
+def test_every_zone_has_a_service_and_the_zones_are_those_of_ops_db_zones() -> None:
+    from ops import db_zones
+
+    assert {service_zone(name) for name in APP_SERVICES} == {*db_zones.ZONES, db_zones.OWNER}
+
+
+def test_each_database_password_reaches_only_its_own_zone_and_the_migrate_service() -> None:
+    holders: dict[str, set[str]] = {}
+    for name, spec in SERVICES.items():
+        for secret in spec.get("secrets", []):
+            holders.setdefault(secret, set()).add(name)
+    for secret, services in holders.items():
+        if secret.startswith("db_password_"):
+            zone = secret.removeprefix("db_password_")
+            assert services - {"migrate"} == {n for n in APP_SERVICES if service_zone(n) == zone} - {"migrate"}
+    # The cluster administrator's password: the database itself, and db_roles in the migrate service.
+    assert holders["postgres_password"] == {"postgres", "migrate"}
+    assert SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+
+
+def test_the_env_file_every_container_reads_holds_no_database_password() -> None:
+    example = (DOCKER / ".env.example").read_text()
+    for name in ["DATABASE_PASSWORD", "DATABASE_ADMIN_PASSWORD", "POSTGRES_PASSWORD"] + [
+        f"DB_ROLE_PASSWORD_{zone.upper()}" for zone in ("web", "domain", "scoring", "custodian", "migrate")
+    ]:
+        assert not re.search(rf"^{name}=.+$", example, flags=re.MULTILINE), name
+    for name in ["DATABASE_URL", "DATABASE_ADMIN_URL"]:
+        assert not environ.Env.db_url_config(_example_value(name))["PASSWORD"], name
+    assert "POSTGRES_PASSWORD" not in (DOCKER / "compose.yaml").read_text().replace("POSTGRES_PASSWORD_FILE", "")
+
+
+def test_the_migrate_service_sets_up_roles_around_the_migrations() -> None:
+    script = (DOCKER / "migrate.sh").read_text()
+    steps = re.findall(r"^(as_admin )?python manage\.py (\w+)", script, flags=re.MULTILINE)
+    assert steps == [("as_admin ", "db_roles"), ("", "migrate"), ("as_admin ", "db_roles")]
+    assert "set -eu" in script
+    environment = SERVICES["migrate"]["environment"]
+    assert (
+        environ.Env.db_url_config(environment["DATABASE_ADMIN_URL"])["USER"]
+        == (SERVICES["postgres"]["environment"]["POSTGRES_USER"])
+    )
+    from ops import db_zones
+
+    for zone in (*db_zones.ZONES, db_zones.OWNER):
+        assert environment[f"DB_ROLE_PASSWORD_{zone.upper()}_FILE"] == f"/run/secrets/db_password_{zone}"
