@@ -50,3 +50,14 @@ def in_process_tasks() -> Iterator[None]:
     celery_app.conf.task_always_eager = True
     yield
     celery_app.conf.task_always_eager = eager
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Stage wake-ups are recorded instead of sent: requests wait in their stage until a test drains it."""
+    from underwriting.services import dispatch, pipeline
+
+    woken: list[str] = []
+    for module in (dispatch, pipeline):
+        monkeypatch.setattr(module, "stage_wake", lambda stage: woken.append(stage) or True)
+    return woken

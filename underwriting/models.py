@@ -161,6 +161,9 @@ class ScoringInput(models.Model):
         verbose_name = _("scoring input")
         verbose_name_plural = _("scoring inputs")
 
+    def __str__(self) -> str:
+        return str(self.request_id)
+
 
 class TieringSecret(models.Model):
     """The scoring worker's query and its secret un-blinding state (shuffle and sign flips) between
@@ -176,6 +179,9 @@ class TieringSecret(models.Model):
     class Meta:
         verbose_name = _("tiering secret")
         verbose_name_plural = _("tiering secrets")
+
+    def __str__(self) -> str:
+        return str(self.request_id)
 
 
 class RequestEvent(models.Model):
@@ -248,6 +254,7 @@ class FlagKind(models.TextChoices):
     SUBJECT_INSURERS = "subject_insurers", _("one subject, many insurers")
     BURST = "burst", _("burst of requests")
     IDENTITY_MISMATCHES = "identity_mismatches", _("many identity mismatches")
+    CUSTODIAN_MISUSE = "custodian_misuse", _("custodian query failed its checks")
 
 
 class MisuseFlag(models.Model):

@@ -18,7 +18,7 @@ from tests.population import make_population
 from tests.underwriting.conftest import request_body
 from underwriting.models import RequestEvent, RequestStatus, UnderwritingRequest
 from underwriting.reference import builtin_documents, evaluate
-from underwriting.services import dispatch, pipeline
+from underwriting.services import pipeline
 from underwriting.services.pipeline import stage_drain
 from underwriting.services.state import transition_many
 
@@ -34,15 +34,6 @@ def world(tmp_path: Path, settings: Any, in_process_tasks: None) -> dict[str, An
     # The steady state: vectors precomputed in bulk (a stale or missing one is extracted on demand).
     call_command("precompute_features", "--no-progress", "--processes", "1", stdout=StringIO())
     return world
-
-
-@pytest.fixture
-def held(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Stage wake-ups are recorded instead of sent: requests wait in their stage until a test drains it."""
-    woken: list[str] = []
-    for module in (dispatch, pipeline):
-        monkeypatch.setattr(module, "stage_wake", lambda stage: woken.append(stage) or True)
-    return woken
 
 
 def submit(world: dict[str, Any], count: int, prefix: str, capture: Any) -> list[str]:

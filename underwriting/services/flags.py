@@ -10,6 +10,10 @@ bureau staff the patterns around it:
 - ``burst``: many requests from one insurer, or one API key, within minutes;
 - ``identity_mismatches``: many requests rejected because the name did not match the resident ID, from
   one API key (or from the portal of one insurer): guessing names to confirm who is a resident.
+- ``custodian_misuse``: the key custodian answered a query that failed its checks (no grant, a grant
+  already spent or expired, a wrong shape or key, a failed MAC tag) with random signs. No honest scoring
+  worker sends such a query: one is a sign of a compromised worker, or of a fault to investigate. Not tied
+  to an insurer or subject; one open flag counts them all.
 
 ``flags_evaluate`` runs on Celery beat. It is idempotent: a condition that already has an open or
 acknowledged flag updates that flag's counts instead of raising another one (a partial unique
@@ -29,6 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, Min, QuerySet
 from django.utils import timezone
 
+from audit.models import AuditEntry
 from audit.services import audit_record, subject_ref
 from underwriting.errors import UnderwritingError
 from underwriting.models import FlagKind, MisuseFlag, RejectReason, RequestStatus, UnderwritingRequest
@@ -165,11 +170,27 @@ def find_identity_mismatches(queryset: QuerySet[UnderwritingRequest], now: datet
     return _sliding(FlagKind.IDENTITY_MISMATCHES, rejected, ["insurer_id", "api_key_id"], width, threshold)
 
 
+def find_custodian_misuse(
+    queryset: QuerySet[UnderwritingRequest], now: datetime, *, since: datetime | None = None
+) -> list[Condition]:
+    """Every ``custodian.misuse`` audit entry within the lookback (or since the last closed flag)."""
+    window = timedelta(seconds=max(3600.0, 2 * float(settings.FLAG_EVALUATE_SECONDS)))
+    entries = AuditEntry.objects.filter(action="custodian.misuse", at__gte=since or now - window)
+    found = entries.aggregate(n=Count("id"), first=Min("at"), last=Max("at"))
+    if not found["n"]:
+        return []
+    return [
+        Condition(FlagKind.CUSTODIAN_MISUSE, None, None, "", found["first"], found["last"],
+                  int(window.total_seconds()), found["n"], 1)
+    ]  # fmt: skip
+
+
 FINDERS: dict[str, Finder] = {
     FlagKind.SUBJECT_MANUALS: find_subject_manuals,
     FlagKind.SUBJECT_INSURERS: find_subject_insurers,
     FlagKind.BURST: find_bursts,
     FlagKind.IDENTITY_MISMATCHES: find_identity_mismatches,
+    FlagKind.CUSTODIAN_MISUSE: find_custodian_misuse,
 }
 
 
@@ -194,6 +215,8 @@ def _after_closed(condition: Condition, now: datetime) -> Condition | None:
     )
     if closed_until is None or closed_until < condition.window_start:
         return condition
+    if condition.kind == FlagKind.CUSTODIAN_MISUSE:  # counted from the audit log, not from requests
+        return next(iter(find_custodian_misuse(UnderwritingRequest.objects.none(), now, since=closed_until)), None)
     again = FINDERS[condition.kind](_scope(condition).filter(created_at__gt=closed_until), now)
     return next((found for found in again if found.key == condition.key), None)
 
