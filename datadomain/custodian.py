@@ -93,20 +93,15 @@ def keypair_ensure(*, bits: int) -> tuple[CustodianKey, bool]:
     return keypair_create(bits=bits), True
 
 
-def vectors_drop_retiring() -> int:
-    """Delete stored vectors under retiring keys (after re-encrypting them under the active key)."""
-    retiring = CustodianKey.objects.filter(status=CustodianKey.Status.RETIRING).values_list("key_id", flat=True)
-    deleted, _ = EncryptedFeatureVector.objects.filter(key_id__in=list(retiring)).delete()
-    audit_record(action="custodian.vectors_drop", detail={"keys": list(retiring), "deleted": deleted})
-    return deleted
-
-
 def keys_retire_unused() -> list[str]:
-    """Retire ``retiring`` keys that no stored ciphertext uses any more, and delete their sealed files."""
+    """Retire ``retiring`` keys that no stored ciphertext and no live grant (a request under way) uses any
+    more, and delete their sealed files."""
     retired = []
     retiring = CustodianKey.objects.filter(status=CustodianKey.Status.RETIRING).values_list("key_id", flat=True)
+    live = ComparisonGrant.objects.exclude(status=ComparisonGrant.Status.ANSWERED).filter(expires_at__gt=timezone.now())
     for fingerprint in retiring:
-        if not EncryptedFeatureVector.objects.filter(key_id=fingerprint).exists():
+        in_use = live.filter(key_id=fingerprint).exists()
+        if not in_use and not EncryptedFeatureVector.objects.filter(key_id=fingerprint).exists():
             key_retire(key_id=fingerprint)
             retired.append(fingerprint)
     return retired
@@ -311,8 +306,8 @@ def answer_comparisons_batch(queries: list[tuple[str, dict[str, Any]]]) -> dict[
 
 @shared_task(name="datadomain.custodian.rotate_keypair", acks_late=True, ignore_result=True)
 def rotate_keypair(actor: str = "", approval_id: int | None = None) -> str:
-    """A rotation approved in the admin (four-eyes); stored vectors are re-encrypted by
-    ``rotate_keypair --reencrypt`` or the next precompute, and old keys retire once nothing uses them."""
+    """A rotation approved in the admin (four-eyes). Stored vectors are re-encrypted in the data domain
+    (``precompute_features --replace-retiring``), never here, and old keys retire once nothing uses them."""
     return keypair_create(bits=int(settings.PAILLIER_KEY_BITS), actor=actor, approval_id=approval_id).key_id
 
 

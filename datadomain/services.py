@@ -32,6 +32,7 @@ from datadomain.models import (
     ComparisonGrant,
     Condition,
     Consent,
+    CustodianKey,
     Encounter,
     EncryptedFeatureVector,
     Observation,
@@ -487,6 +488,16 @@ def _subject_digest(request_ref: str, subject_key: str) -> str:
     """Which subject a grant was issued for, keyed by the request so that no two grants for one person
     share a value: the domain can check it, the custodian cannot link requests with it."""
     return hmac.new(request_ref.encode(), subject_key.encode(), hashlib.sha256).hexdigest()
+
+
+def vectors_drop_retiring() -> int:
+    """Delete stored vectors under retiring keys, once they have been re-encrypted under the active key
+    (``precompute_features --replace-retiring``). Runs in the data domain: the custodian never touches
+    the feature store."""
+    retiring = list(CustodianKey.objects.filter(status=CustodianKey.Status.RETIRING).values_list("key_id", flat=True))
+    deleted, _ = EncryptedFeatureVector.objects.filter(key_id__in=retiring).delete()
+    audit_record(action="domain.vectors_drop", detail={"keys": retiring, "deleted": deleted})
+    return deleted
 
 
 def keypair_rotate_request(*, actor: str, approval_id: int | None = None) -> None:

@@ -274,6 +274,11 @@ CACHES = {
 # At most COUNT requests per (insurer, subject) within DAYS: bounds what repeated requests reveal.
 UNDERWRITING_RATE_LIMIT_COUNT = env.int("UNDERWRITING_RATE_LIMIT_COUNT", default=3)
 UNDERWRITING_RATE_LIMIT_DAYS = env.int("UNDERWRITING_RATE_LIMIT_DAYS", default=30)
+# Per subject across every insurer and manual (no override lifts it): the bound on what repeated requests
+# can reveal about one person (DESIGN.md, "Leakage over time").
+UNDERWRITING_SUBJECT_LIMIT_COUNT = env.int("UNDERWRITING_SUBJECT_LIMIT_COUNT", default=6)
+UNDERWRITING_SUBJECT_LIMIT_DAYS = env.int("UNDERWRITING_SUBJECT_LIMIT_DAYS", default=30)
+UNDERWRITING_SUBJECT_LIMIT_YEAR = env.int("UNDERWRITING_SUBJECT_LIMIT_YEAR", default=24)
 # Retries of a pipeline task before its request turns "failed".
 UNDERWRITING_TASK_MAX_RETRIES = env.int("UNDERWRITING_TASK_MAX_RETRIES", default=3)
 # A request whose step made no progress for this long is re-enqueued by the sweeper.

@@ -94,7 +94,7 @@ def test_an_old_key_is_not_retired_while_ciphertexts_use_it(
     assert any("active key cannot be retired" in message for message in retire(client, new))
     assert not AuditEntry.objects.filter(action="custodian.key_retire").exists()
 
-    custodian.vectors_drop_retiring()  # what `rotate_keypair --reencrypt` does once the new vectors exist
+    domain.vectors_drop_retiring()  # what `precompute_features --replace-retiring` does at the end
     assert not EncryptedFeatureVector.objects.filter(key_id=old.key_id).exists()
     retire(client, old)
     assert CustodianKey.objects.get(pk=old.pk).status == "retired"

@@ -84,7 +84,7 @@ def test_explain_subject_prints_features_and_score() -> None:
     assert report["tier"]["code"] == "D"
 
 
-def test_rotation_with_reencrypt_moves_stored_vectors_to_the_new_key(alice: dict[str, str]) -> None:
+def test_rotation_then_reencryption_in_the_domain_moves_stored_vectors_to_the_new_key(alice: dict[str, str]) -> None:
     from datadomain.models import EncryptedFeatureVector
 
     call_command("create_keypair", "--bits", "2048", stdout=StringIO())
@@ -93,9 +93,13 @@ def test_rotation_with_reencrypt_moves_stored_vectors_to_the_new_key(alice: dict
     assert set(EncryptedFeatureVector.objects.values_list("key_id", flat=True)) == {old.key_id}
     approval = approved("key_rotation")
     call_command(
-        "rotate_keypair", "--approval", str(approval), "--by", "key-asker", "--bits", "2048", "--reencrypt",
+        "rotate_keypair", "--approval", str(approval), "--by", "key-asker", "--bits", "2048",
         stdout=StringIO(), stderr=StringIO(),
     )  # fmt: skip
+    call_command("retire_keys", stdout=StringIO())
+    assert CustodianKey.objects.get(pk=old.pk).status == "retiring"  # its vectors are still in use
+    call_command("precompute_features", "--no-progress", "--processes", "1", "--replace-retiring", stdout=StringIO())
+    call_command("retire_keys", stdout=StringIO())
     new = CustodianKey.objects.get(status="active")
     assert set(EncryptedFeatureVector.objects.values_list("key_id", flat=True)) == {new.key_id}
     assert CustodianKey.objects.get(pk=old.pk).status == "retired"

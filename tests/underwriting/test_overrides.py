@@ -83,3 +83,25 @@ def test_an_override_needs_a_reason_a_near_expiry_and_a_small_allowance(reason: 
             expires_at=timezone.now() + timedelta(days=days), granted_by=UserFactory(), allowance=allowance,
         )  # fmt: skip
     assert not RateLimitOverride.objects.exists()
+
+
+def test_the_per_subject_limit_spans_insurers_and_no_override_lifts_it(
+    api: APIClient, other_api: APIClient, alice: dict[str, str], approved_manuals: list[RatingManual], settings: Any
+) -> None:
+    """Each insurer stays within its own limit, yet the person is asked about only so often in all:
+    more insurers (or manuals) do not mean more samples of one person's score."""
+    settings.UNDERWRITING_RATE_LIMIT_COUNT = 10
+    settings.UNDERWRITING_SUBJECT_LIMIT_COUNT = 3
+    assert reasons(api, alice, 0, 2) == [None, None]
+    assert reasons(other_api, alice, 2, 4) == [None, "rate_limited"]
+    officer = UserFactory(username="privacy-officer", is_staff=True)
+    limited = UnderwritingRequest.objects.get(reference="R3")
+    override_grant_for_request(
+        request_id=str(limited.pk), reason="Insurer asked by letter 2026-11-20",
+        expires_at=timezone.now() + timedelta(days=2), granted_by=officer,
+    )  # fmt: skip
+    assert reasons(other_api, alice, 4, 5) == ["rate_limited"]
+    assert RateLimitOverride.objects.get().used == 0  # not spent on a request it could not let through
+    settings.UNDERWRITING_SUBJECT_LIMIT_COUNT = 100
+    settings.UNDERWRITING_SUBJECT_LIMIT_YEAR = 3
+    assert reasons(api, alice, 5, 6) == ["rate_limited"]  # the yearly bound too

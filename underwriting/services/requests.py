@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from audit.services import Event, audit_record_many, subject_ref
@@ -302,31 +302,48 @@ def _consent_input(subject_key: str, consent: ConsentEvidence) -> domain.Consent
 
 
 def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> None:
-    """At most N requests per (insurer, subject) in a sliding window bound what repeated requests reveal;
-    past it, only a live override granted by bureau staff lets a request through (and spends one use).
+    """Two limits bound what repeated requests reveal about a person (DESIGN.md, "Leakage over time").
 
-    Requests earlier in the same chunk count like committed ones, so a batch cannot slip past the limit."""
+    Per subject, across every insurer and manual: at most UNDERWRITING_SUBJECT_LIMIT_COUNT requests in
+    UNDERWRITING_SUBJECT_LIMIT_DAYS and UNDERWRITING_SUBJECT_LIMIT_YEAR in 365 days; no override lifts
+    these, so the per-subject bound stated in DESIGN.md holds. Per (insurer, subject): at most
+    UNDERWRITING_RATE_LIMIT_COUNT in UNDERWRITING_RATE_LIMIT_DAYS; past it, only a live override granted by
+    bureau staff lets a request through (and spends one use).
+
+    Requests earlier in the same chunk count like committed ones, so a batch cannot slip past a limit."""
     if not drafts:
         return
-    window = timedelta(days=settings.UNDERWRITING_RATE_LIMIT_DAYS)
-    counts: dict[str, int] = dict(
-        UnderwritingRequest.objects.filter(
-            insurer_id=insurer_id,
-            subject_key__in={draft.request.subject_key for draft in drafts},
-            created_at__gte=now - window,
-        )
+    subjects = {draft.request.subject_key for draft in drafts}
+    window = now - timedelta(days=settings.UNDERWRITING_RATE_LIMIT_DAYS)
+    month = now - timedelta(days=settings.UNDERWRITING_SUBJECT_LIMIT_DAYS)
+    counted = (
+        UnderwritingRequest.objects.filter(subject_key__in=subjects, created_at__gte=now - timedelta(days=365))
         .exclude(status=RequestStatus.REJECTED)
-        .values_list("subject_key")
-        .annotate(n=Count("id"))
+        .values("subject_key")
+        .annotate(
+            year=Count("id"),
+            month=Count("id", filter=Q(created_at__gte=month)),
+            insurer=Count("id", filter=Q(created_at__gte=window, insurer_id=insurer_id)),
+        )
         .order_by()
     )
-    limit = int(settings.UNDERWRITING_RATE_LIMIT_COUNT)
+    counts = {row["subject_key"]: [row["year"], row["month"], row["insurer"]] for row in counted}
+    year_limit, month_limit = (
+        int(settings.UNDERWRITING_SUBJECT_LIMIT_YEAR),
+        int(settings.UNDERWRITING_SUBJECT_LIMIT_COUNT),
+    )
+    insurer_limit = int(settings.UNDERWRITING_RATE_LIMIT_COUNT)
     for draft in drafts:
-        key = draft.request.subject_key
-        if counts.get(key, 0) >= limit and override_use(request=draft.request) is None:
+        seen = counts.setdefault(draft.request.subject_key, [0, 0, 0])
+        year, this_month, by_insurer = seen
+        if (
+            year >= year_limit
+            or this_month >= month_limit
+            or (by_insurer >= insurer_limit and override_use(request=draft.request) is None)
+        ):
             draft.decide(RejectReason.RATE_LIMITED)
         else:
-            counts[key] = counts.get(key, 0) + 1
+            seen[:] = [count + 1 for count in seen]
 
 
 # --- writing -----------------------------------------------------------------------------------------

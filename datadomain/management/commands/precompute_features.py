@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from tqdm import tqdm
 
-from datadomain import catalog, keyring
+from datadomain import catalog, keyring, services
 from datadomain.errors import DomainError
 from datadomain.models import Patient
 from datadomain.precompute import precompute
@@ -23,7 +23,8 @@ class Command(BaseCommand):
     help = (
         "Precompute encrypted feature vectors for every subject under a custodian public key, using all "
         "cores for encryption. Fresh stored vectors are kept; stale ones (new records, new catalog) are redone. "
-        "After a key rotation, run it with the new key to re-encrypt."
+        "After a key rotation, run it with --replace-retiring to re-encrypt every stored vector under the new "
+        "key and drop the old ones (the custodian then retires keys nothing uses: `manage.py retire_keys`)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -38,6 +39,11 @@ class Command(BaseCommand):
         parser.add_argument("--chunk-size", type=int, default=200)
         parser.add_argument("--limit", type=int, default=None, help="only the first N subjects (by id)")
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument(
+            "--replace-retiring",
+            action="store_true",
+            help="after precomputing under the active key, delete stored vectors under retiring keys",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         names = self.feature_names(options["features"])
@@ -71,6 +77,13 @@ class Command(BaseCommand):
             f"{result.encrypted} encrypted, {result.already_fresh} already fresh, {seconds:.1f} s, "
             f"{result.encrypted / seconds if seconds else 0:.1f} subjects/s"
         )
+        if options["replace_retiring"]:
+            if options["key_id"] or options["limit"]:
+                raise CommandError("--replace-retiring needs the active key and every subject (no --key-id, --limit).")
+            dropped = services.vectors_drop_retiring()
+            self.stdout.write(
+                f"Dropped {dropped} stored vectors under retiring keys; run `retire_keys` on the custodian."
+            )
 
     def feature_names(self, spec: str) -> list[str]:
         if not spec:
