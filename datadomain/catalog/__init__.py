@@ -35,6 +35,19 @@ class Feature:
     op: Literal["ge", "gt", "le", "lt"] = "ge"
     threshold: float = 0.0
 
+    @property
+    def value_max(self) -> int:
+        """The largest value this feature takes: 1 for a flag, the top band's points, an age cap, or
+        FEATURE_VALUE_MAX for a count. Tiering sizes its comparison slots from these bounds, and a tighter
+        bound means narrower slots and less for the custodian to read in a blinded magnitude."""
+        if self.kind in ("condition", "observation_threshold"):
+            return 1
+        if self.kind == "age_points":
+            return max((points for _, points in self.bands), default=0)
+        if self.kind == "age_years":
+            return AGE_YEARS_MAX
+        return FEATURE_VALUE_MAX
+
 
 @dataclass(frozen=True)
 class SubjectRecords:
@@ -152,15 +165,21 @@ def _evaluate_one(feature: Feature, records: SubjectRecords, held: set[str], as_
     return int(latest is not None and _compare(latest[1], feature.op, feature.threshold))
 
 
-# Every feature value lies in [0, FEATURE_VALUE_MAX]: encrypted tiering sizes its comparison slots
-# from this bound (securecompute.scoring.score_bound), so a value beyond it could give a wrong tier.
-# Counts are capped here; no flag, age or points feature comes near it.
+# Every feature value lies in [0, its value_max] (at most FEATURE_VALUE_MAX): encrypted tiering sizes its
+# comparison slots from these bounds (securecompute.scoring.score_bound), so a value beyond one could give a
+# wrong tier. Values are clamped to them here.
 FEATURE_VALUE_MAX = 10_000
+AGE_YEARS_MAX = 150
+
+
+def value_bounds(names: Sequence[str]) -> list[int]:
+    """Each named feature's ``value_max``, in order (for ``securecompute.scoring.score_bound``)."""
+    return [feature.value_max for feature in current().require(names)]
 
 
 def evaluate(catalog: Catalog, features: Sequence[Feature], records: SubjectRecords, as_of: date) -> list[int]:
-    """Integer values of ``features`` for one subject, in order, each within [0, FEATURE_VALUE_MAX]."""
+    """Integer values of ``features`` for one subject, in order, each within [0, its value_max]."""
     held: set[str] = set()
     for code in set(records.condition_codes):
         held |= catalog.categories_of(code)
-    return [min(_evaluate_one(feature, records, held, as_of), FEATURE_VALUE_MAX) for feature in features]
+    return [min(_evaluate_one(feature, records, held, as_of), feature.value_max) for feature in features]

@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from datadomain import keyring
 from datadomain import services as domain
-from datadomain.catalog import FEATURE_VALUE_MAX
+from datadomain.catalog import value_bounds
 from datadomain.errors import DomainError
 from securecompute.binding import TagMaterial, tag_material_ciphertexts
 from securecompute.errors import SecureComputeError
@@ -157,7 +157,7 @@ def _extract_chunk(limit: int) -> int:
 def _grant_request(request: Claimed, document: ManualDocument, vector: list[Any]) -> domain.GrantRequest:
     return domain.GrantRequest(
         request_ref=str(request.pk), subject_key=request.subject_key, features=vector, weights=document.weights,
-        thresholds=document.thresholds, score_bound=score_bound(document.weights, FEATURE_VALUE_MAX),
+        thresholds=document.thresholds, score_bound=manual_score_bound(document),
     )  # fmt: skip
 
 
@@ -211,7 +211,7 @@ def _tier_secret(request: Claimed, given: ScoringInput | None) -> TieringSecret:
     features = ciphertexts_from_json(given.features, public_key)
     score_tag, unit_tag = (raw_ciphertext(c, public_key) for c in ciphertexts_from_json(given.tags, public_key))
     encrypted = encrypted_score(public_key, features, document.weights)
-    bound = score_bound(document.weights, FEATURE_VALUE_MAX)
+    bound = manual_score_bound(document)
     params = tiering_params(modulus(public_key).bit_length(), document.thresholds, score_bound=bound)
     if params.slot_bits != given.slot_bits:
         raise ValueError("the manual's packing differs from the one its grant pinned")
@@ -222,6 +222,11 @@ def _tier_secret(request: Claimed, given: ScoringInput | None) -> TieringSecret:
     return TieringSecret(
         request_id=request.pk, query=query.to_dict(), state=state.to_dict(), expires_at=given.expires_at
     )
+
+
+def manual_score_bound(document: ManualDocument) -> int:
+    """The bound on ``|score|`` the domain and the worker both size the comparison slots by."""
+    return score_bound(document.weights, value_bounds(document.feature_names))
 
 
 STAGE_STEPS = {"extract": _extract_chunk, "score": _score_chunk}

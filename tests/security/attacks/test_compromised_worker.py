@@ -16,15 +16,15 @@ import gmpy2
 import pytest
 
 from audit.models import AuditEntry
-from datadomain.catalog import FEATURE_VALUE_MAX
 from datadomain.models import ComparisonGrant
-from securecompute import encrypted_score, fast_encryptor, score_bound
+from securecompute import encrypted_score, fast_encryptor
 from securecompute.protocol import ComparisonQuery, pack_slots
 from securecompute.tiering import TieringState, build_tier_query, tier_index_from_answer, tiering_params
 from tests.security.attacks.conftest import MANUAL, Stolen, Undefended, World, ask, outcome
 from underwriting.models import FlagKind, MisuseFlag
 from underwriting.reference import builtin_documents
 from underwriting.services.flags import flags_evaluate
+from underwriting.services.pipeline import manual_score_bound
 
 pytestmark = pytest.mark.django_db
 DOCUMENT = builtin_documents()[MANUAL]
@@ -83,7 +83,7 @@ def build(own: Stolen, features: list[Any], thresholds: list[int], seed: int) ->
     """A query built as the scoring worker builds it (same bound, same packing), under ``own``'s grant and
     tags, on the score of ``features``."""
     score = encrypted_score(own.public_key, features, DOCUMENT.weights)
-    bound = score_bound(DOCUMENT.weights, FEATURE_VALUE_MAX)
+    bound = manual_score_bound(DOCUMENT)
     params = tiering_params(own.public_key.n.bit_length(), thresholds, score_bound=bound)
     query, state = build_tier_query(
         own.public_key, score, own.tags, thresholds, request_id=own.ref, params=params, score_bound=bound,
