@@ -1,12 +1,17 @@
 """Real Celery worker processes for integration tests.
 
 The workers are ordinary ``celery worker`` processes started with the test settings and pointed at
-the test database (TEST_WORKER_DATABASE_NAME), consuming the real Redis broker. Nothing is patched.
+the test database (TEST_WORKER_DATABASE_NAME), consuming the real Redis broker. Nothing is patched. On
+PostgreSQL each group connects as its trust zone's own database role (TEST_WORKER_DATABASE_USER), made by
+``manage.py db_roles`` on the test database, so the end-to-end tests run under the privileges of
+ops/db_zones.py and fail where a zone's code needs one it is not granted.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,13 +21,18 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
+
 from config.celery import app
+from ops import db_zones
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The same split as scripts/workers.sh: the custodian alone on its own queue.
+# The same split as scripts/workers.sh: one group per trust zone, named after it, the custodian alone on
+# its own queue.
 WORKER_GROUPS = {
-    "main": ["domain", "scoring", "webhooks"],
+    "domain": ["domain"],
+    "scoring": ["scoring", "webhooks"],
     "custodian": ["custodian"],
 }
 
@@ -48,12 +58,43 @@ class WorkerPool:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="celery-workers-")))
+    # Zone -> (database role, password), once roles_ensure has made them; a group named after a zone
+    # connects as that zone's role.
+    zone_roles: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def hostname(self, group: str) -> str:
         return f"{group}-{self.run_id}@test"
 
+    def roles_ensure(self) -> None:
+        """Create or update the zones' roles on the test database with ``manage.py db_roles`` (a prefix of
+        the database's name, so test runs on one cluster do not share roles). Nothing on SQLite."""
+        if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql" or self.zone_roles:
+            return
+        prefix = re.sub(r"[^a-z0-9_]", "_", self.database_name.lower())[:40] + "_"
+        passwords = {zone: secrets.token_urlsafe(18) for zone in (*db_zones.ZONES, db_zones.OWNER)}
+        password_file = self.log_dir / "db-role-passwords"
+        password_file.write_text("".join(f"{zone}={password}\n" for zone, password in passwords.items()))
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "TEST_WORKER_DATABASE_NAME": self.database_name,
+        }
+        command = [sys.executable, "manage.py", "db_roles", "--prefix", prefix, "--password-file", str(password_file)]
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"db_roles failed:\n{result.stdout}{result.stderr}")
+        self.zone_roles = {zone: (prefix + zone, passwords[zone]) for zone in db_zones.ZONES}
+
+    def role_env(self, zone: str) -> dict[str, str]:
+        """What makes a process connect as ``zone``'s role (nothing when there are no roles)."""
+        if zone not in self.zone_roles:
+            return {}
+        user, password = self.zone_roles[zone]
+        return {"TEST_WORKER_DATABASE_USER": user, "TEST_WORKER_DATABASE_PASSWORD": password}
+
     def start(self, groups: dict[str, list[str]] = WORKER_GROUPS, timeout: float = 60.0) -> None:
         app.control.purge()  # no message left over from an earlier run may reach these workers
+        self.roles_ensure()
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "config.settings.test",
@@ -74,6 +115,7 @@ class WorkerPool:
         ]  # fmt: skip
         if "custodian" in queues:
             command += ["--include", "datadomain.custodian"]
+        env = {**env, **self.role_env(group)}
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         worker = WorkerProcess(group, queues, process, log_path)

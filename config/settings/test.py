@@ -27,6 +27,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # test run, so that two runs side by side do not share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
 
-# Worker processes started by tests/conftest.py connect straight to the test database.
+# Worker processes started by tests/conftest.py connect straight to the test database, each as its trust
+# zone's database role when TEST_WORKER_DATABASE_USER names one (tests/workers.py).
 if os.environ.get("TEST_WORKER_DATABASE_NAME"):
     DATABASES["default"]["NAME"] = os.environ["TEST_WORKER_DATABASE_NAME"]
+if os.environ.get("TEST_WORKER_DATABASE_USER"):
+    DATABASES["default"]["USER"] = os.environ["TEST_WORKER_DATABASE_USER"]
+    DATABASES["default"]["PASSWORD"] = os.environ.get("TEST_WORKER_DATABASE_PASSWORD", "")

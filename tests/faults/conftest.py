@@ -20,10 +20,10 @@ from tests.population import make_population as populate
 from tests.workers import ROOT, WorkerPool
 from underwriting.models import UnderwritingRequest
 
-# Scoring apart from the rest, so that one can be killed alone.
+# One group per trust zone (tests/workers.py), so that each can be killed alone.
 FAULT_GROUPS = {
-    "domain": ["domain", "webhooks"],
-    "scoring": ["scoring"],
+    "domain": ["domain"],
+    "scoring": ["scoring", "webhooks"],
     "custodian": ["custodian"],
 }
 # The product's recovery knobs, short: a stuck step is resumed after 3 s, the sweeper runs every second.
@@ -67,7 +67,8 @@ class FaultStack:
         schedule = self.pool.log_dir / "beat-schedule"
         log = (self.pool.log_dir / "beat.log").open("wb")
         command = [sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "INFO", "--schedule", str(schedule)]
-        self.beat = subprocess.Popen(command, cwd=ROOT, env=self.worker_env(), stdout=log, stderr=subprocess.STDOUT)
+        env = {**self.worker_env(), **self.pool.role_env("scoring")}  # beat only enqueues: the scoring zone's role
+        self.beat = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def stop_beat(self) -> None:
         if self.beat is not None and self.beat.poll() is None:

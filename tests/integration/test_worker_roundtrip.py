@@ -19,9 +19,9 @@ def test_every_queue_is_consumed_by_its_worker(celery_workers: WorkerPool) -> No
 
     by_queue = {beat.queue: beat.hostname for beat in beats}
     assert by_queue == {
-        "domain": celery_workers.hostname("main"),
-        "scoring": celery_workers.hostname("main"),
-        "webhooks": celery_workers.hostname("main"),
+        "domain": celery_workers.hostname("domain"),
+        "scoring": celery_workers.hostname("scoring"),
+        "webhooks": celery_workers.hostname("scoring"),
         "custodian": celery_workers.hostname("custodian"),
     }
 
@@ -31,5 +31,5 @@ def test_task_result_and_effect_are_visible_to_the_caller(celery_workers: Worker
     result.get(timeout=30)  # heartbeat ignores its result, so this returns None once the task ran
 
     beat = wait_for(lambda: WorkerHeartbeat.objects.filter(queue="scoring").first())
-    assert beat.hostname == celery_workers.hostname("main")
+    assert beat.hostname == celery_workers.hostname("scoring")
     assert beat.beats == 1
