@@ -17,15 +17,15 @@ The zones and the processes that connect as each:
 ``domain``
     Celery workers on the ``domain`` queue (feature extraction and the grant that authorises a request's
     comparisons, batch runs, the audit chainer and anchor, heartbeats) and the data domain's commands
-    (``ingest_fhir``, ``precompute_features``, ``explain_subject``, ``verify_audit_chain``,
-    ``export_audit_anchor``). The only zone that reads raw records.
+    (``ingest_fhir``, ``precompute_features`` and the re-encryption after a rotation, ``explain_subject``,
+    ``verify_audit_chain``, ``export_audit_anchor``). The only zone that reads raw records.
 ``scoring``
     Celery workers on the ``scoring`` and ``webhooks`` queues (encrypted scoring, tiering, finalisation,
     the sweeper, misuse flags, webhook deliveries) and beat, which only enqueues. Reads ciphertexts and
     public keys, never a record, identity, consent or the custodian's grants.
 ``custodian``
-    The Celery worker on the ``custodian`` queue (``datadomain.custodian``) and ``create_keypair`` /
-    ``rotate_keypair`` on its host. It reads and spends comparison grants and keeps the key table; it
+    The Celery worker on the ``custodian`` queue (``datadomain.custodian``) and ``create_keypair``,
+    ``rotate_keypair``, ``retire_keys`` and ``rotate_kek`` on its host. It reads and spends comparison grants and keeps the key table; it
     cannot read records, identities, consent, requests, tiers, the scoring workers' tiering secrets or
     the audit log (it appends to it; the chainer links its rows later, see ``audit.services``).
 ``migrate`` (not a zone)
