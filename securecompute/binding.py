@@ -21,7 +21,9 @@ before, ``P = A s + C`` for each packed plaintext (:mod:`securecompute.tiering`)
     ``Z = (Enc(s) * Enc(2^L a s))^A * Enc(2^L a)^C * Enc(C) = Enc(P + 2^L a P)``.
 
 The custodian decrypts ``Z`` and accepts it only when ``Z = P + 2^L T`` with ``0 <= P < 2^L`` and
-``T = a P`` exactly (as integers; ``Z < 2^(3L + 128) < n``, so nothing wraps) (:func:`open_packed`).
+``T = a P`` exactly (as integers; ``Z < 2^(3L + 128) < 2^(|n|/2 - 2)``, so nothing wraps)
+(:func:`open_packed`). Because an honest ``Z`` is below the prime factor ``p``, the custodian decrypts
+modulo ``p`` alone (half the work of a full CRT decryption).
 
 Argument. Paillier is linearly homomorphic and semantically secure, so whatever the worker does it can
 only produce encryptions of ``Z = alpha s + beta (2^L a s) + gamma (2^L a) + delta + sum_i eps_i y_i
@@ -38,6 +40,15 @@ per packed plaintext. That is the "whole plaintext" argument, made to cover the 
 runs over every plaintext value ``P`` the slots could hold, which is why ``lambda`` grows with ``L``.
 Carries between slots need no argument of their own because the check is on the integer ``P`` as a whole,
 not slot by slot.
+
+Modulo ``p``. The custodian sees ``Z mod p``, so the congruence above holds modulo the prime ``p``
+instead of ``n``; ``p`` being prime, the coefficient is invertible unless it is zero modulo ``p``, and keys
+below ``2^lambda < p`` stay distinct modulo ``p``: the same ``2^-127`` bound. The degenerate case now reads
+"the worker's extra terms vanish modulo ``p``", which for the small plaintexts it could guess (features,
+scores) is the same as vanishing outright, and for large unknown ones (other requests' tag material)
+would need their residues modulo a secret prime. What an honest-form query's own acceptance could reveal
+(whether ``(A s + C) mod p`` falls in the slots' range) is a test that ``p`` lies in a window of width
+``2^L`` next to a value the worker chose, hit with probability about ``2^(L - |n|/2)``: nothing usable.
 
 What a malicious worker can still learn: per grant (one per authorised request, single use), one
 answer of ``k`` signs about an affine function ``A s + C`` of that request's own score, with ``A`` and
@@ -60,8 +71,9 @@ from securecompute.paillier import encrypted_number, modulus, raw_ciphertext
 from securecompute.protocol import MAX_COMPARISONS, MIN_SLOT_BITS
 
 MAC_SECURITY_BITS = 128
-# Z = P + 2^L a P < 2^(3L + 128) must stay below n with a bit to spare.
-_HEADROOM_BITS = MAC_SECURITY_BITS + 2
+# Z = P + 2^L a P < 2^(3L + 128) must stay below p, which has |n|/2 bits and its top bit set (both top
+# bits for our keys): 3L + 128 <= |n|/2 - 4 keeps it below 2^(|n|/2 - 2) < p with room to spare.
+_HEADROOM_BITS = MAC_SECURITY_BITS + 4
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,7 @@ def binding_params(modulus_bits: int, slot_bits: int, comparisons: int) -> Bindi
     """The packing for ``comparisons`` slots of ``slot_bits`` under a ``modulus_bits`` key."""
     if not 1 <= comparisons <= MAX_COMPARISONS:
         raise ProtocolError(f"a query holds 1 to {MAX_COMPARISONS} comparisons, got {comparisons}")
-    capacity = (modulus_bits - _HEADROOM_BITS) // (3 * slot_bits) if slot_bits >= MIN_SLOT_BITS else 0
+    capacity = (modulus_bits // 2 - _HEADROOM_BITS) // (3 * slot_bits) if slot_bits >= MIN_SLOT_BITS else 0
     if capacity < 1:
         raise ProtocolError(f"{slot_bits}-bit slots do not fit a {modulus_bits}-bit key with their tag")
     return BindingParams(comparisons=comparisons, slot_bits=slot_bits, capacity=capacity)

@@ -51,11 +51,12 @@ def test_custodian_view_is_exactly_what_the_custodian_decrypts(keys_2048: KeyPai
         encrypted = fast_encryptor(public_key).encrypt(score)
         grant = authorise(public_key, encrypted, THRESHOLDS, score_bound=BOUND)
         query, _ = honest_query(public_key, encrypted, THRESHOLDS, grant, rng=random.Random(seed))
-        packed = open_packed(crt.decrypt(query.ciphertexts[0]), grant.terms.mac_key, grant.params, len(THRESHOLDS))
-        assert packed is not None
-        assert slot_values(packed, len(THRESHOLDS), query.slot_bits) == plan(
-            THRESHOLDS, BOUND, random.Random(seed)
-        ).custodian_view(score)
+        seen = []
+        for ciphertext, count in zip(query.ciphertexts, grant.params.layout(), strict=True):
+            packed = open_packed(crt.decrypt(ciphertext), grant.terms.mac_key, grant.params, count)
+            assert packed is not None
+            seen += slot_values(packed, count, query.slot_bits)
+        assert seen == plan(THRESHOLDS, BOUND, random.Random(seed)).custodian_view(score)
 
 
 def test_signs_are_uniform_whatever_the_score() -> None:

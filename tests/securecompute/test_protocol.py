@@ -62,11 +62,11 @@ def test_slots_pack_and_unpack(slot_bits: int, data: st.DataObject) -> None:
 
 
 def test_slot_layout_packs_as_many_as_fit_with_their_tag() -> None:
-    # Z = P + 2^L a P with a of L + 128 bits: 3L + 130 bits must fit below n.
+    # Z = P + 2^L a P with a of L + 128 bits: 3L + 132 bits must fit in |n|/2 (below the prime p).
     assert binding_params(3072, 111, 3).layout() == [3]
-    assert binding_params(3072, 111, 12).layout() == [8, 4]
-    assert binding_params(2048, 400, 3).layout() == [1, 1, 1]
-    assert binding_params(2048, 200, 5).layout() == [3, 2]
-    for slot_bits, comparisons in [(7, 1), (700, 1), (80, 0), (80, 65)]:
+    assert binding_params(3072, 111, 12).layout() == [4, 4, 4]
+    assert binding_params(2048, 200, 3).layout() == [1, 1, 1]
+    assert binding_params(2048, 100, 5).layout() == [2, 2, 1]
+    for slot_bits, comparisons in [(7, 1), (300, 1), (80, 0), (80, 65)]:
         with pytest.raises(ProtocolError):
             binding_params(2048, slot_bits, comparisons)

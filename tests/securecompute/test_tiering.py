@@ -79,17 +79,17 @@ def test_max_score_is_inclusive(keys_2048: KeyPair, score: int, tier: int) -> No
 
 def test_the_default_bound_and_overflowing_slots_split_over_several_ciphertexts(keys_2048: KeyPair) -> None:
     public_key, private_key = keys_2048
-    score = fast_encryptor(public_key).encrypt(-(2**200))
-    thresholds = [-(2**240), 0, 2**240]
-    grant = authorise(public_key, score, thresholds, score_bound=2**250)
-    assert grant.params.capacity == 1  # 356-bit slots and their tag: one per 2048-bit plaintext
+    score = fast_encryptor(public_key).encrypt(-(2**100))
+    thresholds = [-(2**140), 0, 2**140]
+    grant = authorise(public_key, score, thresholds, score_bound=2**150)
+    assert grant.params.capacity == 1  # 256-bit slots and their tag: one per 2048-bit plaintext
     query, state = honest_query(public_key, score, thresholds, grant)
     assert len(query.ciphertexts) == 3
     assert tier_index_from_answer(state, answer_comparisons(private_key, query, grant.terms).answer) == 1
     seven = fast_encryptor(public_key).encrypt(7)
-    grant = authorise(public_key, seven, [1, 3, 5])
+    grant = authorise(public_key, seven, [1, 3, 5], score_bound=9)
     query, state = honest_query(public_key, seven, [1, 3, 5], grant)
-    assert len(query.ciphertexts) == 1
+    assert len(query.ciphertexts) == 2  # 110-bit slots: two and their tag fit below a 1024-bit p
     assert tier_index_from_answer(state, answer_comparisons(private_key, query, grant.terms).answer) == 3
 
 

@@ -171,6 +171,7 @@ def test_extraction_issues_one_bound_grant_per_request_and_scoring_keeps_its_sec
     turns the domain's input into the worker's own secret state and deletes the input."""
     from datadomain.keyring import active_key_id
     from datadomain.models import ComparisonGrant
+    from securecompute.binding import binding_params
     from underwriting.models import ScoringInput, TieringSecret
 
     ids = submit(world, 3, "G", django_capture_on_commit_callbacks)
@@ -182,7 +183,8 @@ def test_extraction_issues_one_bound_grant_per_request_and_scoring_keeps_its_sec
     for grant in grants.values():
         assert (grant.key_id, grant.comparisons, grant.status) == (active_key_id(), 3, "issued")
         assert grant.expires_at > grant.created_at
-        assert len(grant.mac_key) * 4 >= 3 * grant.slot_bits + 128  # lambda = L + 128 bits
+        params = binding_params(2048, grant.slot_bits, 3)
+        assert int(grant.mac_key, 16).bit_length() == params.mac_bits == params.value_bits + 128
     inputs = ScoringInput.objects.filter(request_id__in=ids)
     assert inputs.count() == 3
     assert all(grants[str(i.request_id)].mac_key not in i.tags + i.features for i in inputs)

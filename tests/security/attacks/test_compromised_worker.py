@@ -18,6 +18,7 @@ import pytest
 from audit.models import AuditEntry
 from datadomain.models import ComparisonGrant
 from securecompute import encrypted_score, fast_encryptor
+from securecompute.binding import binding_params
 from securecompute.protocol import ComparisonQuery, pack_slots
 from securecompute.tiering import TieringState, build_tier_query, tier_index_from_answer, tiering_params
 from tests.security.attacks.conftest import MANUAL, Stolen, Undefended, World, ask, outcome
@@ -33,14 +34,15 @@ THRESHOLDS = DOCUMENT.thresholds
 
 def indicator_probe(own: Stolen, ciphertext: Any) -> dict[str, Any]:
     """A query under ``own``'s grant whose first slot is positive when the victim's feature is 1 or more, -1
-    when 0:
-    ``Enc(2x - 1 + offset)`` in slot 0, +1 in the others. An honest decryption answers the indicator."""
-    n = own.public_key.n
-    nsquare = n * n
-    constant = pack_slots([-1] + [1] * (len(THRESHOLDS) - 1), own.slot_bits)
+    when 0: ``Enc(2x - 1 + offset)`` in slot 0, +1 in every other slot, packed as the grant's layout says.
+    An honest decryption answers the indicator."""
+    nsquare = own.public_key.n**2
+    encryptor = fast_encryptor(own.public_key)
+    layout = binding_params(own.public_key.n.bit_length(), own.slot_bits, len(THRESHOLDS)).layout()
     probe = gmpy2.powmod(ciphertext.ciphertext(be_secure=False), 2, nsquare)
-    probe = probe * fast_encryptor(own.public_key).encrypt_residue(constant) % nsquare
-    return ComparisonQuery(own.key_id, own.ref, len(THRESHOLDS), own.slot_bits, (int(probe),)).to_dict()
+    packed = [int(probe * encryptor.encrypt_residue(pack_slots([-1] + [1] * (layout[0] - 1), own.slot_bits)) % nsquare)]
+    packed += [encryptor.encrypt_residue(pack_slots([1] * count, own.slot_bits)) for count in layout[1:]]
+    return ComparisonQuery(own.key_id, own.ref, len(THRESHOLDS), own.slot_bits, tuple(packed)).to_dict()
 
 
 def recover_vector(world: World, victim: Stolen, prefix: str) -> list[int]:
