@@ -152,41 +152,55 @@ def _decryption(report: Report, bits: int, count: int) -> None:
 
 
 def _tiering(report: Report, subjects: int) -> None:
+    """One subject's tiering under the bound protocol (securecompute.binding), phase by phase: the data
+    domain's authorisation (its own Enc(s), the MAC key, the tag material), the worker's score and tagged
+    query, the custodian's checked answer, the worker's un-shuffle."""
     public_key, private_key = sc.generate_keypair(3072)
     encryptor = sc.fast_encryptor(public_key)
     bound = sc.score_bound(WEIGHTS, FEATURE_MAX)
-    phases: dict[str, list[float]] = {"score": [], "query": [], "custodian": [], "tier": [], "total": []}
+    params = sc.tiering_params(3072, THRESHOLDS, score_bound=bound)
+    phases: dict[str, list[float]] = {name: [] for name in ("authorise", "score", "query", "custodian", "tier")}
     cpu: list[float] = []
     for index in range(subjects):
         features = [random.randint(0, high) for high in FEATURE_MAX]
         encrypted = encryptor.encrypt_vector(features)  # precomputed in bulk by the data domain, not timed
-        cpu_start, marks = time.process_time(), [time.perf_counter()]
+        ref, marks = str(index), [time.process_time()]
+        domain_score = sc.encrypted_score(public_key, encrypted, WEIGHTS)
+        mac_key = sc.new_mac_key(params)
+        tags = sc.tag_material(public_key, domain_score, mac_key, params)
+        terms = sc.GrantTerms(ref, sc.key_id(public_key), len(THRESHOLDS), params.slot_bits, mac_key)
+        marks.append(time.process_time())
         score = sc.encrypted_score(public_key, encrypted, WEIGHTS)
-        marks.append(time.perf_counter())
-        query, state = sc.build_tier_query(public_key, score, THRESHOLDS, request_id=str(index), score_bound=bound)
+        marks.append(time.process_time())
+        query, state = sc.build_tier_query(
+            public_key, score, tags, THRESHOLDS, request_id=ref, params=params, score_bound=bound
+        )
         message = sc.query_to_json(query)
-        marks.append(time.perf_counter())
-        answer = sc.answer_to_json(private.answer_comparisons(private_key, sc.query_from_json(message), 3))
-        marks.append(time.perf_counter())
+        marks.append(time.process_time())
+        verdict = private.answer_comparisons(private_key, sc.query_from_json(message), terms)
+        answer = sc.answer_to_json(verdict.answer)
+        marks.append(time.process_time())
         tier = sc.tier_index_from_answer(state, sc.answer_from_json(answer))
-        marks.append(time.perf_counter())
-        cpu.append((time.process_time() - cpu_start) * 1e3)
+        marks.append(time.process_time())
         expected = sc.tier_index_plain(sum(w * x for w, x in zip(WEIGHTS, features, strict=True)), THRESHOLDS)
+        assert verdict.valid, verdict
         assert tier == expected, (tier, expected)
-        for name, begin, end in zip(["score", "query", "custodian", "tier"], marks[:-1], marks[1:], strict=True):
+        for name, begin, end in zip(phases, marks[:-1], marks[1:], strict=True):
             phases[name].append((end - begin) * 1e3)
-        phases["total"].append((marks[-1] - marks[0]) * 1e3)
+        cpu.append((marks[-1] - marks[2]) * 1e3)  # the tiering proper: score, query, custodian, tier
     medians = {name: statistics.median(values) for name, values in phases.items()}
-    cpu_median = statistics.median(cpu)
-    report.rows.append([f"tiering, one subject, wall (median of {subjects})", 3072, medians["total"], "", "", "", ""])
-    report.rows.append([f"tiering, one subject, CPU time (median of {subjects})", 3072, cpu_median, "", "", "", ""])
+    cpu_median, cpu_worst = statistics.median(cpu), max(cpu)
+    report.rows.append([f"tiering, one subject, CPU (median of {subjects})", 3072, cpu_median, "", "", "", ""])
+    report.rows.append([f"tiering, one subject, CPU (worst of {subjects})", 3072, cpu_worst, "", "", "", ""])
+    report.rows.append([f"authorising it in the domain, CPU (median of {subjects})", 3072, medians["authorise"],
+                        "", "", "", ""])  # fmt: skip
     report.notes.append(
-        "tiering: 20 encrypted features, 4 tiers (3 comparisons packed into one ciphertext), messages through JSON; "
-        + ", ".join(f"{name} {value:.2f} ms" for name, value in medians.items() if name != "total")
-        + f" (wall); score bound {bound}; every tier checked against the plaintext"
+        "tiering: 20 encrypted features, 4 tiers (3 comparisons packed into one ciphertext with its MAC tag), "
+        "messages through JSON, CPU time per phase: "
+        + ", ".join(f"{name} {value:.2f} ms" for name, value in medians.items())
+        + f"; slot {params.slot_bits} bits, MAC key {params.mac_bits} bits; every tier checked against the plaintext"
     )
-    report.add_target("tiering 3072, one subject, ms of wall time", medians["total"], 15.0, higher_is_better=False)
-    report.add_target("tiering 3072, one subject, ms of CPU time (one core)", cpu_median, 15.0, higher_is_better=False)
+    report.add_target("tiering 3072, one subject, ms of CPU time (median)", cpu_median, 20.0, higher_is_better=False)
 
 
 def _import_heu() -> Any:
