@@ -55,7 +55,7 @@ OWNER: Final = "migrate"
 ALL = "SELECT INSERT UPDATE DELETE"
 # Append only: insert and learn the new row's id (INSERT ... RETURNING id), read nothing else.
 APPEND = "INSERT SELECT(id)"
-# Recording that a worker answered a heartbeat (ops.services.heartbeat_record: get_or_create under a lock).
+# Recording that a worker answered a heartbeat (ops.services.heartbeat_record: update, else insert).
 HEARTBEAT = "SELECT INSERT UPDATE"
 # The public half of a custodian key, what encrypting and scoring need: never the sealed key's path.
 PUBLIC_KEY = "SELECT(id, key_id, public_key_json, status, created_at)"

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import segno
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -16,15 +16,21 @@ from ops.models import WorkerHeartbeat
 
 @transaction.atomic
 def heartbeat_record(*, queue: str, hostname: str) -> WorkerHeartbeat:
-    """Record that the worker ``hostname`` consumed a heartbeat from ``queue``. Safe to run twice."""
+    """Record that the worker ``hostname`` consumed a heartbeat from ``queue``. Safe to run twice.
+
+    The row is updated first and created only when missing: a write as the transaction's first statement
+    takes the lock at once, so on the embedded SQLite file concurrent heartbeats from several workers wait
+    for each other, where a read followed by a write deadlocks (SQLite reports "database is locked" at once).
+    """
     now = timezone.now()
-    beat, created = WorkerHeartbeat.objects.select_for_update().get_or_create(
-        queue=queue, hostname=hostname, defaults={"seen_at": now, "beats": 1}
-    )
-    if not created:
-        WorkerHeartbeat.objects.filter(pk=beat.pk).update(seen_at=now, beats=F("beats") + 1)
-        beat.refresh_from_db()
-    return beat
+    rows = WorkerHeartbeat.objects.filter(queue=queue, hostname=hostname)
+    if not rows.update(seen_at=now, beats=F("beats") + 1):
+        try:
+            with transaction.atomic():
+                return WorkerHeartbeat.objects.create(queue=queue, hostname=hostname, seen_at=now, beats=1)
+        except IntegrityError:  # another delivery of the same heartbeat created it meanwhile
+            rows.update(seen_at=now, beats=F("beats") + 1)
+    return rows.get()
 
 
 class EnrolmentError(Exception):
