@@ -25,9 +25,10 @@ The zones and the processes that connect as each:
     public keys, never a record, identity, consent or the custodian's grants.
 ``custodian``
     The Celery worker on the ``custodian`` queue (``datadomain.custodian``) and ``create_keypair``,
-    ``rotate_keypair``, ``retire_keys`` and ``rotate_kek`` on its host. It reads and spends comparison grants and keeps the key table; it
-    cannot read records, identities, consent, requests, tiers, the scoring workers' tiering secrets or
-    the audit log (it appends to it; the chainer links its rows later, see ``audit.services``).
+    ``rotate_keypair``, ``retire_keys`` and ``rotate_kek`` on its host. It reads and spends comparison
+    grants and keeps the key table; it cannot read records, identities, consent, requests, tiers, the
+    scoring workers' tiering secrets or the audit log (it appends to it; the chainer links its rows
+    later, see ``audit.services``).
 ``migrate`` (not a zone)
     The owner of every table: ``manage.py migrate`` runs as this role and it is the only one with DDL
     (CREATE on the schema; ALTER and DROP belong to the owner). Nothing runs as it in normal operation.
