@@ -245,15 +245,18 @@ def declared_grants(
         if label not in matrix:
             notes.append(f"{label} ({table}) is not in ops.db_zones.MATRIX: only its owner may use it.")
     wanted = _connect_grants(catalog, names)
+    absent = []
     for label, zones in matrix.items():
         db_table = labels.get(label)
         if db_table is None:
             continue
         if db_table not in catalog.tables:
-            notes.append(f"{label}: table {db_table} does not exist yet (run migrate): skipped.")
+            absent.append(db_table)
             continue
         for zone, spec in zones.items():
             wanted |= _table_grants(catalog, db_table, names[zone], spec, notes)
+    if absent:
+        notes.append(f"{len(absent)} table(s) do not exist yet (run migrate), skipped: {', '.join(sorted(absent))}.")
     return wanted, notes
 
 
