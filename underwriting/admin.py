@@ -101,6 +101,9 @@ class UnderwritingRequestAdmin(admin.ModelAdmin[UnderwritingRequest]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: UnderwritingRequest | None = None) -> bool:
+        return False  # a request changes only through its pipeline; the web's role may not rewrite the row
+
     def has_delete_permission(self, request: HttpRequest, obj: UnderwritingRequest | None = None) -> bool:
         return False
 

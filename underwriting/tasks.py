@@ -86,3 +86,21 @@ def evaluate_flags() -> int:
 
     report = flags_evaluate()
     return report.raised
+
+
+@shared_task(name="underwriting.tasks.explain_subject", ignore_result=False, acks_late=False)
+def explain_subject(approval_id: int, executed_by_id: int) -> dict[str, Any]:
+    """Carry out an approved explanation in the data domain (queue ``domain``: it recomputes features from
+    raw records, which only the domain's database role reads) and hand it back to the admin that waits for
+    it. Not retried: the approval is spent once. A refusal comes back as ``{"error": message}``."""
+    from django.contrib.auth import get_user_model
+
+    from audit.approvals import ApprovalError
+    from underwriting.errors import UnderwritingError
+    from underwriting.services.explain import explanation_execute
+
+    officer = get_user_model().objects.get(pk=executed_by_id)
+    try:
+        return {"explanation": explanation_execute(approval_id=approval_id, executed_by=officer).as_dict()}
+    except (UnderwritingError, ApprovalError) as exc:
+        return {"error": exc.message}

@@ -211,6 +211,7 @@ CELERY_TASK_DEFAULT_QUEUE = "domain"
 CELERY_TASK_ROUTES = {
     # Exact names win over the patterns below.
     "underwriting.tasks.drain_extraction": {"queue": "domain"},
+    "underwriting.tasks.explain_subject": {"queue": "domain"},  # reads raw records
     "underwriting.tasks.deliver_webhook": {"queue": "webhooks"},
     # The custodian is the only process holding the Paillier private key: its own queue, its own worker.
     "datadomain.custodian.*": {"queue": "custodian"},

@@ -166,8 +166,9 @@ def test_a_mistyped_resident_id_is_refused_without_repeating_it(officer: Client)
 
 
 def test_an_explanation_is_asked_for_approved_by_another_officer_and_shown_once(
-    staff: StaffFactory, alice_decision: str
+    staff: StaffFactory, alice_decision: str, in_process_tasks: None
 ) -> None:
+    """The explanation is computed on the data domain's queue (here in process) and shown to the officer."""
     pia, quinn = staff(roles.PRIVACY_OFFICER, "pia"), staff(roles.PRIVACY_OFFICER, "quinn")
     as_pia, as_quinn = signed_in(pia), signed_in(quinn)
     report_page = post(as_pia, "report").content.decode()

@@ -45,6 +45,16 @@ class Explanation:
     decision: str
     recorded_tier: str  # what the request delivered; differs if the records were corrected since
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Explanation:
+        """Inverse of :meth:`as_dict` (the explanation comes back from the data domain's queue)."""
+        return cls(
+            request_id=data["request"], manual_slug=data["manual"]["slug"], manual_version=data["manual"]["version"],
+            as_of=date.fromisoformat(data["as_of"]), features=data["features"], score=data["score"],
+            tier_code=data["tier"]["code"], tier_label=data["tier"]["label"], decision=data["tier"]["decision"],
+            recorded_tier=data["recorded_tier"],
+        )  # fmt: skip
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "request": self.request_id,
