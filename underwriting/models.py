@@ -143,45 +143,48 @@ class UnderwritingRequest(models.Model):
         return self.status in TERMINAL_STATUSES
 
 
-class ScoringInput(models.Model):
+class RequestStageData(models.Model):
+    """A request's data for one stage of its computation, kept beside the request row so that reads of
+    requests never load it, and owned by the trust zones that stage involves (ops/db_zones.py)."""
+
+    request = models.OneToOneField(UnderwritingRequest, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    expires_at = models.DateTimeField(_("grant expires"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return str(self.request_id)
+
+
+class ScoringInput(RequestStageData):
     """What the data domain hands the scoring workers for one request: the subject's encrypted features,
     the MAC tag material that binds the custodian's answer to this request's score, and the terms the
     grant pinned. Written by domain workers, read and deleted by scoring workers; no other zone reads it.
     Deleted once the query is built."""
 
-    request = models.OneToOneField(UnderwritingRequest, on_delete=models.CASCADE, primary_key=True, related_name="+")
     key_id = models.CharField(_("key id"), max_length=64)
     slot_bits = models.PositiveSmallIntegerField(_("slot bits"))
     features = models.TextField(_("encrypted features (JSON)"))
     tags = models.TextField(_("tag material (JSON)"))
-    expires_at = models.DateTimeField(_("grant expires"))
-    created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:
         verbose_name = _("scoring input")
         verbose_name_plural = _("scoring inputs")
 
-    def __str__(self) -> str:
-        return str(self.request_id)
 
-
-class TieringSecret(models.Model):
+class TieringSecret(RequestStageData):
     """The scoring worker's query and its secret un-blinding state (shuffle and sign flips) between
     sending the comparisons to the custodian and reading its answer. Only scoring workers read or write
     it (the custodian's database role cannot), and it is deleted when the request leaves ``tiering``."""
 
-    request = models.OneToOneField(UnderwritingRequest, on_delete=models.CASCADE, primary_key=True, related_name="+")
     query = models.JSONField(_("query"))
     state = models.JSONField(_("state"))
-    expires_at = models.DateTimeField(_("grant expires"))
-    created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:
         verbose_name = _("tiering secret")
         verbose_name_plural = _("tiering secrets")
-
-    def __str__(self) -> str:
-        return str(self.request_id)
 
 
 class RequestEvent(models.Model):
