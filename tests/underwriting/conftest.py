@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.management import call_command
+from django.db import connection
 from rest_framework.test import APIClient
 
 from insurer_portal.models import Insurer
@@ -104,3 +105,17 @@ def request_body(
     }
     evidence.update(consent)
     return {"reference": reference, "applicant": applicant, "manual": manual, "consent": evidence}
+
+
+def statements(captured: Any) -> int:
+    """How many statements a block ran, counting a bulk INSERT that SQLite made Django split into several
+    batches once (SQLite takes at most 999 parameters a statement: the driver's limit, not a query per
+    item). Only a multi-row INSERT continued by another into the same table is merged, and only on SQLite,
+    so a loop of single-row inserts still counts once per row; on PostgreSQL this is ``len(captured)``."""
+    count, previous = 0, ""
+    for query in captured.captured_queries:
+        sql = query["sql"]
+        head = sql.split(" VALUES", 1)[0] if sql.startswith("INSERT INTO") else ""
+        count += not (connection.vendor == "sqlite" and head and head == previous)
+        previous = head if "), (" in sql else ""
+    return count
