@@ -123,23 +123,7 @@ def _extract_chunk(limit: int) -> int:
             else:
                 groups.setdefault((request.manual_id, request.as_of), []).append(request)
         for (_, as_of), group in groups.items():
-            document = group[0].document()
-            vectors = domain.encrypted_feature_vectors(
-                subject_keys=[request.subject_key for request in group], feature_names=document.feature_names,
-                as_of=as_of, public_key=public_key,
-            )  # fmt: skip
-            found = [request for request in group if request.subject_key in vectors]
-            failed.update(
-                (request.pk, "subject erased since it was verified") for request in group if request not in found
-            )
-            issued = domain.comparison_grants_issue(
-                requests=[_grant_request(request, document, vectors[request.subject_key]) for request in found],
-                key_id=key_id, public_key=public_key,
-            )  # fmt: skip
-            inputs += [
-                _scoring_input(request.pk, key_id, vectors[request.subject_key], issued[str(request.pk)])
-                for request in found
-            ]
+            inputs += _authorise_group(group, as_of, key_id, public_key, failed)
         moved = set(
             transition_many(
                 {i.request_id: {} for i in inputs},
@@ -152,6 +136,25 @@ def _extract_chunk(limit: int) -> int:
             stage_wake_on_commit("score")
         _fail_many(failed, from_status=RequestStatus.EXTRACTING, what="extracted")
     return len(requests)
+
+
+def _authorise_group(
+    group: list[Claimed], as_of: date, key_id: str, public_key: Any, failed: dict[uuid.UUID, str]
+) -> list[ScoringInput]:
+    """One manual's requests on one date: their subjects' vectors and a grant for each, as scoring inputs;
+    a subject erased since verification is added to ``failed``."""
+    document = group[0].document()
+    vectors = domain.encrypted_feature_vectors(
+        subject_keys=[request.subject_key for request in group], feature_names=document.feature_names,
+        as_of=as_of, public_key=public_key,
+    )  # fmt: skip
+    found = [request for request in group if request.subject_key in vectors]
+    failed.update((request.pk, "subject erased since it was verified") for request in group if request not in found)
+    issued = domain.comparison_grants_issue(
+        requests=[_grant_request(request, document, vectors[request.subject_key]) for request in found],
+        key_id=key_id, public_key=public_key,
+    )  # fmt: skip
+    return [_scoring_input(r.pk, key_id, vectors[r.subject_key], issued[str(r.pk)]) for r in found]
 
 
 def _grant_request(request: Claimed, document: ManualDocument, vector: list[Any]) -> domain.GrantRequest:
