@@ -5,7 +5,17 @@ Everything the environment sets (DATABASE_URL, REDIS_URL in CI) still applies.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+
+# Tests never write into the developer's var/ (its demo API key, keys, database): every path derived from
+# VAR_DIR goes to a directory of this test run's own, removed at exit. Processes the tests start (Celery
+# workers, commands) inherit it through the environment, so they share it.
+if "VAR_DIR" not in os.environ:
+    os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix="underwriting-test-var-")
+    atexit.register(shutil.rmtree, os.environ["VAR_DIR"], True)
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key")
 os.environ.setdefault("SUBJECT_PEPPER", "test-subject-pepper")
