@@ -32,3 +32,4 @@ class Command(BaseCommand):
         except SecureComputeError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Created key {key.key_id} ({bits} bits); sealed at {key.sealed_path}."))
+        self.stdout.write(f"Pin it for every service: CUSTODIAN_KEY_ID={key.key_id}")
