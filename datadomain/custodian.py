@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from datadomain import selectors
 from datadomain.errors import DomainError
 from datadomain.models import ComparisonGrant, CustodianKey, EncryptedFeatureVector
 from securecompute import private
-from securecompute.binding import GrantTerms, random_signs
+from securecompute.binding import GrantTerms, keyed_signs, random_signs
 from securecompute.errors import SecureComputeError, WrongKekError
 from securecompute.keys import generate_keypair, key_id, public_key_from_json, public_key_to_json
 from securecompute.protocol import MAX_COMPARISONS, AnswerJSON, ComparisonAnswer, ComparisonQuery
@@ -98,13 +98,18 @@ def keys_retire_unused() -> list[str]:
     more, and delete their sealed files."""
     retired = []
     retiring = CustodianKey.objects.filter(status=CustodianKey.Status.RETIRING).values_list("key_id", flat=True)
-    live = ComparisonGrant.objects.exclude(status=ComparisonGrant.Status.ANSWERED).filter(expires_at__gt=timezone.now())
+    live = _live_grants()
     for fingerprint in retiring:
         in_use = live.filter(key_id=fingerprint).exists()
         if not in_use and not EncryptedFeatureVector.objects.filter(key_id=fingerprint).exists():
             key_retire(key_id=fingerprint)
             retired.append(fingerprint)
     return retired
+
+
+def _live_grants() -> Any:
+    """Grants whose query may still arrive or be answered again: not yet answered, not expired."""
+    return ComparisonGrant.objects.exclude(status=ComparisonGrant.Status.ANSWERED).filter(expires_at__gt=timezone.now())
 
 
 @transaction.atomic
@@ -115,6 +120,8 @@ def key_retire(*, key_id: str, actor: str = "") -> None:
     refusal = selectors.key_retire_refusal(key_id)
     if refusal is not None:
         raise refusal
+    if _live_grants().filter(key_id=key_id).exists():  # a request under way still needs the key's answer
+        raise DomainError("key_in_use", "Requests under way still use this key: retire it once they are answered.")
     key = CustodianKey.objects.get(key_id=key_id)
     if not CustodianKey.objects.filter(pk=key.pk, status=CustodianKey.Status.RETIRING).update(
         status=CustodianKey.Status.RETIRED
@@ -207,6 +214,7 @@ def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dic
     Every query gets an answer of the same shape, never an error: a refusal is answered with random
     signs, so a worker learns nothing from whether its query passed.
     """
+    _keys_load(ref for ref, _ in queries)
     plans = _grants_spend(queries)
     answers: dict[str, AnswerJSON] = {}
     outcomes: list[tuple[_Plan, AnswerJSON, str]] = []
@@ -221,6 +229,15 @@ def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dic
     refused = sum(1 for _, _, reason in outcomes if reason)
     logger.info("custodian answered %d queries (%d failed a check)", len(outcomes), refused)
     return answers
+
+
+def _keys_load(refs: Iterable[str]) -> None:
+    """Open the private keys the chunk's grants name before any grant is spent. A key that cannot be opened
+    (a wrong KEK after a rotation, a missing file) fails the task with nothing spent, to be sent again by the
+    sweeper once the custodian is fixed: it says nothing about any plaintext, so it must not be answered
+    with coins, which an honest worker could read as a tier."""
+    for fingerprint in set(ComparisonGrant.objects.filter(request_ref__in=list(refs)).values_list("key_id", flat=True)):
+        _private_key(fingerprint)
 
 
 def _grants_spend(queries: list[tuple[str, dict[str, Any]]]) -> list[_Plan]:
@@ -262,10 +279,22 @@ def _answer(plan: _Plan) -> tuple[AnswerJSON, str]:
             parsed = ComparisonQuery.from_dict(plan.query)
             terms = GrantTerms(plan.ref, plan.grant.key_id, count, plan.grant.slot_bits, int(plan.grant.mac_key, 16))
             verdict = private.answer_comparisons(_private_key(plan.grant.key_id), parsed, terms)
-            return verdict.answer.to_dict(), verdict.reason
-        except (SecureComputeError, DomainError, ValueError, TypeError, KeyError) as exc:
+            if verdict.valid:
+                return verdict.answer.to_dict(), ""
+            plan.refusal = verdict.reason
+        except (SecureComputeError, ValueError, TypeError, KeyError, AttributeError) as exc:
             plan.refusal = getattr(exc, "code", None) or "malformed"
-    return ComparisonAnswer(plan.ref, tuple(random_signs(count))).to_dict(), plan.refusal
+    return ComparisonAnswer(plan.ref, tuple(_refusal_signs(plan, count))).to_dict(), plan.refusal
+
+
+def _refusal_signs(plan: _Plan, count: int) -> list[bool]:
+    """The coins that answer a refused query. Under a grant they are keyed by its MAC key and the query, so
+    the same query always gets the same coins, however often and however concurrently it is sent (a worker
+    comparing two answers learns nothing); without a grant there is nothing to protect."""
+    if plan.grant is None:
+        return random_signs(count)
+    mac_key = int(plan.grant.mac_key, 16)
+    return keyed_signs(mac_key.to_bytes((mac_key.bit_length() + 7) // 8, "big"), _digest(plan.query), count)
 
 
 def _claimed_count(query: dict[str, Any]) -> int:

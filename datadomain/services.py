@@ -6,8 +6,6 @@ dataclasses. No resident ID, name or clinical value ever appears in an error mes
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -477,17 +475,10 @@ def comparison_grants_issue(
             ComparisonGrant(
                 request_ref=item.request_ref, key_id=key_id, comparisons=params.comparisons,
                 slot_bits=params.slot_bits, mac_key=format(mac_key, "x"), expires_at=expires_at,
-                subject_digest=_subject_digest(item.request_ref, item.subject_key),
             )
         )  # fmt: skip
     ComparisonGrant.objects.bulk_create(grants)
     return issued
-
-
-def _subject_digest(request_ref: str, subject_key: str) -> str:
-    """Which subject a grant was issued for, keyed by the request so that no two grants for one person
-    share a value: the domain can check it, the custodian cannot link requests with it."""
-    return hmac.new(request_ref.encode(), subject_key.encode(), hashlib.sha256).hexdigest()
 
 
 def vectors_drop_retiring() -> int:

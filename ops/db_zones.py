@@ -16,12 +16,13 @@ The zones and the processes that connect as each:
     reads a clinical record.
 ``domain``
     Celery workers on the ``domain`` queue (feature extraction and the grant that authorises a request's
-    comparisons, batch runs, the audit chainer and anchor, heartbeats) and the data domain's commands
+    comparisons, batch runs, the audit chainer and anchor, misuse flags, the four-eyes explanation,
+    quarantine re-processing, heartbeats) and the data domain's commands
     (``ingest_fhir``, ``precompute_features`` and the re-encryption after a rotation, ``explain_subject``,
     ``verify_audit_chain``, ``export_audit_anchor``). The only zone that reads raw records.
 ``scoring``
     Celery workers on the ``scoring`` and ``webhooks`` queues (encrypted scoring, tiering, finalisation,
-    the sweeper, misuse flags, webhook deliveries) and beat, which only enqueues. Reads ciphertexts and
+    the sweeper, webhook deliveries) and beat, which only enqueues. Reads ciphertexts and
     public keys, never a record, identity, consent or the custodian's grants.
 ``custodian``
     The Celery worker on the ``custodian`` queue (``datadomain.custodian``) and ``create_keypair``,
@@ -82,12 +83,12 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     # --- audit ---------------------------------------------------------------------------------------------
     # Everyone appends; the admin reads it; the chainer (beat's audit.tasks.chain_pending, domain queue)
     # and the verifier read it and set the chain fields once. The custodian and scoring workers cannot read
-    # an entry's target or detail: entries link request ids to subjects. Misuse flags (scoring queue) count
-    # the custodian's misuse entries by action and time.
+    # it at all: entries link request ids to subjects, and a worker reading whether the custodian recorded
+    # its query as a misuse would learn whether the query passed. Misuse flags count them on the domain queue.
     "audit.AuditEntry": {
         WEB: "SELECT INSERT",
         DOMAIN: "SELECT INSERT UPDATE(chain_seq, prev_hash, hash)",
-        SCORING: "INSERT SELECT(id, action, at)",
+        SCORING: APPEND,
         CUSTODIAN: APPEND,
     },
     # Four-eyes requests: asked and decided in the admin, carried out there or by the owning zone's command.
@@ -138,7 +139,9 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     "underwriting.RequestEvent": {WEB: "SELECT INSERT", DOMAIN: APPEND, SCORING: APPEND},
     "underwriting.WebhookEndpoint": {WEB: ALL, DOMAIN: "SELECT", SCORING: "SELECT"},
     "underwriting.WebhookDelivery": {WEB: ALL, DOMAIN: "SELECT INSERT", SCORING: "SELECT INSERT UPDATE"},
-    "underwriting.MisuseFlag": {WEB: "SELECT UPDATE", SCORING: "SELECT INSERT UPDATE"},
+    # Raised by flags_evaluate on the domain queue: the flags watch the scoring workers (custodian misuse),
+    # so the scoring zone neither reads the custodian's audit entries nor writes flags.
+    "underwriting.MisuseFlag": {WEB: "SELECT UPDATE", DOMAIN: "SELECT INSERT UPDATE"},
     "underwriting.RateLimitOverride": {WEB: "SELECT INSERT UPDATE", DOMAIN: "SELECT UPDATE"},
     # --- insurer portal ---------------------------------------------------------------------------------------
     "insurer_portal.Insurer": {WEB: ALL, DOMAIN: "SELECT", SCORING: "SELECT"},

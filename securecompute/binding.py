@@ -59,6 +59,8 @@ work: the custodian always decrypts), so failure is not observable except throug
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -173,6 +175,15 @@ def slot_signs(packed: int, count: int, slot_bits: int) -> list[bool]:
     """``True`` for each slot holding a positive value. A zero slot, which no honest query produces,
     reads as not positive: no refusal, no extra signal."""
     return [value > 0 for value in slot_values(packed, count, slot_bits)]
+
+
+def keyed_signs(key: bytes, message: str, count: int) -> list[bool]:
+    """``count`` coins that look random to anyone without ``key`` but are the same for the same ``message``:
+    the bits of HMAC-SHA256 in counter mode."""
+    stream = b"".join(
+        hmac.new(key, f"{block}:{message}".encode(), hashlib.sha256).digest() for block in range(-(-count // 256))
+    )
+    return [bool(stream[index // 8] >> (index % 8) & 1) for index in range(count)]
 
 
 def random_signs(count: int) -> list[bool]:

@@ -212,6 +212,8 @@ CELERY_TASK_ROUTES = {
     # Exact names win over the patterns below.
     "underwriting.tasks.drain_extraction": {"queue": "domain"},
     "underwriting.tasks.explain_subject": {"queue": "domain"},  # reads raw records
+    # Misuse flags watch the scoring workers (custodian.misuse entries), so they are not evaluated there.
+    "underwriting.tasks.evaluate_flags": {"queue": "domain"},
     "underwriting.tasks.deliver_webhook": {"queue": "webhooks"},
     # The custodian is the only process holding the Paillier private key: its own queue, its own worker.
     "datadomain.custodian.*": {"queue": "custodian"},

@@ -48,12 +48,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name="comparisongrant",
-            name="subject_digest",
-            field=models.CharField(default="", editable=False, max_length=64, verbose_name="subject digest"),
-            preserve_default=False,
-        ),
-        migrations.AddField(
-            model_name="comparisongrant",
             name="status",
             field=models.CharField(
                 choices=[("issued", "issued"), ("spent", "spent"), ("answered", "answered")],

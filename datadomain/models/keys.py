@@ -34,8 +34,8 @@ class ComparisonGrant(models.Model):
     the query must carry (securecompute.binding) and an expiry. The custodian spends it in a committed
     transaction before it decrypts anything; the same query presented again gets the same answer, any
     other query gets random signs. Only the domain (insert) and the custodian (read, update) reach this
-    table; the subject is pinned through the MAC (the tag material comes from that subject's own vector)
-    and by a per-request digest that does not let the custodian link two requests for one person.
+    table. The subject is pinned through the MAC alone (the tag material comes from that subject's own
+    vector): the row names no subject in any form, so the custodian cannot link two requests for one person.
     """
 
     class Status(models.TextChoices):
@@ -48,7 +48,6 @@ class ComparisonGrant(models.Model):
     comparisons = models.PositiveSmallIntegerField(_("comparisons"))
     slot_bits = models.PositiveSmallIntegerField(_("slot bits"))
     mac_key = models.TextField(_("MAC key (hex)"), editable=False)
-    subject_digest = models.CharField(_("subject digest"), max_length=64, editable=False)
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.ISSUED)
     expires_at = models.DateTimeField(_("expires"))
     # The query the grant was spent on and its answer (signs only): a redelivered custodian task gets the

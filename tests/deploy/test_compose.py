@@ -111,6 +111,14 @@ def _example_value(name: str) -> str:
     return match.group(1)
 
 
+def test_the_signed_consent_forms_reach_neither_the_custodian_nor_the_scoring_zone() -> None:
+    """The forms name residents: with them a custodian could put a name to a request."""
+    for name in ("custodian", "worker-scoring", "beat"):
+        mounts = [str(volume) for volume in SERVICES[name].get("volumes", [])]
+        assert not any("consent-artifacts" in mount for mount in mounts), (name, mounts)
+    assert any("consent-artifacts" in str(volume) for volume in SERVICES["web"]["volumes"])
+
+
 def test_every_variable_compose_and_gunicorn_read_is_documented() -> None:
     text = (DOCKER / "compose.yaml").read_text()
     names = set(INTERPOLATION.findall(text))

@@ -154,12 +154,17 @@ class TestRoles:
     def test_scoring_reads_no_record_identity_consent_or_audit_entry(self, roles: Roles, label: str) -> None:
         assert roles.attempt("scoring", f"SELECT * FROM {table(label)}") == "denied"
 
-    def test_scoring_counts_misuse_entries_but_reads_no_audit_detail(self, roles: Roles) -> None:
-        audit = table("audit.AuditEntry")
+    def test_scoring_cannot_see_whether_the_custodian_took_its_query_for_misuse(self, roles: Roles) -> None:
+        """The audit entries and flags that record a failed check are out of the scoring zone's reach: a
+        worker reading them would learn whether its query passed. The domain counts them for the flags."""
+        audit, flags = table("audit.AuditEntry"), table("underwriting.MisuseFlag")
         count = f"SELECT count(id), min(at), max(at) FROM {audit} WHERE action = 'custodian.misuse'"
-        assert roles.attempt("scoring", count) == "ok"
+        assert roles.attempt("scoring", count) == "denied"
         assert roles.attempt("scoring", f"SELECT target_id, detail FROM {audit}") == "denied"
-        assert roles.attempt("scoring", f"SELECT id FROM {audit} WHERE target_type = 'subject'") == "denied"
+        assert roles.attempt("scoring", f"SELECT * FROM {flags}") == "denied"
+        assert roles.attempt("scoring", f"UPDATE {flags} SET status = 'closed' WHERE false") == "denied"
+        assert roles.attempt("domain", count) == "ok"
+        assert roles.attempt("domain", f"UPDATE {flags} SET count = 1 WHERE false") == "ok"
 
     def test_scoring_cannot_write_grants_or_plant_a_custodian_key(self, roles: Roles) -> None:
         grants, keys = table("datadomain.ComparisonGrant"), table("datadomain.CustodianKey")

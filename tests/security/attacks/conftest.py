@@ -114,8 +114,7 @@ def outcome(ref: str) -> str:
 
 @pytest.fixture
 def fixed_coins(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(custodian, "random_signs", lambda count: [True] * count)
-    monkeypatch.setattr(private, "random_signs", lambda count: [True] * count)
+    monkeypatch.setattr(custodian, "_refusal_signs", lambda plan, count: [True] * count)
 
 
 Undefended = Callable[[str], None]

@@ -16,6 +16,7 @@ import gmpy2
 import pytest
 
 from audit.models import AuditEntry
+from datadomain import custodian
 from datadomain.models import ComparisonGrant
 from securecompute import encrypted_score, fast_encryptor
 from securecompute.binding import binding_params
@@ -233,3 +234,42 @@ def test_queries_without_a_live_grant_get_coins_and_raise_a_flag(world: World, f
     flag = MisuseFlag.objects.get(kind=FlagKind.CUSTODIAN_MISUSE)
     assert flag.count == 2
     assert flag.insurer_id is None
+
+
+def test_a_refused_query_gets_the_same_coins_however_often_it_is_sent(world: World) -> None:
+    """A failed check answers coins keyed by the grant's MAC key and the query: sending the query again,
+    even racing a redelivery of it (here: the grant left spent and unanswered, as a crash would leave it),
+    shows the worker the same answer, so comparing answers cannot tell a refusal from a real tier."""
+    own, victim = world.authorise(2, prefix="R", people=[0, 1])
+    query, _ = foreign_score_query(own, victim, seed=9)
+    first = ask(own.ref, query)
+    ComparisonGrant.objects.filter(request_ref=own.ref).update(status="spent", answer=None)
+    assert ask(own.ref, query) == first
+    assert ask(own.ref, query) == first  # and again from the stored answer
+    assert outcome(own.ref) in ("bad_tag", "answered")
+
+
+def test_a_query_that_is_not_even_an_object_is_answered_and_recorded(world: World, fixed_coins: None) -> None:
+    stolen = world.authorise(1, prefix="M")[0]
+    assert custodian.comparisons_answer_many(queries=[(stolen.ref, [])])[stolen.ref]["positive"] == [True] * 3  # type: ignore[list-item]
+    assert outcome(stolen.ref) == "malformed"
+    assert AuditEntry.objects.filter(action="custodian.misuse", detail__reason="malformed").count() == 1
+
+
+def test_a_custodian_that_cannot_open_its_key_answers_nothing_and_spends_nothing(world: World, settings: Any) -> None:
+    """A wrong KEK (after a KEK rotation, say) has nothing to do with any plaintext: the task fails and the
+    grant stays issued, to be answered once the custodian is fixed, instead of coins an honest worker would
+    read as a tier."""
+    from securecompute.errors import WrongKekError
+
+    stolen = world.authorise(1, prefix="K")[0]
+    query, state = honest(stolen, THRESHOLDS, seed=10)
+    kek = settings.CUSTODIAN_KEK
+    custodian._private_key.cache_clear()
+    settings.CUSTODIAN_KEK = "0123456789abcdef" * 4
+    with pytest.raises(WrongKekError):
+        custodian.comparisons_answer_many(queries=[(stolen.ref, query)])
+    assert ComparisonGrant.objects.get(request_ref=stolen.ref).status == "issued"
+    settings.CUSTODIAN_KEK = kek
+    custodian._private_key.cache_clear()
+    assert tier_index_from_answer(state, _answer(stolen.ref, ask(stolen.ref, query))) == stolen.true_tier
