@@ -32,6 +32,9 @@ FAULT_ENV = {
     "UNDERWRITING_SWEEP_SECONDS": "1",
     "UNDERWRITING_MAX_ATTEMPTS": "3",
     "UNDERWRITING_RATE_LIMIT_COUNT": "1000",
+    # Small chunks, so that a batch is still partly in flight when a fault strikes (one chunk of 20 requests
+    # can complete in one go, before the test has had a chance to break anything).
+    "UNDERWRITING_STAGE_CHUNK": "4",
     "WEBHOOK_RETRY_BASE_SECONDS": "0.5",
     "WEBHOOK_TIMEOUT_SECONDS": "2",
     "HEARTBEAT_SECONDS": "300",
