@@ -211,8 +211,10 @@ def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dic
        ``custodian.misuse`` with the reason for one that did not (no grant, expired, already spent on
        another query, malformed, wrong shape or key, failed tag). Bureau staff see misuse as flags.
 
-    Every query gets an answer of the same shape, never an error: a refusal is answered with random
-    signs, so a worker learns nothing from whether its query passed.
+    Every query gets an answer of the same shape, never an error: a refusal is answered with coins keyed by
+    the grant's MAC key and the query (the same query, the same coins), so a worker learns nothing from
+    whether its query passed. Only a private key that cannot be opened fails the chunk, before anything is
+    spent.
     """
     _keys_load(ref for ref, _ in queries)
     plans = _grants_spend(queries)
@@ -270,8 +272,8 @@ def _grants_spend(queries: list[tuple[str, dict[str, Any]]]) -> list[_Plan]:
 
 
 def _answer(plan: _Plan) -> tuple[AnswerJSON, str]:
-    """Decrypt and check one query (``plan.refusal`` already set: random signs); returns the answer and
-    why it failed a check ("" when it passed)."""
+    """Decrypt and check one query (``plan.refusal`` already set: coins); returns the answer and why it
+    failed a check ("" when it passed)."""
     count = plan.grant.comparisons if plan.grant else _claimed_count(plan.query)
     if not plan.refusal:
         assert plan.grant is not None
