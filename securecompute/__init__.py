@@ -22,7 +22,6 @@ Typical flow (DESIGN.md, steps 3-5)::
 from securecompute.binding import BindingParams, GrantTerms, TagMaterial, new_mac_key, tag_material
 from securecompute.encryption import FastEncryptor, fast_encryptor
 from securecompute.errors import (
-    BudgetExceededError,
     InvalidCiphertextError,
     KeyTooShortError,
     PlaintextOverflowError,
@@ -52,7 +51,6 @@ from securecompute.tiering import (
 
 __all__ = [
     "BindingParams",
-    "BudgetExceededError",
     "ComparisonAnswer",
     "ComparisonQuery",
     "FastEncryptor",

@@ -45,7 +45,3 @@ class InvalidCiphertextError(ProtocolError):
 
 class WrongKeyError(ProtocolError):
     """A message addressed to another Paillier key (its key id does not match)."""
-
-
-class BudgetExceededError(ProtocolError):
-    """More comparisons were asked for than the request's budget allows."""
