@@ -437,7 +437,6 @@ class GrantRequest:
     weights, thresholds and score bound."""
 
     request_ref: str
-    subject_key: str
     features: Sequence[phe.EncryptedNumber]
     weights: Sequence[int]
     thresholds: Sequence[int]

@@ -159,8 +159,8 @@ def _authorise_group(
 
 def _grant_request(request: Claimed, document: ManualDocument, vector: list[Any]) -> domain.GrantRequest:
     return domain.GrantRequest(
-        request_ref=str(request.pk), subject_key=request.subject_key, features=vector, weights=document.weights,
-        thresholds=document.thresholds, score_bound=manual_score_bound(document),
+        request_ref=str(request.pk), features=vector, weights=document.weights, thresholds=document.thresholds,
+        score_bound=manual_score_bound(document),
     )  # fmt: skip
 
 
