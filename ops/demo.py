@@ -10,11 +10,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from audit.roles import AUDITOR, KEY_OFFICER, MODEL_REVIEWER, PRIVACY_OFFICER, staff_roles_ensure
 from datadomain import custodian
 from datadomain.ingest.runner import Ingester
 from datadomain.selectors import subject_is_known
@@ -34,6 +35,15 @@ DEMO_INSURER_ADMIN = "insurer-admin"
 DEMO_PATIENTS = 300
 DEMO_SEED = 2026
 BUILTIN_AUTHOR = "builtin-manuals"
+# Bureau staff, one account per role (two privacy officers, so that four-eyes flows can be tried end to
+# end); each signs in to the admin with the demo password and its own authenticator key.
+DEMO_STAFF = [
+    ("demo-privacy-1", PRIVACY_OFFICER),
+    ("demo-privacy-2", PRIVACY_OFFICER),
+    ("demo-reviewer", MODEL_REVIEWER),
+    ("demo-key-officer", KEY_OFFICER),
+    ("demo-auditor", AUDITOR),
+]
 
 
 @dataclass
@@ -70,6 +80,17 @@ def _authenticator_key(user: User) -> str:
     return base64.b32encode(device.bin_key).decode()
 
 
+def staff_ensure(seeded: Seeded) -> None:
+    """The bureau's staff roles and one demo account for each (see DEMO_STAFF)."""
+    staff_roles_ensure()
+    for username, role in DEMO_STAFF:
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            user = User.objects.create_user(username=username, password=settings.DEMO_ADMIN_PASSWORD, is_staff=True)
+            user.groups.add(Group.objects.get(name=role))
+        seeded.say(f"Staff '{username}' ({role}): TOTP key {_authenticator_key(user)}")
+
+
 def keypair_ensure(seeded: Seeded) -> None:
     key, created = custodian.keypair_ensure(bits=settings.PAILLIER_KEY_BITS)
     seeded.say(f"{'Created' if created else 'Kept'} custodian key {key.key_id}.")
@@ -90,7 +111,8 @@ def population_ensure(
 
 @transaction.atomic
 def manuals_ensure(seeded: Seeded, approver: User) -> None:
-    author, _ = User.objects.get_or_create(username=BUILTIN_AUTHOR, defaults={"is_active": False})
+    # The built-in manuals' author: a staff account that cannot sign in (no password, inactive).
+    author, _ = User.objects.update_or_create(username=BUILTIN_AUTHOR, defaults={"is_active": False, "is_staff": True})
     for path in builtin_manual_paths():
         text = path.read_text(encoding="utf-8")
         slug = path.stem

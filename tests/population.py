@@ -37,7 +37,7 @@ def make_population(folder: Path, *, patients: int, seed: int, insurer_slug: str
     """A 2048-bit key pair, the built-in manuals approved (four-eyes), synthetic residents ingested, an
     insurer and its API client. ``people`` lists each resident's ID and name as the insurer would send them."""
     custodian.keypair_create(bits=2048)
-    author, reviewer = UserFactory(username="author"), UserFactory(username="reviewer")
+    author, reviewer = UserFactory(username="author", is_staff=True), UserFactory(username="reviewer", is_staff=True)
     for path in builtin_manual_paths():
         manual = manual_upload(text=path.read_text(), uploaded_by=author)
         manual_approve(slug=manual.slug, version=manual.version, approved_by=reviewer)

@@ -56,7 +56,7 @@ def staff_client(role: str | None, username: str | None = None) -> tuple[Client,
 
 @pytest.fixture
 def draft() -> RatingManual:
-    author = UserFactory(username="manual-author")
+    author = UserFactory(username="manual-author", is_staff=True)
     return manual_upload(text=builtin_manual_paths()[0].read_text(encoding="utf-8"), uploaded_by=author)
 
 

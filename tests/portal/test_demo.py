@@ -37,3 +37,23 @@ def test_totp_code_command_prints_the_current_code_only_in_debug(insurer: Insure
     settings.DEBUG = False  # type: ignore[attr-defined]
     with pytest.raises(CommandError):
         call_command("portal_totp_code", demo.DEMO_INSURER_ADMIN, stdout=StringIO())
+
+
+def test_demo_staff_cover_every_role_with_two_privacy_officers_for_four_eyes() -> None:
+    seeded = demo.Seeded()
+    demo.staff_ensure(seeded)
+    demo.staff_ensure(seeded)  # a second run adds nothing
+    from django.contrib.auth.models import User
+
+    staff = User.objects.filter(username__in=[name for name, _ in demo.DEMO_STAFF])
+    assert staff.count() == len(demo.DEMO_STAFF) == 5
+    assert all(user.is_staff and not user.is_superuser for user in staff)
+    assert all(TOTPDevice.objects.filter(user=user, confirmed=True).count() == 1 for user in staff)
+    privacy = [user for user in staff if user.has_perm("datadomain.explain_patient")]
+    assert len(privacy) == 2  # one asks for an explanation, the other approves it
+    assert [user.username for user in staff if user.has_perm("underwriting.approve_ratingmanual")] == ["demo-reviewer"]
+    assert [user.username for user in staff if user.has_perm("datadomain.rotate_custodiankey")] == ["demo-key-officer"]
+    auditor = staff.get(username="demo-auditor")
+    assert auditor.has_perm("audit.view_auditentry")
+    assert not auditor.has_perm("datadomain.change_consent")
+    assert sum("TOTP key" in line for line in seeded.lines) == 10

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError
 
+from tests.factories import UserFactory
 from underwriting.errors import UnderwritingError
 from underwriting.models import RatingManual
 from underwriting.reference import BUILTIN_DIR
@@ -95,3 +96,17 @@ def test_create_api_key_prints_the_key_alone_on_its_last_line(insurer: Any) -> N
     authenticated = api_key_authenticate(plaintext=key)
     assert authenticated is not None
     assert authenticated.insurer == insurer
+
+
+def test_an_insurer_user_cannot_author_or_approve_a_bureau_manual(author: Any, tmp_path: Path) -> None:
+    underwriter = UserFactory(username="insurer-underwriter")  # portal users are never staff
+    with pytest.raises(UnderwritingError, match="not a staff account") as refused:
+        manual_upload(text=ACCI, uploaded_by=underwriter)
+    assert refused.value.code == "author_not_staff"
+    with pytest.raises(CommandError, match="not a staff account"):
+        call_command("load_manual", str(BUILTIN_DIR / "life-debits.yaml"), "--by", underwriter.username)
+    assert not RatingManual.objects.exists()
+    manual_upload(text=ACCI, uploaded_by=author)
+    with pytest.raises(UnderwritingError, match="not a staff account"):
+        manual_approve(slug="charlson-acci", version=1, approved_by=underwriter)
+    assert RatingManual.objects.get().status == RatingManual.Status.DRAFT

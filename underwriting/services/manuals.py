@@ -13,7 +13,11 @@ from underwriting.models import RatingManual
 
 @transaction.atomic
 def manual_upload(*, text: str, uploaded_by: User) -> RatingManual:
-    """Store a new manual version as a draft. The same slug and version may not be uploaded twice."""
+    """Store a new manual version as a draft. The same slug and version may not be uploaded twice.
+
+    Rating manuals are the bureau's: only a bureau staff account may author one (an insurer's portal
+    user is never staff), whoever the manual's ``owner`` is."""
+    _require_staff(uploaded_by, "author_not_staff", "author")
     try:
         document = parse_manual(text, known_features=selectors.known_feature_names())
     except ManualFormatError as exc:
@@ -41,6 +45,14 @@ def manual_upload(*, text: str, uploaded_by: User) -> RatingManual:
     return manual
 
 
+def _require_staff(user: User, code: str, part: str) -> None:
+    if not user.is_staff:
+        raise UnderwritingError(
+            code,
+            f"Only bureau staff may be a rating manual's {part}; '{user.get_username()}' is not a staff account.",
+        )
+
+
 def _audit_manual(action: str, manual: RatingManual, *, actor: str = "") -> None:
     audit_record(
         action=action,
@@ -53,7 +65,9 @@ def _audit_manual(action: str, manual: RatingManual, *, actor: str = "") -> None
 
 @transaction.atomic
 def manual_approve(*, slug: str, version: int, approved_by: User) -> RatingManual:
-    """Approve a draft (four-eyes: never by its author). Approval freezes the version."""
+    """Approve a draft (four-eyes: never by its author, and only by bureau staff). Approval freezes the
+    version."""
+    _require_staff(approved_by, "approver_not_staff", "approver")
     manual = RatingManual.objects.select_for_update().filter(slug=slug, version=version).first()
     if manual is None:
         raise UnderwritingError("manual_not_found", f"No manual {slug} version {version}.")

@@ -12,7 +12,8 @@ from ops import demo
 class Command(BaseCommand):
     help = (
         "Load demo data for the embedded default: a custodian key pair, synthetic residents, the built-in "
-        "manuals (approved), a demo insurer with a portal user and an API key, and some completed requests. "
+        "manuals (approved), one bureau staff account per role, a demo insurer with a portal user and an API "
+        "key, and some completed requests. "
         "Safe to run again: it only adds what is missing."
     )
 
@@ -28,8 +29,10 @@ class Command(BaseCommand):
         if not settings.DEMO_ADMIN_PASSWORD:
             raise CommandError("DEMO_ADMIN_PASSWORD must be set when DEBUG is off.")
         seeded = demo.Seeded()
-        steps = tqdm(total=6, desc="seed_demo", unit="step", disable=options["verbosity"] == 0)
+        steps = tqdm(total=7, desc="seed_demo", unit="step", disable=options["verbosity"] == 0)
         admin = demo.superuser_ensure(seeded)
+        steps.update()
+        demo.staff_ensure(seeded)
         steps.update()
         demo.keypair_ensure(seeded)
         steps.update()
