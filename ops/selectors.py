@@ -25,14 +25,20 @@ def configured_queues() -> list[str]:
 
 
 def queue_liveness() -> list[QueueLiveness]:
-    """Seconds since any worker last answered a heartbeat on each configured queue (None: never)."""
+    """Seconds since any worker last answered a heartbeat on each configured queue (None: never).
+
+    Without a broker (the embedded default) tasks run in the web process itself: no queue has a worker
+    to miss, so none is stale."""
+    in_process = not settings.REDIS_URL
     latest = dict(WorkerHeartbeat.objects.values_list("queue").annotate(latest=Max("seen_at")))
     now = timezone.now()
     limit = 3 * float(settings.CELERY_BEAT_SCHEDULE["worker-heartbeat"]["schedule"])  # type: ignore[arg-type]
     rows = []
     for name in configured_queues():
         seen = round((now - latest[name]).total_seconds(), 1) if name in latest else None
-        rows.append(QueueLiveness(queue=name, last_seen_seconds=seen, stale=seen is None or seen > limit))
+        rows.append(
+            QueueLiveness(queue=name, last_seen_seconds=seen, stale=not in_process and (seen is None or seen > limit))
+        )
     return rows
 
 

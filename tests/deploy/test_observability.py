@@ -75,10 +75,20 @@ def test_metrics_token_is_required_when_set(client: Client, settings: object) ->
 
 
 @pytest.mark.django_db
-def test_readyz_marks_queues_without_a_recent_heartbeat_stale(client: Client) -> None:
+def test_readyz_marks_queues_without_a_recent_heartbeat_stale(client: Client, settings: object) -> None:
     from ops.services import heartbeat_record
 
+    settings.REDIS_URL = settings.REDIS_URL or "redis://127.0.0.1:1/0"  # type: ignore[attr-defined]
     heartbeat_record(queue="scoring", hostname="w@h")
     queues = {row["queue"]: row for row in client.get("/readyz").json()["queues"]}
     assert queues["scoring"]["stale"] is False
     assert queues["custodian"]["stale"] is True
+
+
+@pytest.mark.django_db
+def test_readyz_marks_no_queue_stale_when_tasks_run_in_process(client: Client, settings: object) -> None:
+    settings.REDIS_URL = ""  # type: ignore[attr-defined]  # the embedded default of `make run`
+    body = client.get("/readyz").json()
+    assert body["checks"]["broker"] == "in-process"
+    assert body["queues"]
+    assert [row["queue"] for row in body["queues"] if row["stale"]] == []
