@@ -7,7 +7,7 @@ PY := $(BIN)/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve migrate seed messages test test-fast lint bench worker beat clean faults security loadtest audit-deps
+.PHONY: install run serve migrate seed demo-request manage messages test test-fast lint bench worker beat clean faults security loadtest audit-deps
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ migrate: install
 
 seed: migrate
 	DEBUG=1 $(PY) manage.py seed_demo
+
+## demo-request: print a ready-to-run curl request for a fresh demo applicant (after `make run` or `make seed`)
+demo-request: install
+	@DEBUG=1 $(PY) manage.py demo_request --host $(HOST) --port $(PORT)
+
+## manage: run a management command the way the demo does, e.g. `make manage CMD="verify_audit_chain"`
+manage: install
+	DEBUG=1 $(PY) manage.py $(CMD)
 
 ## run: install, migrate, load demo data and serve portal, API and admin on http://127.0.0.1:8000
 run: seed
