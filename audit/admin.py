@@ -1,24 +1,44 @@
-"""The audit log in the admin (read-only for everyone, superusers included) and four-eyes requests."""
+"""The audit log in the admin (read-only for everyone, superusers included, with a read-only "Verify the
+chain" page for auditors) and four-eyes requests."""
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.translation import gettext_lazy as _
+from datetime import timedelta
 
-from audit import approvals
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, URLResolver, path
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
+
+from audit import approvals, services
 from audit.models import Approval, AuditEntry
 
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(admin.ModelAdmin[AuditEntry]):
-    list_display = ["chain_seq", "at", "action", "actor", "target_type", "target_id", "short_hash"]
+    """Read-only for everyone; "Verify the chain" (object tools) checks it, read-only too."""
+
+    list_display = ["position", "at", "action", "actor", "target_type", "target_id", "short_hash"]
     list_filter = ["action", "target_type", ("chain_seq", admin.EmptyFieldListFilter), "at"]
     search_fields = ["=target_id", "=actor", "action"]
     date_hierarchy = "at"
     readonly_fields = [f.name for f in AuditEntry._meta.fields]
     show_full_result_count = False  # no COUNT(*) over a large table on every page
+
+    @admin.display(description=_("chain position"), ordering="chain_seq")
+    def position(self, entry: AuditEntry) -> str:
+        if entry.chain_seq is not None:
+            return str(entry.chain_seq)
+        grace = timedelta(seconds=float(settings.AUDIT_CHAIN_GRACE_SECONDS))
+        # Linked within seconds by the chainer; past the grace period it is a failure verification reports.
+        fresh = timezone.now() - entry.at <= grace
+        return str(pgettext_lazy("audit chain", "pending") if fresh else _("not chained (overdue)"))
 
     @admin.display(description=_("hash"))
     def short_hash(self, entry: AuditEntry) -> str:
@@ -32,6 +52,25 @@ class AuditEntryAdmin(admin.ModelAdmin[AuditEntry]):
 
     def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
         return False
+
+    def get_urls(self) -> list[URLPattern | URLResolver]:
+        verify = path("verify/", self.admin_site.admin_view(self.verify_view), name="audit_auditentry_verify")
+        return [verify, *super().get_urls()]
+
+    def verify_view(self, request: HttpRequest) -> HttpResponse:
+        """The whole chain and its anchors checked now, read-only (GET: it changes nothing)."""
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET"])
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Verify the audit chain"),
+            "report": services.audit_chain_verify(),
+            "grace_seconds": settings.AUDIT_CHAIN_GRACE_SECONDS,
+        }
+        return TemplateResponse(request, "admin/audit/auditentry/verify.html", context)
 
 
 @admin.register(Approval)

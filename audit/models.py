@@ -3,13 +3,23 @@
 Writers only INSERT (one row, in their own transaction, no hash): the hot path never waits for a chain
 head. The chainer (``audit.services.audit_chain_pending``) later sets ``chain_seq``, ``prev_hash`` and
 ``hash`` once, from NULL. Nothing else may change or delete a row: the ORM refuses here, and on
-PostgreSQL a trigger (migration 0002) refuses at the database.
+PostgreSQL the database refuses too, whoever connects:
+
+* ``DELETE`` and ``TRUNCATE``: the pgtrigger triggers below (TRUNCATE fires no row trigger, so it has a
+  statement-level one of its own). No zone's role holds either privilege (ops/db_zones.py); the triggers
+  stop the tables' owner too, who would have to drop or disable them first, on purpose.
+* ``INSERT`` and ``UPDATE``: ``audit_entry_append_only()`` (migrations 0002 and 0004). A new row comes
+  unchained and the database stamps its time; an update may only set the three chain fields, once. This
+  guard is a plain function, not a pgtrigger trigger: every pgtrigger function first asks whether the
+  session lists it in the ``pgtrigger.ignore`` setting, which any role may ``SET``, and every zone may
+  insert (the domain also sets chain fields), so that door must stay shut to them.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import pgtrigger
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -57,6 +67,18 @@ class AuditEntry(models.Model):
         verbose_name = _("audit entry")
         verbose_name_plural = _("audit entries")
         indexes = [models.Index(fields=["id"], condition=Q(chain_seq__isnull=True), name="audit_entry_pending")]
+        triggers = [
+            pgtrigger.Protect(name="audit_entry_no_delete", operation=pgtrigger.Delete),
+            # pgtrigger.Protect raises from a statement-level trigger only when a transition table holds
+            # rows, and TRUNCATE has none: a plain trigger refuses every TRUNCATE, empty table or not.
+            pgtrigger.Trigger(
+                name="audit_entry_no_truncate",
+                level=pgtrigger.Statement,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Truncate,
+                func="RAISE EXCEPTION 'audit_auditentry is append-only: TRUNCATE refused';",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.action}"

@@ -1,14 +1,19 @@
 """Writing, chaining and verifying the audit log.
 
 ``audit_record`` is the hot path: one INSERT in the caller's transaction, no lock, no read of the chain
-head, so concurrent writers never wait for each other. ``audit_chain_pending`` (Celery beat, every few
-seconds, and before each verification) links the new rows in id order under one lock:
+head, so concurrent writers never wait for each other. ``audit_chain_pending`` (Celery beat, every
+``AUDIT_CHAIN_SECONDS``, on the domain queue) links the new rows in id order under one lock:
 
     hash = HMAC-SHA256(AUDIT_KEY, prev_hash || canonical JSON of the row, chain_seq included)
 
 Only the holder of AUDIT_KEY can compute a hash, so an edit, a deletion, a reordering or an insertion
-anywhere before the head breaks the chain at that entry; the daily anchor (the head exported to a
-file kept elsewhere) also catches a truncated tail.
+anywhere before the head breaks the chain at that entry. ``audit_anchor_export`` (beat, every
+``AUDIT_ANCHOR_SECONDS``) signs the head into a file written once (``audit.anchors``), which also catches
+a tail cut off or rewritten before that anchor.
+
+``audit_chain_verify`` (``verify_audit_chain``, the admin's "Verify the chain", beat) only reads: it
+never links what is pending, since linking on the verifier's word would seal whatever was inserted since.
+An entry still unchained ``AUDIT_CHAIN_GRACE_SECONDS`` after it was written is itself a failure.
 """
 
 from __future__ import annotations
@@ -16,23 +21,37 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Count, DateTimeField, DurationField, ExpressionWrapper, Min, Q, Value
+from django.db.models.functions import Now
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
-from audit.models import AuditEntry
+from audit import anchors
+from audit.anchors import Anchor, AnchorError
+from audit.models import AuditEntry, AuditEntryQuerySet
+
+logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 CHAIN_BATCH = 500
 # pg_advisory_xact_lock key of the chainer: any constant, the same in every process.
 CHAIN_LOCK_KEY = 0x5A_0D_17_C4
+# What an entry's hash covers, in the order of ``Row``.
+CONTENT = ("pk", "at", "action", "actor", "target_type", "target_id", "detail")
+Row = tuple[int, datetime, str, str, str, str, Any]
 
 
 @dataclass(frozen=True)
@@ -81,24 +100,43 @@ def _key() -> bytes:
     return key.encode()
 
 
-def canonical(entry: AuditEntry, chain_seq: int) -> bytes:
-    """The bytes an entry's hash covers: every column but the hashes, as sorted-key JSON."""
-    at = entry.at.astimezone(UTC).isoformat(timespec="microseconds")
+def _canonical(row: Row, chain_seq: int) -> bytes:
+    pk, at, action, actor, target_type, target_id, detail = row
     fields = {
-        "id": entry.pk,
-        "at": at,
-        "action": entry.action,
-        "actor": entry.actor,
-        "target_type": entry.target_type,
-        "target_id": entry.target_id,
-        "detail": entry.detail,
+        "id": pk,
+        "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "action": action,
+        "actor": actor,
+        "target_type": target_type,
+        "target_id": target_id,
+        "detail": detail,
         "chain_seq": chain_seq,
     }
-    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        # orjson refuses integers beyond 64 bits and deep nesting, which a raw INSERT can store; such a
+        # row must still be chained, or it would stop every row behind it. Only rows orjson refuses take
+        # this path, so no hash computed before changes.
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _row(entry: AuditEntry) -> Row:
+    return (entry.pk, entry.at, entry.action, entry.actor, entry.target_type, entry.target_id, entry.detail)
+
+
+def canonical(entry: AuditEntry, chain_seq: int) -> bytes:
+    """The bytes an entry's hash covers: every column but the hashes, as sorted-key JSON."""
+    return _canonical(_row(entry), chain_seq)
+
+
+def _row_hash(key: bytes, prev_hash: str, row: Row, chain_seq: int) -> str:
+    return hmac.new(key, prev_hash.encode() + _canonical(row, chain_seq), hashlib.sha256).hexdigest()
 
 
 def entry_hash(key: bytes, prev_hash: str, entry: AuditEntry, chain_seq: int) -> str:
-    return hmac.new(key, prev_hash.encode() + canonical(entry, chain_seq), hashlib.sha256).hexdigest()
+    return _row_hash(key, prev_hash, _row(entry), chain_seq)
 
 
 def _lock_chain() -> None:
@@ -109,18 +147,28 @@ def _lock_chain() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
 
 
+def _head() -> tuple[int, str]:
+    head = AuditEntry.objects.filter(chain_seq__isnull=False).order_by("-chain_seq").values_list("chain_seq", "hash")
+    found = head.first()
+    return (int(found[0]), found[1] or "") if found else (0, GENESIS)
+
+
 def _chain_batch(key: bytes) -> int:
     with transaction.atomic():
         _lock_chain()
-        head = AuditEntry.objects.filter(chain_seq__isnull=False).order_by("-chain_seq").first()
-        seq, prev = (head.chain_seq or 0, head.hash or "") if head else (0, GENESIS)
-        pending = list(AuditEntry.objects.filter(chain_seq__isnull=True).order_by("id")[:CHAIN_BATCH])
-        for entry in pending:
-            seq += 1
-            digest = entry_hash(key, prev, entry, seq)
-            AuditEntry.objects.filter(pk=entry.pk).chain_set(chain_seq=seq, prev_hash=prev, hash=digest)
-            prev = digest
-    return len(pending)
+        seq, prev = _head()
+        rows: list[Row] = list(_unchained().order_by("id").values_list(*CONTENT)[:CHAIN_BATCH])
+        for row in rows:
+            digest = _row_hash(key, prev, row, seq + 1)
+            # 0 rows: the entry's chain fields are no longer NULL (only a database without the guard lets
+            # that happen). It is left out, and verification reports it once the grace period is over.
+            if AuditEntry.objects.filter(pk=row[0]).chain_set(chain_seq=seq + 1, prev_hash=prev, hash=digest):
+                seq, prev = seq + 1, digest
+    return len(rows)
+
+
+def _unchained() -> AuditEntryQuerySet:
+    return AuditEntry.objects.filter(chain_seq__isnull=True, prev_hash__isnull=True, hash__isnull=True)
 
 
 def audit_chain_pending() -> int:
@@ -139,78 +187,217 @@ def audit_chain_pending() -> int:
 
 @dataclass(frozen=True)
 class ChainReport:
+    """What verification found. ``problem`` (in the active language) is empty when everything holds."""
+
     checked: int
     head_seq: int
     head_hash: str
+    pending: int = 0  # entries not linked yet, all within the grace period
+    overdue: int = 0  # entries not linked within the grace period: a failure
+    anchors: int = 0
+    latest_anchor: Anchor | None = None
     broken_seq: int | None = None
     broken_id: int | None = None
     problem: str = ""
 
     @property
     def intact(self) -> bool:
-        return self.broken_seq is None
+        return not self.problem
 
 
-def _entry_problem(key: bytes, entry: AuditEntry, expected_seq: int, prev: str) -> str:
-    if entry.chain_seq != expected_seq:
-        return f"expected position {expected_seq}, found {entry.chain_seq} (an entry is missing or was moved)"
-    if entry.prev_hash != prev:
-        return "its previous-hash does not match the entry before it"
-    if not hmac.compare_digest(entry.hash or "", entry_hash(key, prev, entry, expected_seq)):
-        return "its content does not match its hash"
+@dataclass
+class _Walk:
+    checked: int = 0
+    head_hash: str = GENESIS
+    first_at: datetime | None = None
+    broken_seq: int | None = None
+    broken_id: int | None = None
+    problem: str = ""
+    anchored: dict[int, list[Anchor]] = field(default_factory=lambda: defaultdict(list))
+
+
+def _entry_problem(key: bytes, row: Row, found: tuple[int, str | None, str | None], expected: int, prev: str) -> str:
+    seq, prev_hash, digest = found
+    if seq != expected:
+        return _("expected position %(expected)s, found %(found)s (an entry is missing or was moved)") % {
+            "expected": expected,
+            "found": seq,
+        }
+    if prev_hash != prev:
+        return _("its previous-hash does not match the entry before it")
+    if not hmac.compare_digest(digest or "", _row_hash(key, prev, row, expected)):
+        return _("its content does not match its hash")
     return ""
 
 
-def audit_chain_verify() -> ChainReport:
-    """Chain what is pending, then walk the whole chain from the start; stop at the first broken entry."""
-    audit_chain_pending()
-    key = _key()
-    prev, seq = GENESIS, 0
+def _anchor_problem(anchor: Anchor, digest: str) -> str:
+    if hmac.compare_digest(anchor.hash, digest):
+        return ""
+    return _("it no longer has the hash anchor %(anchor)s recorded for it (the chain was rewritten)") % {
+        "anchor": anchor.name
+    }
+
+
+def _walk(key: bytes, walk: _Walk) -> None:
+    """Follow the chain from the start, checking each link and each anchored position; stop at the first
+    broken entry. Reads plain tuples, not model instances: the chain can hold millions of entries."""
+    for anchor in walk.anchored.get(0, []):
+        if problem := _anchor_problem(anchor, GENESIS):
+            walk.broken_seq, walk.problem = 0, problem
+            return
     chained = AuditEntry.objects.filter(chain_seq__isnull=False).order_by("chain_seq")
-    for entry in chained.iterator(chunk_size=2000):
-        problem = _entry_problem(key, entry, seq + 1, prev)
+    prev = GENESIS
+    for *content, seq, prev_hash, digest in chained.values_list(*CONTENT, "chain_seq", "prev_hash", "hash").iterator(
+        chunk_size=2000
+    ):
+        row: Row = tuple(content)  # type: ignore[assignment]
+        expected = walk.checked + 1
+        problem = _entry_problem(key, row, (seq, prev_hash, digest), expected, prev)
+        for anchor in walk.anchored.get(expected, []) if not problem else []:
+            problem = problem or _anchor_problem(anchor, digest or "")
         if problem:
-            return ChainReport(seq, seq, prev, broken_seq=entry.chain_seq, broken_id=entry.pk, problem=problem)
-        seq, prev = seq + 1, entry.hash or ""
-    return ChainReport(checked=seq, head_seq=seq, head_hash=prev)
+            walk.broken_seq, walk.broken_id, walk.problem = seq, row[0], problem
+            return
+        walk.first_at = walk.first_at or row[1]
+        walk.checked, prev = expected, digest or ""
+    walk.head_hash = prev
+
+
+def _read_anchors(extra: Iterable[Path]) -> list[Anchor]:
+    folder = Path(settings.AUDIT_ANCHOR_DIR)
+    locations = [*([folder] if folder.is_dir() else []), *extra]
+    paths = anchors.anchor_paths(locations)
+    keys = anchors.public_keys() if paths else {}
+    return [anchors.anchor_read(path, keys) for path in paths]
+
+
+def _tail_problem(walk: _Walk, found: list[Anchor]) -> str:
+    """An anchor beyond the end of an otherwise intact chain: entries were cut off its tail."""
+    beyond = [anchor for anchor in found if anchor.chain_seq > walk.checked]
+    if not beyond:
+        return ""
+    last = max(beyond, key=lambda anchor: anchor.chain_seq)
+    return _(
+        "Anchor %(anchor)s recorded the chain at position %(anchored)s, but it now ends at %(head)s "
+        "(entries were deleted from its tail)."
+    ) % {"anchor": last.name, "anchored": last.chain_seq, "head": walk.checked}
+
+
+def _stale_problem(walk: _Walk, latest: Anchor | None) -> str:
+    """No signed anchor for longer than two export intervals: anchors stopped, or were removed."""
+    since = latest.exported_at if latest else walk.first_at
+    bound = timedelta(seconds=2 * float(settings.AUDIT_ANCHOR_SECONDS))
+    if since is None or timezone.now() - since <= bound:
+        return ""
+    return _(
+        "No signed anchor was written since %(since)s, though one is due every %(seconds)s seconds "
+        "(the anchor export is not running, or recent anchors were removed)."
+    ) % {
+        "since": since.astimezone(UTC).isoformat(timespec="seconds"),
+        "seconds": f"{float(settings.AUDIT_ANCHOR_SECONDS):g}",
+    }
+
+
+def _unchained_counts() -> dict[str, Any]:
+    grace = timedelta(seconds=float(settings.AUDIT_CHAIN_GRACE_SECONDS))
+    # The database's clock, the one that stamped ``at`` (migration 0004).
+    cutoff = ExpressionWrapper(Now() - Value(grace, output_field=DurationField()), output_field=DateTimeField())
+    late = Q(at__lt=cutoff)
+    return AuditEntry.objects.filter(chain_seq__isnull=True).aggregate(
+        pending=Count("id"), overdue=Count("id", filter=late), oldest=Min("id", filter=late)
+    )
+
+
+@contextmanager
+def _read_only_snapshot() -> Iterator[None]:
+    """On PostgreSQL, verification runs in a REPEATABLE READ, READ ONLY transaction of its own: one
+    consistent view of the chain, the pending entries and the clock, and the database refuses any write.
+    Inside a caller's transaction (a test's), it reads in that one."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
+def audit_chain_verify(*, anchor_paths: Iterable[Path] = ()) -> ChainReport:
+    """Check the whole chain, the anchors in ``AUDIT_ANCHOR_DIR`` (and ``anchor_paths``) and the entries
+    not linked yet. Reads only: nothing is chained, nothing written. The first problem found is reported,
+    in this order: an anchor that cannot be trusted, a broken or rewritten entry, a cut tail, entries left
+    unchained past the grace period, anchors that stopped."""
+    key = _key()
+    with _read_only_snapshot():
+        walk = _Walk()
+        try:
+            found = _read_anchors(anchor_paths)
+        except AnchorError as exc:
+            found, walk.problem = [], str(exc)
+        for anchor in found:
+            walk.anchored[anchor.chain_seq].append(anchor)
+        if not walk.problem:
+            _walk(key, walk)
+        counts = _unchained_counts()
+    signed = [anchor for anchor in found if anchor.signed]
+    latest = max(signed, key=lambda anchor: anchor.exported_at) if signed else None
+    problem = _located(walk) or _tail_problem(walk, found) or _overdue_problem(counts) or _stale_problem(walk, latest)
+    return ChainReport(
+        checked=walk.checked,
+        head_seq=walk.checked,
+        head_hash=walk.head_hash if walk.broken_seq is None else "",
+        pending=counts["pending"] - counts["overdue"],
+        overdue=counts["overdue"],
+        anchors=len(found),
+        latest_anchor=latest,
+        broken_seq=walk.broken_seq,
+        broken_id=walk.broken_id if walk.broken_seq is not None else counts["oldest"],
+        problem=problem,
+    )
+
+
+def _located(walk: _Walk) -> str:
+    if walk.broken_seq is None:
+        return walk.problem
+    return _(
+        "The chain is broken at entry %(seq)s (id %(id)s): %(problem)s. The %(checked)s entries before it are intact."
+    ) % {
+        "seq": walk.broken_seq,
+        "id": walk.broken_id if walk.broken_id is not None else "-",
+        "problem": walk.problem,
+        "checked": walk.checked,
+    }
+
+
+def _overdue_problem(counts: dict[str, Any]) -> str:
+    if not counts["overdue"]:
+        return ""
+    return ngettext(
+        "%(count)s entry written more than %(seconds)s seconds ago is not chained (oldest: id %(id)s): the "
+        "chainer is not running, or the entry was unlinked.",
+        "%(count)s entries written more than %(seconds)s seconds ago are not chained (oldest: id %(id)s): the "
+        "chainer is not running, or entries were unlinked.",
+        counts["overdue"],
+    ) % {
+        "count": counts["overdue"],
+        "seconds": f"{float(settings.AUDIT_CHAIN_GRACE_SECONDS):g}",
+        "id": counts["oldest"],
+    }
 
 
 # --- anchors ---------------------------------------------------------------------------------------
 
 
-class Anchor(TypedDict):
-    chain_seq: int
-    hash: str
-    exported_at: str
-
-
-def anchor_check(anchor: Anchor) -> str:
-    """'' when the chain still holds the anchored entry with the anchored hash (the tail was not cut)."""
-    entry = AuditEntry.objects.filter(chain_seq=anchor["chain_seq"]).first()
-    if entry is None:
-        return f"the anchored entry at position {anchor['chain_seq']} is missing (the chain was truncated)"
-    if entry.hash != anchor["hash"]:
-        return f"the entry at position {anchor['chain_seq']} no longer has the anchored hash"
-    return ""
-
-
 def audit_anchor_export(*, out_dir: Path | None = None) -> Path:
-    """Write the chain head (position, hash, time) to ``AUDIT_ANCHOR_DIR/audit-anchor-<date>.json``.
-
-    Copy these files somewhere the database's administrators cannot write: they prove the chain's
-    length and head at that time."""
-    audit_chain_pending()
-    head = AuditEntry.objects.filter(chain_seq__isnull=False).order_by("-chain_seq").first()
+    """Sign the chain head (position, hash, time) into a new file in ``AUDIT_ANCHOR_DIR`` (or ``out_dir``),
+    never overwriting one. Reads the chain and writes nothing to the database: the chainer links pending
+    entries, an anchor seals what is linked."""
+    key = anchors.signing_key()
+    seq, digest = _head()
     now = timezone.now()
-    seq, digest = (head.chain_seq or 0, head.hash or GENESIS) if head else (0, GENESIS)
-    anchor: Anchor = {"chain_seq": seq, "hash": digest, "exported_at": now.isoformat()}
-    folder = Path(out_dir or settings.AUDIT_ANCHOR_DIR)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"audit-anchor-{timezone.localdate(now):%Y%m%d}.json"
-    path.write_text(json.dumps(anchor, indent=2) + "\n", encoding="utf-8")
+    data = anchors.anchor_document(chain_seq=seq, head_hash=digest, exported_at=now, key=key)
+    name = f"audit-anchor-{now.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{seq}.json"
+    path = anchors.write_once(Path(out_dir or settings.AUDIT_ANCHOR_DIR), name, data)
+    # The same anchor in the logs, which are shipped off the host: a second copy out of the database's reach.
+    logger.info("audit anchor %s: chain position %s, head %s", name, seq, digest)
     return path
-
-
-def anchor_read(path: Path) -> Anchor:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return {"chain_seq": int(data["chain_seq"]), "hash": str(data["hash"]), "exported_at": str(data["exported_at"])}

@@ -81,8 +81,11 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     # --- ops: which worker consumed each queue's heartbeat (readiness, dashboard) -------------------------
     "ops.WorkerHeartbeat": {WEB: "SELECT DELETE", DOMAIN: HEARTBEAT, SCORING: HEARTBEAT, CUSTODIAN: HEARTBEAT},
     # --- audit ---------------------------------------------------------------------------------------------
-    # Everyone appends; the admin reads it; the chainer (beat's audit.tasks.chain_pending, domain queue)
-    # and the verifier read it and set the chain fields once. The custodian and scoring workers cannot read
+    # Everyone appends; the admin reads it (and verifies it: "Verify the chain" only reads); the chainer
+    # (beat's audit.tasks.chain_pending, domain queue) reads it and sets the chain fields once; the anchor
+    # export and beat's verification (domain queue) only read it. No zone may DELETE or TRUNCATE, and the
+    # database guard (audit.models) refuses forged chain fields and stamps the time of every INSERT, whoever
+    # connects. The custodian and scoring workers cannot read
     # it at all: entries link request ids to subjects, and a worker reading whether the custodian recorded
     # its query as a misuse would learn whether the query passed. Misuse flags count them on the domain queue.
     "audit.AuditEntry": {

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import django_stubs_ext
-from celery.schedules import crontab
 from django.utils.translation import gettext_lazy as _
 from kombu import Queue
 
@@ -44,8 +43,24 @@ CUSTODIAN_KEK = secret(
 # --- audit log -----------------------------------------------------------------------------------
 # HMAC key of the audit hash chain. Only the chainer and the verifier use it; writers only INSERT.
 AUDIT_KEY = secret("AUDIT_KEY", dev_default=DEV_DEFAULTS["AUDIT_KEY"] if DEBUG else None)
-# Where the daily audit anchor (the chain head) is written; copy it off the database's machine.
+# An entry still unchained this many seconds after it was written fails verification (the chainer runs
+# every AUDIT_CHAIN_SECONDS; the rest allows for a busy domain queue and long writer transactions).
+AUDIT_CHAIN_GRACE_SECONDS = env.float("AUDIT_CHAIN_GRACE_SECONDS", default=30.0)
+# Signed anchors (the chain head), each in a new file that is never overwritten: mount append-only or WORM
+# storage here, or ship the files elsewhere (README, "Audit"). Verification checks every anchor found here.
 AUDIT_ANCHOR_DIR = Path(env.str("AUDIT_ANCHOR_DIR", default=str(VAR_DIR / "audit-anchors")))
+# Seconds between anchors (beat); verification fails when the newest is older than twice this.
+AUDIT_ANCHOR_SECONDS = env.float("AUDIT_ANCHOR_SECONDS", default=900.0)
+# Ed25519 key that signs the anchors: 64 hex digits (`manage.py create_audit_anchor_key`), or
+# AUDIT_ANCHOR_SIGNING_KEY_FILE. Only the domain worker, which exports anchors, needs it.
+AUDIT_ANCHOR_SIGNING_KEY = secret(
+    "AUDIT_ANCHOR_SIGNING_KEY", dev_default=DEV_DEFAULTS["AUDIT_ANCHOR_SIGNING_KEY"] if DEBUG else ""
+)
+# The public keys anchors are checked with (64 hex digits each, comma-separated; keep old ones after a
+# change of signing key). Empty: the signing key's own public half.
+AUDIT_ANCHOR_PUBLIC_KEYS = env.list("AUDIT_ANCHOR_PUBLIC_KEYS", default=[])
+# Seconds between full verifications of the chain and its anchors (beat; failures are logged as errors).
+AUDIT_VERIFY_SECONDS = env.float("AUDIT_VERIFY_SECONDS", default=3600.0)
 
 # --- applications --------------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -59,6 +74,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "pgtrigger",  # database triggers declared on models (audit's append-only guard), installed by migrations
     "ops",
     "audit",
     "datadomain",
@@ -252,7 +268,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     "sweep-stuck-batches": {"task": "insurer_portal.tasks.sweep_batches", "schedule": 60.0},
     "audit-chain": {"task": "audit.tasks.chain_pending", "schedule": env.float("AUDIT_CHAIN_SECONDS", default=5.0)},
-    "audit-anchor": {"task": "audit.tasks.export_anchor", "schedule": crontab(hour=0, minute=5)},
+    "audit-anchor": {"task": "audit.tasks.export_anchor", "schedule": AUDIT_ANCHOR_SECONDS},
+    "audit-verify": {"task": "audit.tasks.verify_chain", "schedule": AUDIT_VERIFY_SECONDS},
     "evaluate-misuse-flags": {
         "task": "underwriting.tasks.evaluate_flags",
         "schedule": env.float("FLAG_EVALUATE_SECONDS", default=300.0),

@@ -22,6 +22,7 @@ DEV_DEFAULTS = {
     "SECRET_KEY": "dev-only-insecure-secret-key-change-me",  # nosec B105 - public on purpose, refused in production
     "SUBJECT_PEPPER": "dev-only-subject-pepper",
     "AUDIT_KEY": "dev-only-audit-key",
+    "AUDIT_ANCHOR_SIGNING_KEY": "de7a" * 16,
     "CUSTODIAN_KEK": "de70" * 16,
 }
 # Words of the placeholders in this repository (docker/.env.example's "change-me", the test settings'

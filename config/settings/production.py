@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
 from config.settings.base import AUDIT_KEY, CUSTODIAN_KEK, DATABASES, DEBUG, LOGGING, SECRET_KEY, SUBJECT_PEPPER
+from config.settings.base import AUDIT_ANCHOR_SIGNING_KEY
 from config.settings.env import env, public_secret_reason
 
 if DEBUG:
@@ -22,6 +23,7 @@ for _name, _value in {
     "SUBJECT_PEPPER": SUBJECT_PEPPER,
     "AUDIT_KEY": AUDIT_KEY,
     "CUSTODIAN_KEK": CUSTODIAN_KEK,  # empty outside the custodian
+    "AUDIT_ANCHOR_SIGNING_KEY": AUDIT_ANCHOR_SIGNING_KEY,  # empty outside the domain worker
 }.items():
     if _value and (_reason := public_secret_reason(_value)):
         raise ImproperlyConfigured(

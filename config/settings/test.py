@@ -22,6 +22,7 @@ os.environ.setdefault("SUBJECT_PEPPER", "test-subject-pepper")
 os.environ.setdefault("PAILLIER_KEY_BITS", "2048")
 os.environ.setdefault("CUSTODIAN_KEK", "7e57" * 16)
 os.environ.setdefault("AUDIT_KEY", "test-audit-key")
+os.environ.setdefault("AUDIT_ANCHOR_SIGNING_KEY", "7e5a" * 16)
 
 from config.settings.base import *  # noqa: F403
 from config.settings.base import DATABASES, VAR_DIR

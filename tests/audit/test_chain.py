@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone, translation
 
-from audit import services
+from audit import anchors, services
 from audit.models import AppendOnlyError, AuditEntry
 
 pytestmark = pytest.mark.django_db
@@ -32,14 +36,21 @@ def chain() -> list[AuditEntry]:
 
 @contextmanager
 def tampering() -> Iterator[None]:
-    """Raw SQL as an attacker with database access; on PostgreSQL the trigger must be switched off first
-    (inside the test's transaction, so it comes back on afterwards)."""
+    """Raw SQL as an attacker who owns the table; on PostgreSQL the guard's triggers must be switched off
+    first (inside the test's transaction, so they come back on afterwards)."""
     with connection.cursor() as cursor:
         if POSTGRES:
-            cursor.execute("ALTER TABLE audit_auditentry DISABLE TRIGGER audit_entry_append_only")
+            cursor.execute("ALTER TABLE audit_auditentry DISABLE TRIGGER USER")
         yield
         if POSTGRES:
-            cursor.execute("ALTER TABLE audit_auditentry ENABLE TRIGGER audit_entry_append_only")
+            cursor.execute("ALTER TABLE audit_auditentry ENABLE TRIGGER USER")
+
+
+@pytest.fixture(autouse=True)
+def _english() -> Iterator[None]:
+    """Services answer in the active language (the admin's); these tests read them in English."""
+    with translation.override("en"):
+        yield
 
 
 def sql(statement: str, params: list[object] | None = None) -> None:
@@ -73,10 +84,15 @@ def test_chainer_continues_from_the_head(chain: list[AuditEntry]) -> None:
     assert last.prev_hash == chain[-1].hash
 
 
-def test_intact_chain_verifies(chain: list[AuditEntry], capsys: pytest.CaptureFixture[str]) -> None:
+def test_intact_chain_verifies_and_leaves_pending_entries_alone(
+    chain: list[AuditEntry], capsys: pytest.CaptureFixture[str]
+) -> None:
     services.audit_record(action="pending.before.verification")
     call_command("verify_audit_chain")
-    assert "intact: 6 entries" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "intact: 5 entries" in out
+    assert "1 pending" in out
+    assert AuditEntry.objects.get(action="pending.before.verification").chain_seq is None
 
 
 def test_empty_chain_verifies() -> None:
@@ -171,11 +187,23 @@ def test_orm_refuses_update_and_delete(chain: list[AuditEntry]) -> None:
         "UPDATE audit_auditentry SET actor = 'x' WHERE chain_seq = 1",
         "UPDATE audit_auditentry SET hash = NULL, chain_seq = NULL, prev_hash = NULL WHERE chain_seq = 1",
         "DELETE FROM audit_auditentry WHERE chain_seq = 1",
+        "DELETE FROM audit_auditentry",
+        "TRUNCATE audit_auditentry",
+        "INSERT INTO audit_auditentry (at, action, actor, target_type, target_id, detail, chain_seq)"
+        " VALUES (now(), 'x', '', '', '', '{}', 99)",
     ],
 )
 def test_postgres_trigger_refuses_raw_changes(chain: list[AuditEntry], statement: str) -> None:
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+    with pytest.raises(DatabaseError, match=r"append-only|Cannot delete"), transaction.atomic():
         sql(statement)
+    assert AuditEntry.objects.count() == 5
+
+
+@pytest.mark.skipif(not POSTGRES, reason="the database-level guard exists on PostgreSQL only")
+def test_postgres_trigger_refuses_setting_the_chain_fields_one_at_a_time() -> None:
+    services.audit_record(action="pending")
+    with pytest.raises(DatabaseError, match="all three at once"), transaction.atomic():
+        sql("UPDATE audit_auditentry SET hash = %s WHERE action = 'pending'", ["a" * 64])
 
 
 @pytest.mark.skipif(not POSTGRES, reason="the database-level guard exists on PostgreSQL only")
@@ -185,16 +213,60 @@ def test_postgres_trigger_refuses_changing_content_while_chaining() -> None:
         sql("UPDATE audit_auditentry SET actor = 'x', chain_seq = 1 WHERE action = 'pending'")
 
 
-def test_anchor_export_and_truncation_check(chain: list[AuditEntry], tmp_path: Path) -> None:
-    call_command("export_audit_anchor", "--out", str(tmp_path))
-    (path,) = tmp_path.glob("audit-anchor-*.json")
-    anchor = services.anchor_read(path)
-    assert (anchor["chain_seq"], anchor["hash"]) == (5, chain[-1].hash)
-    call_command("verify_audit_chain", "--anchor", str(path))
+def test_anchor_export_signs_the_head_and_verification_checks_it(
+    chain: list[AuditEntry], settings: Any, tmp_path: Path
+) -> None:
+    call_command("export_audit_anchor")
+    (path,) = Path(settings.AUDIT_ANCHOR_DIR).glob("audit-anchor-*.json")
+    anchor = anchors.anchor_read(path, anchors.public_keys())
+    assert (anchor.chain_seq, anchor.hash, anchor.signed) == (5, chain[-1].hash, True)
+    assert services.audit_chain_verify().anchors == 1
+    copy = tmp_path / "elsewhere"
+    call_command("export_audit_anchor", "--out", str(copy))
+    call_command("verify_audit_chain", "--anchor", str(copy))
     with tampering():
         sql("DELETE FROM audit_auditentry WHERE chain_seq >= 4")
-    with pytest.raises(CommandError, match="truncated"):
-        call_command("verify_audit_chain", "--anchor", str(path))
+    with pytest.raises(CommandError, match="deleted from its tail"):
+        call_command("verify_audit_chain")
+
+
+def test_unsigned_anchors_from_before_signing_still_catch_a_cut_tail(chain: list[AuditEntry], settings: Any) -> None:
+    folder = Path(settings.AUDIT_ANCHOR_DIR)
+    folder.mkdir(parents=True)
+    legacy = {"chain_seq": 5, "hash": chain[-1].hash, "exported_at": "2026-11-01T00:05:00+00:00"}
+    (folder / "audit-anchor-20261101.json").write_text(json.dumps(legacy))
+    report = services.audit_chain_verify()
+    assert (report.intact, report.anchors, report.latest_anchor) == (True, 1, None)
+    with tampering():
+        sql("DELETE FROM audit_auditentry WHERE chain_seq = 5")
+    assert "deleted from its tail" in services.audit_chain_verify().problem
+
+
+def test_anchor_export_needs_the_signing_key(chain: list[AuditEntry], settings: Any) -> None:
+    settings.AUDIT_ANCHOR_SIGNING_KEY = ""
+    with pytest.raises(CommandError, match="AUDIT_ANCHOR_SIGNING_KEY is not set"):
+        call_command("export_audit_anchor")
+    settings.AUDIT_ANCHOR_SIGNING_KEY = "abc"
+    with pytest.raises(CommandError, match="64 hex digits"):
+        call_command("export_audit_anchor")
+
+
+def test_create_audit_anchor_key_prints_a_working_pair(settings: Any) -> None:
+    out = StringIO()
+    call_command("create_audit_anchor_key", stdout=out)
+    lines = dict(line.split("=", 1) for line in out.getvalue().split())
+    settings.AUDIT_ANCHOR_SIGNING_KEY = lines["AUDIT_ANCHOR_SIGNING_KEY"]
+    settings.AUDIT_ANCHOR_PUBLIC_KEYS = [lines["AUDIT_ANCHOR_PUBLIC_KEYS"]]
+    path = services.audit_anchor_export()
+    assert anchors.anchor_read(path, anchors.public_keys()).signed
+
+
+def test_verification_fails_when_anchors_stop(chain: list[AuditEntry], settings: Any) -> None:
+    services.audit_anchor_export()
+    assert services.audit_chain_verify().intact
+    with time_machine.travel(timezone.now() + timedelta(seconds=2 * settings.AUDIT_ANCHOR_SECONDS + 60)):
+        problem = services.audit_chain_verify().problem
+    assert "No signed anchor was written since" in problem
 
 
 def test_recording_an_event_is_one_insert(chain: list[AuditEntry], django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]
@@ -202,17 +274,23 @@ def test_recording_an_event_is_one_insert(chain: list[AuditEntry], django_assert
         services.audit_record(action="hot.path")
 
 
-def test_beat_chains_every_few_seconds_and_exports_an_anchor_daily(settings: Any, tmp_path: Path) -> None:
+def test_beat_chains_every_few_seconds_anchors_and_verifies(settings: Any) -> None:
     from audit import tasks
 
     schedule = settings.CELERY_BEAT_SCHEDULE
     assert schedule["audit-chain"]["task"] == tasks.chain_pending.name
     assert float(schedule["audit-chain"]["schedule"]) <= 10
+    assert float(schedule["audit-chain"]["schedule"]) < settings.AUDIT_CHAIN_GRACE_SECONDS
     assert schedule["audit-anchor"]["task"] == tasks.export_anchor.name
+    assert float(schedule["audit-anchor"]["schedule"]) == settings.AUDIT_ANCHOR_SECONDS <= 3600
+    assert schedule["audit-verify"]["task"] == tasks.verify_chain.name
     services.audit_record(action="beat.test")
     assert tasks.chain_pending() == 1
-    settings.AUDIT_ANCHOR_DIR = tmp_path
-    assert services.anchor_read(Path(tasks.export_anchor()))["chain_seq"] == 1
+    path = Path(tasks.export_anchor())
+    assert anchors.anchor_read(path, anchors.public_keys()).chain_seq == 1
+    services.audit_record(action="beat.pending")
+    assert tasks.verify_chain() == {"intact": True, "checked": 1, "pending": 1, "anchors": 1}
+    assert AuditEntry.objects.get(action="beat.pending").chain_seq is None
 
 
 def test_chaining_refuses_an_empty_key(settings: Any) -> None:
@@ -247,3 +325,19 @@ def test_concurrent_chainers_and_writers_never_fork_the_chain() -> None:
     report = services.audit_chain_verify()
     assert report.intact, report.problem
     assert report.checked == AuditEntry.objects.count() == 160
+
+
+@pytest.mark.skipif(not POSTGRES, reason="a READ ONLY transaction is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_verification_runs_in_a_read_only_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    services.audit_record(action="pending")
+    counts = services._unchained_counts
+
+    def link_first() -> dict[str, Any]:
+        services.audit_chain_pending()  # what the verifier used to do before it verified
+        return counts()
+
+    monkeypatch.setattr(services, "_unchained_counts", link_first)
+    with pytest.raises(DatabaseError, match="read-only transaction"):
+        services.audit_chain_verify()
+    assert AuditEntry.objects.get(action="pending").chain_seq is None
