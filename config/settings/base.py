@@ -318,6 +318,15 @@ CUSTODIAN_KEY_ID = env.str("CUSTODIAN_KEY_ID", default="")
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10.0)
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+# Webhook URLs must name public internet hosts (underwriting.netguard, checked when saved and at each
+# delivery), except these on-premise receivers: exact host names and networks (an address or a CIDR block),
+# comma-separated. Every insurer may use an allowed receiver: list the receivers, not whole networks.
+WEBHOOK_ALLOWED_PRIVATE_HOSTS = env.list("WEBHOOK_ALLOWED_PRIVATE_HOSTS", default=[])
+# Key of the webhook signing secrets at rest (underwriting.webhook_secrets). Empty: derived from SECRET_KEY
+# by HKDF. Set it to give the key only to the web and webhook-worker processes; on a change, list the old
+# value in WEBHOOK_SECRET_KEY_FALLBACKS and run `manage.py reencrypt_webhook_secrets`.
+WEBHOOK_SECRET_KEY = secret("WEBHOOK_SECRET_KEY", dev_default="")
+WEBHOOK_SECRET_KEY_FALLBACKS = env.list("WEBHOOK_SECRET_KEY_FALLBACKS", default=[])
 # Misuse flags (underwriting.services.flags), evaluated every FLAG_EVALUATE_SECONDS by beat: one subject
 # scored with at least FLAG_SUBJECT_MANUALS manuals by one insurer, or queried by FLAG_SUBJECT_INSURERS
 # insurers, within FLAG_SUBJECT_WINDOW_DAYS; FLAG_BURST_COUNT requests from one insurer or API key within

@@ -22,6 +22,9 @@ os.environ.setdefault("SUBJECT_PEPPER", "test-subject-pepper")
 os.environ.setdefault("PAILLIER_KEY_BITS", "2048")
 os.environ.setdefault("CUSTODIAN_KEK", "7e57" * 16)
 os.environ.setdefault("AUDIT_KEY", "test-audit-key")
+# The tests' webhook receivers listen on 127.0.0.1 (tests/webhook_receiver.py): an allowed on-premise receiver
+# here and in the workers the tests start. tests/security/test_attack_webhooks.py empties the list.
+os.environ.setdefault("WEBHOOK_ALLOWED_PRIVATE_HOSTS", "127.0.0.1")
 os.environ.setdefault("AUDIT_ANCHOR_SIGNING_KEY", "7e5a" * 16)
 
 from config.settings.base import *  # noqa: F403
