@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 
 from django.contrib import messages
@@ -17,6 +16,7 @@ from insurer_portal.batches import COLUMNS, BatchFileError, error_message
 from insurer_portal.forms import BatchUploadForm
 from insurer_portal.models import Batch, InsurerUser
 from insurer_portal.views.access import portal_view
+from underwriting.downloads import csv_writer, xlsx_download
 
 RESULT_COLUMNS = [
     "line", "reference", "resident_id_masked", "manual", "status", "reason", "tier", "label", "decision",
@@ -115,23 +115,10 @@ def batch_download(request: HttpRequest, membership: InsurerUser, batch_id: int,
     rows = _result_rows(batch)
     stem = f"batch-{batch.pk}-results"
     if fmt == "xlsx":
-        from openpyxl import Workbook
-
-        workbook = Workbook()
-        sheet = workbook.active
-        assert sheet is not None
-        sheet.append(RESULT_COLUMNS)
-        for row in rows:
-            sheet.append(row)
-        buffer = io.BytesIO()
-        workbook.save(buffer)
-        response = HttpResponse(
-            buffer.getvalue(), content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-        )
-        response["Content-Disposition"] = f'attachment; filename="{stem}.xlsx"'
-        return response
+        # References are the insurer's own text: cells are neutralised and typed as text (formula injection).
+        return xlsx_download([RESULT_COLUMNS, *rows], filename=f"{stem}.xlsx")
     text = io.StringIO()
-    writer = csv.writer(text)
+    writer = csv_writer(text)
     writer.writerow(RESULT_COLUMNS)
     writer.writerows(rows)
     response = HttpResponse("\ufeff" + text.getvalue(), content_type="text/csv; charset=utf-8")
@@ -143,7 +130,7 @@ def batch_download(request: HttpRequest, membership: InsurerUser, batch_id: int,
 def batch_template(request: HttpRequest, membership: InsurerUser) -> HttpResponse:
     """An empty file with the expected header and one illustrative row (a made-up, invalid ID)."""
     text = io.StringIO()
-    writer = csv.writer(text)
+    writer = csv_writer(text)
     writer.writerow(COLUMNS)
     writer.writerow(
         [
