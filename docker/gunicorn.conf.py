@@ -7,8 +7,9 @@ from typing import Any
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# A `GET ...?wait=N` holds its thread while it sleeps on the request's wake-up (no CPU), so a worker needs
-# threads for the waiters as well as for the requests being worked on.
+# A `GET ...?wait=N` holds its thread while it sleeps on the request's wake-up (no CPU). At most
+# API_WAIT_MAX_PER_PROCESS calls wait at once (half of WEB_THREADS by default; keep it below WEB_THREADS), so
+# /healthz, /readyz and other calls always find a free thread; further waiters are answered at once.
 threads = int(os.environ.get("WEB_THREADS", "16"))
 worker_class = "gthread"
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))

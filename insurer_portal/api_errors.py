@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -25,6 +27,12 @@ STATUS_FOR_CODE = {
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, RequestDataTooBig):
+        return body_too_large_response()
+    if isinstance(exc, SuspiciousOperation):
+        # Django's refusals of malformed requests (too many fields, a bad multipart boundary): the client's
+        # fault, answered like Django answers them outside the API, never as a 500.
+        return error_response(400, "bad_request", "The request could not be read.")
     if isinstance(exc, UnderwritingError):
         http_status = STATUS_FOR_CODE.get(exc.code, status.HTTP_400_BAD_REQUEST)
         return error_response(http_status, exc.code, exc.message, exc.fields)
@@ -43,6 +51,21 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     return error_response(response.status_code, code, message, headers=response)
 
 
+def body_too_large_body() -> dict[str, Any]:
+    """The 413 envelope, also sent by ops.middleware before a view runs."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    message = f"The request body is larger than the API accepts ({limit} bytes); send fewer items per call."
+    return error_body("request_too_large", message)
+
+
+def body_too_large_response() -> Response:
+    return Response(body_too_large_body(), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+
+
+def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
 def error_response(
     http_status: int,
     code: str,
@@ -51,7 +74,7 @@ def error_response(
     *,
     headers: Response | None = None,
 ) -> Response:
-    response = Response({"error": {"code": code, "message": message, "fields": fields or {}}}, status=http_status)
+    response = Response(error_body(code, message, fields), status=http_status)
     if headers is not None:
         for name in ("Retry-After", "WWW-Authenticate"):
             if name in headers:

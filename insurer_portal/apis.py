@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+import unicodedata
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -11,7 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,6 +41,13 @@ from underwriting.services.requests import (
 )
 
 MAX_WAIT_SECONDS = 10
+# A waiter turned away (too many waiting already) is told to ask again after this many seconds.
+WAIT_SKIPPED_RETRY_AFTER_SECONDS = 2
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
+IDEMPOTENCY_KEY_RULE = (
+    f"1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters, none of them a control character; a longer key is refused, "
+    "never cut."
+)
 
 
 class ApplicantInputSerializer(serializers.Serializer[Any]):
@@ -70,6 +78,38 @@ class RequestInputSerializer(serializers.Serializer[Any]):
     consent = ConsentInputSerializer()
 
 
+def idempotency_key_problem(value: str) -> str:
+    """Why ``value`` cannot be an idempotency key, or "" when it can. Keys are compared whole: cutting a
+    long one would make two keys that differ only past the limit replay each other's request."""
+    if len(value) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        return f"At most {IDEMPOTENCY_KEY_MAX_LENGTH} characters."
+    # Cc (C0/C1 controls: CR, LF, NUL...), Cf (invisible format characters), Cs (lone surrogates),
+    # line and paragraph separators: they would hide in logs and make look-alike keys.
+    if any(unicodedata.category(char) in {"Cc", "Cf", "Cs", "Zl", "Zp"} for char in value):
+        return "No control or invisible characters."
+    return ""
+
+
+def validate_idempotency_key(value: str) -> None:
+    if problem := idempotency_key_problem(value):
+        raise serializers.ValidationError(problem)
+
+
+def idempotency_key_header(request: Request) -> str:
+    """The ``Idempotency-Key`` header, or "" when absent; refused (400) when it is not a usable key.
+
+    WSGI hands headers over as ISO-8859-1, so a UTF-8 key is decoded again to compare equal to the same key
+    sent in a batch item's JSON."""
+    raw = request.headers.get("Idempotency-Key", "")
+    try:
+        value = raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise ValidationError({"Idempotency-Key": ["Not UTF-8 text."]}) from None
+    if problem := idempotency_key_problem(value):
+        raise ValidationError({"Idempotency-Key": [problem]})
+    return value
+
+
 def submit_item(data: dict[str, Any], body: Any, idempotency_key: str) -> SubmitItem:
     """One validated request body as the submission service takes it. The fingerprint covers the body as
     sent, without a batch item's own ``idempotency_key``, so a batch item and a single POST of the same
@@ -86,18 +126,19 @@ def submit_item(data: dict[str, Any], body: Any, idempotency_key: str) -> Submit
             scope=list(data["consent"]["scope"]),
             artifact_sha256=data["consent"]["artifact_sha256"],
         ),
-        idempotency_key=idempotency_key[:200],
+        idempotency_key=idempotency_key,
         body_sha256=body_fingerprint(sent),
     )
 
 
 class BatchItemInputSerializer(RequestInputSerializer):
     idempotency_key = serializers.CharField(
-        max_length=200,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
         required=False,
         allow_blank=True,
         default="",
-        help_text="Retry-safe key of this item, like the single POST's Idempotency-Key header.",
+        validators=[validate_idempotency_key],
+        help_text=f"Retry-safe key of this item, like the single POST's Idempotency-Key header: {IDEMPOTENCY_KEY_RULE}",
     )
 
 
@@ -139,16 +180,37 @@ class BatchOutputSerializer(serializers.Serializer[Any]):
     results = BatchResultSerializer(many=True, help_text="one per item, in input order")
 
 
+INVALID_CURSOR = "Not a cursor this API gave out: use the next or previous link of a page, or start without one."
+
+
 class RequestPagination(CursorPagination):
     ordering = ("-created_at", "-id")
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        """DRF answers an undecodable cursor with 404 and hands a decodable one's position to the database
+        as it is, where one that is not a date-time was a 500: both are a 400 on ``cursor`` here."""
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            raise ValidationError({"cursor": [INVALID_CURSOR]}) from None
+        if cursor is None or cursor.position is None:
+            return cursor
+        # The position is the ordering field's text (DRF's stubs say int).
+        position = _utc_datetime(str(cursor.position))
+        if position is None:
+            raise ValidationError({"cursor": [INVALID_CURSOR]})
+        return cursor._replace(position=position.isoformat())  # type: ignore[arg-type]
 
+
+# The example's resident ID has a wrong check character (the right one is X), so it is refused as invalid
+# and can belong to nobody: readers copy examples.
+EXAMPLE_RESIDENT_ID = "110105194912310021"
 EXAMPLE_BODY = {
     "reference": "APP-2026-000123",
-    "applicant": {"resident_id": "11010519491231002X", "name": "张三"},
+    "applicant": {"resident_id": EXAMPLE_RESIDENT_ID, "name": "张三"},
     "manual": "charlson-acci",
     "consent": {
         "reference": "CONSENT-88321",
@@ -163,7 +225,7 @@ EXAMPLE_RESPONSE = {
     "reference": "APP-2026-000123",
     "status": "completed",
     "reason": None,
-    "applicant": {"resident_id_masked": "110105********002X"},
+    "applicant": {"resident_id_masked": "110105********0021"},
     "manual": {"slug": "charlson-acci", "version": 1},
     "result": {"tier": "B", "label": "Standard", "decision": "accept", "table_rating": None},
     "created_at": "2026-11-23T10:00:00.120000+08:00",
@@ -192,13 +254,17 @@ class InsurerAPIView(APIView):
                 "Idempotency-Key",
                 OpenApiTypes.STR,
                 OpenApiParameter.HEADER,
-                description="Retry-safe key: the same key and body return the same request; another body is 409.",
+                description=(
+                    "Retry-safe key: the same key and body return the same request; another body is 409. "
+                    + IDEMPOTENCY_KEY_RULE
+                ),
             )
         ],
         responses={
             202: RequestOutputSerializer,
-            400: OpenApiResponse(description="Invalid fields"),
+            400: OpenApiResponse(description="Invalid fields (an unusable Idempotency-Key included)"),
             409: OpenApiResponse(description="Idempotency-Key reused with another body"),
+            413: OpenApiResponse(description="Body larger than the API accepts"),
         },
         examples=[
             OpenApiExample("Request", value=EXAMPLE_BODY, request_only=True),
@@ -214,16 +280,20 @@ class InsurerAPIView(APIView):
             OpenApiParameter("created_after", OpenApiTypes.DATETIME),
             OpenApiParameter("created_before", OpenApiTypes.DATETIME),
         ],
-        responses=RequestOutputSerializer(many=True),
+        responses={
+            200: RequestOutputSerializer(many=True),
+            400: OpenApiResponse(description="Invalid filter or a cursor this API did not give out"),
+        },
     ),
 )
 class UnderwritingRequestListApi(InsurerAPIView):
     pagination_class = RequestPagination
 
     def post(self, request: Request) -> Response:
+        idempotency_key = idempotency_key_header(request)
         serializer = RequestInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        item = submit_item(serializer.validated_data, request.data, request.headers.get("Idempotency-Key", ""))
+        item = submit_item(serializer.validated_data, request.data, idempotency_key)
         principal = self.principal()
         created = request_submit(
             insurer_id=principal.insurer.pk,
@@ -255,22 +325,29 @@ class UnderwritingRequestListApi(InsurerAPIView):
         return paginator.get_paginated_response(RequestOutputSerializer(page, many=True).data)  # type: ignore[arg-type]
 
 
-def _datetime_param(params: Any, name: str) -> Any:
+def _datetime_param(params: Any, name: str) -> datetime | None:
     value = params.get(name)
     if not value:
         return None
-    message = "Use an ISO 8601 date-time with a time zone, e.g. 2026-11-01T00:00:00+08:00."
+    parsed = _utc_datetime(value)
+    if parsed is None:
+        raise ValidationError({name: ["Use an ISO 8601 date-time with a time zone, e.g. 2026-11-01T00:00:00+08:00."]})
+    return parsed
+
+
+def _utc_datetime(value: str) -> datetime | None:
+    """An ISO 8601 date-time with a time zone, in UTC; None when ``value`` is not one."""
     try:
         parsed = parse_datetime(value)
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is None:
-        raise ValidationError({name: [message]})
+        return None
     try:
         # UTC before it reaches the database: PostgreSQL refuses offsets Python accepts (e.g. -18:38).
         return parsed.astimezone(UTC)
     except (OverflowError, ValueError):
-        raise ValidationError({name: [message]}) from None
+        return None
 
 
 EXAMPLE_BATCH_BODY = {
@@ -358,8 +435,28 @@ def _batch_result(index: int, outcome: SubmitOutcome) -> dict[str, Any]:
             OpenApiParameter(
                 "wait",
                 OpenApiTypes.NUMBER,
-                description=f"Seconds (at most {MAX_WAIT_SECONDS}) to wait for a terminal status before answering.",
-            )
+                description=(
+                    f"Seconds (at most {MAX_WAIT_SECONDS}) to wait for a terminal status before answering. When "
+                    "too many calls are waiting already (for your API key, or on the server), the call does not "
+                    "wait: it answers at once with the current status, the header `X-Wait: skipped` and a "
+                    "`Retry-After` in seconds; read the request again after that."
+                ),
+            ),
+            OpenApiParameter(
+                "X-Wait",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                response=[200],
+                enum=["skipped"],
+                description="Present when `wait` was asked for but not honoured (too many waiting calls).",
+            ),
+            OpenApiParameter(
+                "Retry-After",
+                OpenApiTypes.INT,
+                OpenApiParameter.HEADER,
+                response=[200],
+                description="With `X-Wait: skipped`: seconds to let pass before reading the request again.",
+            ),
         ],
         responses={200: RequestOutputSerializer, 404: OpenApiResponse(description="No such request for you")},
         examples=[OpenApiExample("Completed", value=EXAMPLE_RESPONSE, response_only=True)],
@@ -368,18 +465,27 @@ def _batch_result(index: int, outcome: SubmitOutcome) -> dict[str, Any]:
 class UnderwritingRequestDetailApi(InsurerAPIView):
     def get(self, request: Request, request_id: str) -> Response:
         wait = _wait_seconds(request.query_params.get("wait"))
-        insurer_id = self.principal().insurer.pk
+        principal = self.principal()
+        insurer_id = principal.insurer.pk
         found = self.load(insurer_id, request_id)
-        if wait and not found.is_terminal:
+        if not wait or found.is_terminal:
+            return Response(RequestOutputSerializer(found).data)
 
-            def terminal_now() -> bool:
-                nonlocal found
-                found = self.load(insurer_id, request_id)
-                return found.is_terminal
+        def terminal_now() -> bool:
+            nonlocal found
+            found = self.load(insurer_id, request_id)
+            return found.is_terminal
 
-            # Woken by the terminal transition itself (Redis pub/sub), not by polling the database.
-            notify.wait_terminal(found.pk, terminal_now, wait)
-        return Response(RequestOutputSerializer(found).data)
+        # A waiter holds one of the process's few threads: beyond the bounds, answer now instead of queueing.
+        with notify.waiter_slot(str(principal.api_key.pk), wait) as admitted:
+            if admitted:
+                # Woken by the terminal transition itself (Redis pub/sub), not by polling the database.
+                notify.wait_terminal(found.pk, terminal_now, wait)
+        response = Response(RequestOutputSerializer(found).data)
+        if not admitted:
+            response["X-Wait"] = "skipped"
+            response["Retry-After"] = str(WAIT_SKIPPED_RETRY_AFTER_SECONDS)
+        return response
 
     def load(self, insurer_id: int, request_id: str) -> UnderwritingRequest:
         found = uw_selectors.request_for_insurer(insurer_id=insurer_id, request_id=request_id)

@@ -9,10 +9,12 @@ import uuid
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from insurer_portal.api_errors import body_too_large_body
 from ops import metrics
-from ops.logging import request_id_var
+from ops.logging import param_names, redact, redact_path, request_id_var
+from ops.views import request_too_large
 
 logger = logging.getLogger("ops.access")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -28,12 +30,17 @@ def _route(request: HttpRequest) -> str:
     return "/" + (match.route or match.view_name or "unnamed").lstrip("/")
 
 
+def _static_prefix() -> str:
+    return "/" + str(settings.STATIC_URL or "static/").strip("/") + "/"
+
+
 class RequestIdMiddleware:
     """Gives each request an id (the caller's ``X-Request-ID`` when plain, else a new one), echoes it in
     the response, tags every log line written meanwhile, and logs one access line and its metrics.
 
-    The access line holds method, route pattern, status and duration: no query string (portal searches
-    may carry names) and no path parameters beyond the pattern.
+    The access line holds method, route pattern, the path with every segment that could hold personal data
+    masked (ops.logging.redact_path), the query's parameter names but never their values (portal searches
+    may carry names), status and duration. No Referer, User-Agent or other header is logged.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -41,7 +48,9 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         supplied = request.headers.get(REQUEST_ID_HEADER, "")
-        request_id = supplied if _ACCEPTED_ID.fullmatch(supplied) else uuid.uuid4().hex
+        # Plain and not shaped like a resident ID: the id is written on every line, unredacted.
+        plain = _ACCEPTED_ID.fullmatch(supplied) and redact(supplied) == supplied
+        request_id = supplied if plain else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         try:
@@ -58,6 +67,8 @@ class RequestIdMiddleware:
                 extra={
                     "method": request.method,
                     "route": route,
+                    "path": redact_path(request.path, static_prefix=_static_prefix()),
+                    "params": param_names(request.META.get("QUERY_STRING", "")),
                     "status": response.status_code,
                     "duration_ms": round(elapsed * 1000, 1),
                 },
@@ -65,6 +76,31 @@ class RequestIdMiddleware:
             return response
         finally:
             request_id_var.reset(token)
+
+
+class RequestBodyLimitMiddleware:
+    """Answers 413 to a body declared larger than the site reads, before anything reads it: an API body
+    over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` in the API's error envelope, any other over
+    ``REQUEST_BODY_MAX_BYTES`` with the product's error page. (Django's own limit leaves file uploads out,
+    so a huge upload would otherwise be spooled to disk in full, and its form limit is a 400, or a 500 in
+    the API.) A body without a length is never read by Django, so the declared length is the one to check.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0  # Django reads no body for a length it cannot parse
+        api = request.path_info.startswith("/api/")
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE if api else settings.REQUEST_BODY_MAX_BYTES
+        if limit is None or length <= limit:
+            return self.get_response(request)
+        if api:
+            return JsonResponse(body_too_large_body(), status=413)
+        return request_too_large(request, limit)
 
 
 class ContentSecurityPolicyMiddleware:

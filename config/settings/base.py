@@ -91,6 +91,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    "ops.middleware.RequestBodyLimitMiddleware",  # before anything reads the body (CSRF reads forms)
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -168,6 +169,10 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="portal@localhost")
 CONSENT_STORE_DIR = Path(env.str("CONSENT_STORE_DIR", default=str(VAR_DIR / "consent-artifacts")))
 PORTAL_BATCH_MAX_ROWS = env.int("PORTAL_BATCH_MAX_ROWS", default=1000)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# The largest request body the web process reads (a 5 MB upload and its form): a bigger one is answered
+# 413 before it is read (ops.middleware.RequestBodyLimitMiddleware). API bodies stop at Django's
+# DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB), also with a 413.
+REQUEST_BODY_MAX_BYTES = 6 * 1024 * 1024
 
 # --- internationalisation -------------------------------------------------------------------------
 LANGUAGE_CODE = "zh-hans"
@@ -346,6 +351,15 @@ API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
 API_BATCH_MAX_ITEMS = env.int("API_BATCH_MAX_ITEMS", default=500)
 # Requests per API key submitted through batch POSTs (each item counts one); keep it above API_BATCH_MAX_ITEMS.
 API_BATCH_THROTTLE_RATE = env.str("API_BATCH_THROTTLE_RATE", default="6000/min")
+# `GET /api/v1/underwriting-requests/{id}?wait=N` holds a server thread while it waits. At most this many
+# waiters per web process (default: half of gunicorn's WEB_THREADS, so /healthz, /readyz and other calls
+# always find a free thread) and per API key (across processes through Redis); a call beyond either bound
+# is answered at once with the current status and the header "X-Wait: skipped" (poll again later).
+_wait_per_process = env.str("API_WAIT_MAX_PER_PROCESS", default="")
+API_WAIT_MAX_PER_PROCESS = (
+    int(_wait_per_process) if _wait_per_process else max(1, env.int("WEB_THREADS", default=16) // 2)
+)
+API_WAIT_MAX_PER_KEY = env.int("API_WAIT_MAX_PER_KEY", default=4)
 
 # --- logging -------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -381,6 +395,8 @@ LOGGING = {
 # --- metrics -------------------------------------------------------------------------------------
 # /metrics (Prometheus). Set a token to require "Authorization: Bearer <token>" from the scraper.
 METRICS_TOKEN = secret("METRICS_TOKEN", dev_default="")
+# Without a token, /metrics answers 404 instead of opening: config.settings.production turns this on.
+METRICS_REQUIRE_TOKEN = False
 
 # --- demo ----------------------------------------------------------------------------------------
 DEMO_ADMIN_USERNAME = env.str("DEMO_ADMIN_USERNAME", default="admin")

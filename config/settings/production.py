@@ -63,6 +63,11 @@ CONTENT_SECURITY_POLICY_DOCS = (
     "img-src 'self' data:; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
 )
 
+# --- metrics -------------------------------------------------------------------------------------
+# /metrics answers only a scraper sending "Authorization: Bearer $METRICS_TOKEN"; without a token set it
+# answers 404 to everyone rather than open (docker/README.md, "Health and metrics").
+METRICS_REQUIRE_TOKEN = True
+
 # --- database ----------------------------------------------------------------------------------------
 # A database that does not answer fails a request within seconds (503), rather than holding a thread.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":

@@ -8,15 +8,23 @@ instead of a poll every few milliseconds.
 Best effort by design: the database row is the truth. A message lost to a Redis hiccup only delays the
 waiter until its next fallback read (``FALLBACK_POLL_SECONDS``); without Redis (the embedded default) the
 waiter polls. Channel names carry the request id, never anything about the applicant.
+
+A waiter holds a server thread for as long as it waits, and gunicorn's gthread workers have a fixed number
+of threads, which health probes share. So :func:`waiter_slot` admits at most ``API_WAIT_MAX_PER_PROCESS``
+waiters in one process (a fraction of its threads: the rest stay free for probes and other calls) and at
+most ``API_WAIT_MAX_PER_KEY`` per API key (across processes through Redis, so that one client cannot take
+every slot). A caller not admitted is answered at once with the current status; nobody queues.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 import redis
 from django.conf import settings
@@ -26,7 +34,15 @@ logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "underwriting:terminal:"
 FALLBACK_POLL_SECONDS = 2.0
+# One sorted set per API key: members are the waiters' tokens, scored by when their lease lapses, so the
+# slot of a process killed mid-wait frees itself.
+WAITERS_PREFIX = "underwriting:waiters:"
+WAITER_LEASE_MARGIN_SECONDS = 30.0
+WAITERS_SET_TTL_SECONDS = 300  # refreshed by every claim; far above any wait the API allows
 _clients: dict[str, redis.Redis] = {}
+
+_slots_lock = threading.Lock()
+_process_waiters: Counter[str] = Counter()
 
 
 def redis_client() -> redis.Redis | None:
@@ -95,3 +111,69 @@ def wait_terminal(
         if subscription is not None:
             with contextlib.suppress(redis.RedisError):
                 subscription.close()
+
+
+@contextlib.contextmanager
+def waiter_slot(key: str, seconds: float) -> Iterator[bool]:
+    """Yield True when the caller may wait up to ``seconds`` for ``key`` (an API key's id), False when it
+    must answer at once: this process already has ``API_WAIT_MAX_PER_PROCESS`` waiters, or the key has
+    ``API_WAIT_MAX_PER_KEY`` (in this process, and across processes when Redis answers)."""
+    if not _claim_in_process(key):
+        yield False
+        return
+    try:
+        admitted, token = _claim_shared(key, seconds)
+        try:
+            yield admitted
+        finally:
+            if token is not None:
+                _release_shared(key, token)
+    finally:
+        with _slots_lock:
+            _process_waiters[key] -= 1
+            if _process_waiters[key] <= 0:
+                del _process_waiters[key]
+
+
+def _claim_in_process(key: str) -> bool:
+    with _slots_lock:
+        if _process_waiters.total() >= settings.API_WAIT_MAX_PER_PROCESS:
+            return False
+        if _process_waiters[key] >= settings.API_WAIT_MAX_PER_KEY:
+            return False
+        _process_waiters[key] += 1
+        return True
+
+
+def _claim_shared(key: str, seconds: float) -> tuple[bool, str | None]:
+    """The key's slot across processes: (admitted, the token to release). Without Redis to ask, admitted
+    with no token: the process's own count, already taken, is then the bound."""
+    client = redis_client()
+    if client is None:
+        return True, None
+    name = f"{WAITERS_PREFIX}{key}"
+    token = uuid.uuid4().hex
+    now = time.time()
+    try:
+        with client.pipeline(transaction=True) as pipe:  # MULTI/EXEC: the count includes our own entry
+            pipe.zremrangebyscore(name, "-inf", now)
+            pipe.zadd(name, {token: now + seconds + WAITER_LEASE_MARGIN_SECONDS})
+            pipe.zcard(name)
+            pipe.expire(name, WAITERS_SET_TTL_SECONDS)
+            count = pipe.execute()[2]
+    except redis.RedisError as exc:
+        logger.info("waiter count not shared (%s); the per-process bound applies", exc.__class__.__name__)
+        return True, None
+    if count > settings.API_WAIT_MAX_PER_KEY:
+        # Two callers racing for the last slot may both step back: the bound is never exceeded.
+        _release_shared(key, token)
+        return False, None
+    return True, token
+
+
+def _release_shared(key: str, token: str) -> None:
+    client = redis_client()
+    if client is None:
+        return
+    with contextlib.suppress(redis.RedisError):
+        client.zrem(f"{WAITERS_PREFIX}{key}", token)
