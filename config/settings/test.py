@@ -25,7 +25,6 @@ os.environ.setdefault("AUDIT_KEY", "test-audit-key")
 # The tests' webhook receivers listen on 127.0.0.1 (tests/webhook_receiver.py): an allowed on-premise receiver
 # here and in the workers the tests start. tests/security/test_attack_webhooks.py empties the list.
 os.environ.setdefault("WEBHOOK_ALLOWED_PRIVATE_HOSTS", "127.0.0.1")
-os.environ.setdefault("AUDIT_ANCHOR_SIGNING_KEY", "7e5a" * 16)
 
 from config.settings.base import *  # noqa: F403
 from config.settings.base import DATABASES, VAR_DIR
@@ -34,6 +33,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; n
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
 WHITENOISE_AUTOREFRESH = True  # no collectstatic before tests
 CUSTODIAN_KEY_DIR = VAR_DIR / "test-keys"
+# Signs the tests' audit anchors. Set here rather than in os.environ, which the production-settings tests
+# hand to the processes they start.
+AUDIT_ANCHOR_SIGNING_KEY = "7e5a" * 16
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

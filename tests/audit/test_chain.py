@@ -259,6 +259,9 @@ def test_create_audit_anchor_key_prints_a_working_pair(settings: Any) -> None:
     settings.AUDIT_ANCHOR_PUBLIC_KEYS = [lines["AUDIT_ANCHOR_PUBLIC_KEYS"]]
     path = services.audit_anchor_export()
     assert anchors.anchor_read(path, anchors.public_keys()).signed
+    public = StringIO()
+    call_command("create_audit_anchor_key", "--public", stdout=public)
+    assert public.getvalue().split() == [f"AUDIT_ANCHOR_PUBLIC_KEYS={lines['AUDIT_ANCHOR_PUBLIC_KEYS']}"]
 
 
 def test_verification_fails_when_anchors_stop(chain: list[AuditEntry], settings: Any) -> None:
