@@ -8,6 +8,7 @@ from django import forms
 from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
 
+from insurer_portal.batches import MAX_UPLOAD_BYTES
 from insurer_portal.models import InsurerUser
 from underwriting.models import RequestStatus
 
@@ -130,6 +131,15 @@ class BatchUploadForm(PortalForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["file"].widget.attrs.update({"accept": ".csv,.xlsx"})
+
+    def clean_file(self) -> Any:
+        """Size and kind before anything reads the content; the content itself is checked while it is read."""
+        upload = self.cleaned_data["file"]
+        if upload.size > MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(_("The file is larger than 5 MB."))
+        if not str(upload.name).lower().endswith((".csv", ".xlsx")):
+            raise forms.ValidationError(_("Upload a .csv or .xlsx file."))
+        return upload
 
 
 class MemberCreateForm(PortalForm):

@@ -168,6 +168,8 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="portal@localhost")
 # Signed consent forms uploaded in the portal: kept only here, inside the data domain, by SHA-256.
 CONSENT_STORE_DIR = Path(env.str("CONSENT_STORE_DIR", default=str(VAR_DIR / "consent-artifacts")))
 PORTAL_BATCH_MAX_ROWS = env.int("PORTAL_BATCH_MAX_ROWS", default=1000)
+# An uploaded XLSX whose parts declare more than this, unpacked, is refused before it is read (zip bombs).
+PORTAL_BATCH_MAX_UNCOMPRESSED_BYTES = env.int("PORTAL_BATCH_MAX_UNCOMPRESSED_BYTES", default=20 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # The largest request body the web process reads (a 5 MB upload and its form): a bigger one is answered
 # 413 before it is read (ops.middleware.RequestBodyLimitMiddleware). API bodies stop at Django's
