@@ -27,6 +27,10 @@ SUBJECT_PEPPER = secret("SUBJECT_PEPPER", dev_default=DEV_DEFAULTS["SUBJECT_PEPP
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# --- FHIR ingest (manage.py ingest_fhir) ---------------------------------------------------------
+# Longest NDJSON line read, in bytes: a longer one is quarantined without ever being held whole.
+INGEST_MAX_LINE_BYTES = env.int("INGEST_MAX_LINE_BYTES", default=4 * 1024 * 1024)
+
 # --- key custodian -------------------------------------------------------------------------------
 CUSTODIAN_KEY_DIR = Path(env.str("CUSTODIAN_KEY_DIR", default=str(VAR_DIR / "keys")))
 PAILLIER_KEY_BITS = env.int("PAILLIER_KEY_BITS", default=3072)

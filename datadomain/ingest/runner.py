@@ -1,8 +1,13 @@
 """Stream FHIR NDJSON files into the domain store in batches, with checkpoints and a quarantine.
 
-Memory stays constant: a few batches of lines (``batch_size``) are held at a time. Each batch is one
-transaction that also advances the file's checkpoint, so after a crash the next run resumes at the
-first uncommitted line, and re-running a finished file does nothing.
+Memory stays constant: a few batches of lines (``batch_size`` lines, at most ``BATCH_MAX_BYTES``) are
+held at a time, and no line longer than ``INGEST_MAX_LINE_BYTES`` is ever held whole (see ``source``).
+Each batch is one transaction that also advances the file's checkpoint, so after a crash the next run
+resumes at the first uncommitted line, and re-running a finished file does nothing.
+
+A damaged file (a truncated or corrupt gzip, a ``.gz`` that is not gzip, a read error) keeps every line
+read before the break; the break is quarantined with a reason, listed in the summary, and the run goes
+on with the next file.
 
 With ``workers`` > 0, batches are parsed and validated in worker processes (pure Python, no database)
 while the main process writes the previous batch, so parsing and the database server each keep a core
@@ -11,9 +16,9 @@ busy. Batches are still committed strictly in file order.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import multiprocessing
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -21,17 +26,24 @@ from dataclasses import dataclass, field
 from datetime import date
 from multiprocessing.pool import AsyncResult
 from pathlib import Path
-from typing import IO, cast
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from datadomain.ingest import writer
 from datadomain.ingest.parse import LineError, Parser, PatientRow, Row
+from datadomain.ingest.source import BREAKS, LineSource, Rejected, file_break
 from datadomain.models import IngestBatch, IngestCheckpoint, QuarantinedLine
 
 ANALYZE_AFTER_ROWS = 10_000
+BATCH_MAX_BYTES = 32 << 20  # a batch ends after this many bytes of lines, whatever its number of lines
+SOURCE_MAX_CHARS = 1000  # IngestCheckpoint.path and QuarantinedLine.source_path
+CONFLICT = (
+    "version_conflict",
+    "a resource with this id and version was already ingested with different content: the stored one is kept",
+)
 TYPES = ("Patient", "Condition", "Encounter", "Observation")
 TABLES = {"Patient": writer.PATIENT, "Condition": writer.CONDITION, "Encounter": writer.ENCOUNTER,
           "Observation": writer.OBSERVATION}  # fmt: skip
@@ -47,6 +59,7 @@ class Summary:
     skipped_lines: int = 0  # already committed by an earlier run
     files: int = 0
     seconds: float = 0.0
+    broken: list[tuple[str, str, int]] = field(default_factory=list)  # (file, break code, line)
 
     @property
     def resources_per_second(self) -> float:
@@ -62,6 +75,12 @@ class Summary:
             f"files: {self.files}, lines read: {self.lines}, lines skipped (already ingested): {self.skipped_lines}"
         )
         out.append(f"seconds: {self.seconds:.1f}, resources/s: {self.resources_per_second:,.0f}")
+        if self.broken:
+            out.append(
+                f"files cut short or unreadable: {len(self.broken)} (the lines before each break were ingested;"
+                " the breaks are in the quarantine)"
+            )
+            out.extend(f"  {source}: {code} at line {number}" for source, code, number in self.broken)
         return out
 
 
@@ -70,12 +89,13 @@ class Work:
     """One batch of one file on its way through the pipeline."""
 
     source: str
-    checkpoint_pk: int
+    checkpoint_pk: int | None  # None: a file that could not even be opened (read again next run)
     lines: list[tuple[int, bytes]]
     last_line: int
     copy: bool
     bytes_read: int
     final: bool
+    rejected: list[Rejected] = field(default_factory=list)  # refused while reading, never parsed
 
 
 def _ready(item: tuple[Work, AsyncResult[ParsedBatch]]) -> tuple[Work, ParsedBatch]:
@@ -95,8 +115,9 @@ class ParsedBatch:
 
 
 def parse_batch(parser: Parser, source: str, lines: list[tuple[int, bytes]], last_line: int, copy: bool) -> ParsedBatch:
-    """Validate ``lines``. The same resource twice in a batch keeps the newer version; the same resident ID
-    under two Patient ids keeps the first. With ``copy``, rows are turned into PostgreSQL COPY text here."""
+    """Validate ``lines``. The same resource twice in a batch keeps the newer version (the same version with
+    other content is a conflict: the first is kept); the same resident ID under two Patient ids keeps the
+    first. With ``copy``, rows are turned into PostgreSQL COPY text here."""
     rejects: list[tuple[int, str, str]] = []
     superseded: Counter[str] = Counter()
     buckets: dict[str, dict[str, tuple[int, Row]]] = {kind: {} for kind in TYPES}
@@ -114,6 +135,9 @@ def parse_batch(parser: Parser, source: str, lines: list[tuple[int, bytes]], las
         bucket = buckets[kind]
         seen = bucket.get(row.resource_id)
         if seen is not None:
+            if (row.version_id, row.last_updated) == (seen[1].version_id, seen[1].last_updated) and row != seen[1]:
+                rejects.append((number, *CONFLICT))
+                continue
             superseded[kind] += 1
             if (row.version_id, row.last_updated) <= (seen[1].version_id, seen[1].last_updated):
                 continue
@@ -162,11 +186,14 @@ def fingerprint(path: Path) -> str:
     return f"{path.stat().st_size}:{head}"
 
 
-def _open(path: Path) -> tuple[IO[bytes], IO[bytes]]:
-    raw = path.open("rb")
-    if path.name.endswith(".gz"):
-        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")), raw
-    return raw, raw
+def source_name(path: Path) -> str:
+    """How a file is named in checkpoints and the quarantine: its absolute path, as text the database
+    takes (a name that is not UTF-8 gets replacement characters) and that fits the columns."""
+    name = os.fsencode(path.resolve()).decode("utf-8", errors="replace")
+    if len(name) > SOURCE_MAX_CHARS:
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        name = f"{name[: SOURCE_MAX_CHARS - len(digest) - 3]}...{digest}"
+    return name
 
 
 class Ingester:
@@ -184,6 +211,7 @@ class Ingester:
         self.today = timezone.localdate()
         self.parser = Parser(pepper=self.pepper, today=self.today)
         self.batch_size = batch_size
+        self.max_line_bytes = int(settings.INGEST_MAX_LINE_BYTES)
         self.restart = restart
         self.workers = workers
         self.on_progress = on_progress or (lambda _bytes, _lines: None)
@@ -225,69 +253,105 @@ class Ingester:
 
     def _work(self, path: Path) -> Iterator[Work]:
         """The batches of one file still to ingest; the last one is marked ``final``."""
-        key = str(path.resolve())
-        print_ = fingerprint(path)
+        key = source_name(path)
+        copy = connection.vendor == "postgresql"
+        try:
+            print_, size = fingerprint(path), path.stat().st_size
+        except OSError:  # gone, or no permission: no checkpoint, so the next run tries again
+            yield Work(key, None, [], 0, copy, 0, final=True, rejected=[file_break("unreadable_file", 0)])
+            return
         checkpoint, _ = IngestCheckpoint.objects.get_or_create(path=key, defaults={"fingerprint": print_})
+        if checkpoint.fingerprint != print_:
+            # Another file at this path: the breaks of the one before no longer stand (its lines are read again).
+            _file_breaks(key).update(resolved_at=timezone.now())
         if checkpoint.fingerprint != print_ or self.restart:
             checkpoint.fingerprint, checkpoint.lines_done, checkpoint.completed = print_, 0, False
             checkpoint.save(update_fields=["fingerprint", "lines_done", "completed", "updated_at"])
-        copy = connection.vendor == "postgresql"
         if checkpoint.completed:  # the same file, finished before: nothing to read
             self.summary.skipped_lines += checkpoint.lines_done
-            yield Work(key, checkpoint.pk, [], checkpoint.lines_done, copy, path.stat().st_size, final=True)
+            self.summary.broken.extend((key, code, number) for code, number in _file_breaks(key)[:1])
+            yield Work(key, checkpoint.pk, [], checkpoint.lines_done, copy, size, final=True)
             return
-        stream, raw = _open(path)
+        try:
+            source = LineSource(path, max_line_bytes=self.max_line_bytes)
+        except OSError:  # could not be opened after all (it could be fingerprinted a moment ago)
+            yield Work(key, None, [], 0, copy, 0, final=True, rejected=[file_break("unreadable_file", 0)])
+            return
         previous: Work | None = None
         position = 0
-        with stream, raw:
-            for lines, last_line in self._batches(stream, checkpoint.lines_done):
-                self.summary.lines += len(lines)
+        with source:
+            for lines, rejected, last_line in self._batches(source, checkpoint.lines_done):
+                self.summary.lines += len(lines) + len(rejected)
                 if previous is not None:
                     yield previous
-                previous = Work(key, checkpoint.pk, lines, last_line, copy, raw.tell() - position, final=False)
-                position = raw.tell()
+                read, position = source.position() - position, source.position()
+                previous = Work(key, checkpoint.pk, lines, last_line, copy, read, final=False, rejected=rejected)
         if previous is None:
             previous = Work(key, checkpoint.pk, [], checkpoint.lines_done, copy, 0, final=True)
         previous.final = True
-        previous.bytes_read += path.stat().st_size - position
+        previous.bytes_read += size - position
         yield previous
 
     def _finish(self, work: Work, parsed: ParsedBatch) -> None:
-        if work.lines:
-            self.commit(parsed, work.lines, work.checkpoint_pk)
-        if work.final:
+        if work.lines or work.rejected:
+            self.commit(parsed, work.lines, work.checkpoint_pk, work.rejected)
+        self.summary.broken.extend((work.source, r.code, r.number) for r in work.rejected if r.code in BREAKS)
+        if work.final and work.checkpoint_pk is not None:
             IngestCheckpoint.objects.filter(pk=work.checkpoint_pk).update(completed=True, updated_at=timezone.now())
             self.summary.files += 1
         self.on_progress(work.bytes_read, len(work.lines))
 
-    def _batches(self, stream: IO[bytes], skip: int) -> Iterator[tuple[list[tuple[int, bytes]], int]]:
+    def _batches(self, source: LineSource, skip: int) -> Iterator[tuple[list[tuple[int, bytes]], list[Rejected], int]]:
+        """(lines to parse, lines refused while reading, number of the last line read) per batch."""
         batch: list[tuple[int, bytes]] = []
+        rejected: list[Rejected] = []
+        size = 0
         number = 0
-        for number, line in enumerate(stream, start=1):
-            if number <= skip:
+        for item in source:
+            number = item.number if isinstance(item, Rejected) else item[0]
+            if number <= skip and number > 0:
                 self.summary.skipped_lines += 1
                 continue
-            if not line.strip():
-                continue
-            batch.append((number, line))
-            if len(batch) >= self.batch_size:
-                yield batch, number
-                batch = []
-        if batch or number > skip:
-            yield batch, number
+            if isinstance(item, Rejected):
+                rejected.append(item)
+                size += len(item.raw)
+            elif item[1].strip():
+                batch.append(item)
+                size += len(item[1])
+            if len(batch) + len(rejected) >= self.batch_size or size >= BATCH_MAX_BYTES:
+                yield batch, rejected, max(number, skip)
+                batch, rejected, size = [], [], 0
+        if batch or rejected or number > skip:
+            yield batch, rejected, max(number, skip)
 
-    def commit(self, parsed: ParsedBatch, lines: list[tuple[int, bytes]], checkpoint_pk: int | None) -> None:
+    def commit(
+        self,
+        parsed: ParsedBatch,
+        lines: list[tuple[int, bytes]],
+        checkpoint_pk: int | None,
+        rejected: Iterable[Rejected] = (),
+    ) -> None:
         """Write one batch, its quarantined lines and the checkpoint in one transaction."""
         with transaction.atomic():
-            rejects = self.write(parsed)
-            if rejects:
-                raws = dict(lines)
+            rejects = self.write(parsed) if lines else []
+            raws = dict(lines)
+            entries = [
+                _quarantine(parsed.source, number, raws[number], code, reason) for number, code, reason in rejects
+            ]
+            breaks: list[QuarantinedLine] = []
+            for line in rejected:
+                self.summary.quarantined[line.code] += 1
+                entry = _quarantine(parsed.source, line.number, line.raw, line.code, line.reason)
+                (breaks if line.code in BREAKS else entries).append(entry)
+            if entries:
+                QuarantinedLine.objects.bulk_create(entries, ignore_conflicts=True)
+            if breaks:
+                # A break found again (a file read again) is open again, whatever became of it before.
                 QuarantinedLine.objects.bulk_create(
-                    [
-                        _quarantine(parsed.source, number, raws[number], code, reason)
-                        for number, code, reason in rejects
-                    ],
-                    ignore_conflicts=True,
+                    breaks,
+                    update_conflicts=True,
+                    unique_fields=["source_path", "line_number"],
+                    update_fields=["reason_code", "reason", "raw_line", "resolved_at"],
                 )
             if checkpoint_pk is not None:
                 IngestCheckpoint.objects.filter(pk=checkpoint_pk).update(
@@ -308,13 +372,21 @@ class Ingester:
                 rejects.append((number, "dangling_subject", "the subject Patient is not in the domain store"))
             for number in written.duplicates:
                 rejects.append((number, "duplicate_resident_id", "the resident ID belongs to another Patient resource"))
+            rejects.extend((number, *CONFLICT) for number in written.conflicts)
             self.summary.inserted[kind] += written.inserted
             self.summary.updated[kind] += written.updated
-            refused = len(written.dangling) + len(written.duplicates)
+            refused = len(written.dangling) + len(written.duplicates) + len(written.conflicts)
             self.summary.unchanged[kind] += len(payload.lines) - refused - written.inserted - written.updated
         for _, code, _ in rejects:
             self.summary.quarantined[code] += 1
         return rejects
+
+
+def _file_breaks(source: str) -> QuerySet[QuarantinedLine, tuple[str, int]]:
+    """The open breaks recorded for a file (it was cut short, damaged or unreadable)."""
+    return QuarantinedLine.objects.filter(
+        source_path=source, reason_code__in=list(BREAKS), resolved_at__isnull=True
+    ).values_list("reason_code", "line_number")
 
 
 def _quarantine(source: str, number: int, raw: bytes, code: str, reason: str) -> QuarantinedLine:
@@ -323,5 +395,6 @@ def _quarantine(source: str, number: int, raw: bytes, code: str, reason: str) ->
         line_number=number,
         reason_code=code,
         reason=reason[:300],
-        raw_line=raw.decode("utf-8", errors="replace").rstrip("\r\n"),
+        # PostgreSQL text cannot hold NUL; a line with one is binary garbage anyway.
+        raw_line=raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd").rstrip("\r\n"),
     )

@@ -4,7 +4,10 @@
 ``executemany`` upsert with references resolved in Python.
 
 Both keep the same rule: a resource id is stored once; a row replaces the stored one only when it is
-newer (``version_id`` first, then ``last_updated``). Every row written carries the batch id in
+newer (``version_id`` first, then ``last_updated``). A row of the same version as the stored one is
+unchanged when its stored columns are the same, and a conflict otherwise: the stored row is kept and the
+line quarantined. The comparison rides on what each path already does per batch (the upsert statement;
+the query for stored versions), so it adds no query per line. Every row written carries the batch id in
 ``ingest_batch``, which is how stored encrypted features notice a change (see ``IngestBatch``).
 
 Table and column names in the SQL below are module constants, never input: hence the S608 waivers.
@@ -39,6 +42,11 @@ class Table:
         """Stored columns: ``patient_ref`` becomes ``patient_id``."""
         return tuple("patient_id" if name == "patient_ref" else name for name in self.fields)
 
+    @property
+    def content(self) -> tuple[str, ...]:
+        """Stored columns other than the resource's id and version: what two copies of a version share."""
+        return tuple(name for name in self.columns if name not in ("resource_id", "version_id", "last_updated"))
+
 
 _RECORD_TYPES = ("varchar(64)", "varchar(64)", "bigint", "timestamptz")
 PATIENT = Table(
@@ -68,6 +76,7 @@ class Written:
     updated: int = 0
     dangling: list[int] = field(default_factory=list)  # line numbers whose subject is unknown
     duplicates: list[int] = field(default_factory=list)  # lines whose resident ID another Patient holds
+    conflicts: list[int] = field(default_factory=list)  # lines of a stored version with other content
 
 
 @dataclass
@@ -191,17 +200,24 @@ def _write_postgresql(table: Table, text: str, batch_id: int) -> Written:
                 " LEFT JOIN datadomain_patient p ON p.resource_id = s.patient_ref)"
             )
             selected = ", ".join(table.columns)
+        # Every CTE sees the table as it was before the statement: a conflict is with the stored row.
+        stored = ", ".join(f"t.{column}" for column in table.content)
+        staged = ", ".join(f"r.{column}" for column in table.content)
         cursor.execute(
             f"WITH {resolved}, up AS (INSERT INTO {table.name} ({columns})"
             f" SELECT {selected}, {int(batch_id)} FROM resolved WHERE patient_id IS NOT NULL"
             f" ON CONFLICT (resource_id) DO UPDATE SET {_update_set(table)} WHERE {_newer(table)}"
-            " RETURNING (xmax = 0) AS inserted)"
+            " RETURNING (xmax = 0) AS inserted),"
+            f" conflicts AS (SELECT r.line_number FROM resolved r JOIN {table.name} t ON t.resource_id = r.resource_id"
+            " WHERE r.patient_id IS NOT NULL AND t.version_id = r.version_id AND t.last_updated = r.last_updated"
+            f" AND ({stored}) IS DISTINCT FROM ({staged}))"
             " SELECT (SELECT count(*) FILTER (WHERE inserted) FROM up), (SELECT count(*) FILTER (WHERE NOT inserted)"
             " FROM up), (SELECT coalesce(array_agg(line_number), ARRAY[]::bigint[]) FROM resolved"
-            " WHERE patient_id IS NULL)"
+            " WHERE patient_id IS NULL), (SELECT coalesce(array_agg(line_number), ARRAY[]::bigint[]) FROM conflicts)"
         )
-        written.inserted, written.updated, missing = cursor.fetchone()
+        written.inserted, written.updated, missing, conflicts = cursor.fetchone()
     written.dangling = sorted(missing)
+    written.conflicts = sorted(conflicts)
     return written
 
 
@@ -223,6 +239,13 @@ def _stored_datetime(value: Any) -> Any:
     return value
 
 
+def _stored(value: Any) -> Any:
+    """A stored value in the form :func:`_adapt` gives the parsed one (the backend converts dates back)."""
+    if isinstance(value, datetime):
+        return _stored_datetime(value)
+    return value.isoformat() if isinstance(value, date) else value
+
+
 def _select_in(sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
     found: list[tuple[Any, ...]] = []
     with connection.cursor() as cursor:
@@ -235,37 +258,42 @@ def _select_in(sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
 
 def _write_generic(table: Table, rows: Sequence[tuple[Any, ...]], lines: Sequence[int], batch_id: int) -> Written:
     written = Written()
+    pairs = list(zip(rows, lines, strict=True))
     if table.is_patient:
         owners = dict(
             _select_in(
                 "SELECT resident_id, resource_id FROM datadomain_patient WHERE resident_id IN ({placeholders})",
-                [row[1] for row in rows],
+                [row[1] for row, _ in pairs],
             )
         )
-        written.duplicates = [
-            line for row, line in zip(rows, lines, strict=True) if owners.get(row[1], row[0]) != row[0]
-        ]
-        rows = [row for row in rows if owners.get(row[1], row[0]) == row[0]]
+        written.duplicates = [line for row, line in pairs if owners.get(row[1], row[0]) != row[0]]
+        pairs = [(row, line) for row, line in pairs if owners.get(row[1], row[0]) == row[0]]
     else:
-        refs = sorted({row[1] for row in rows})
+        refs = sorted({row[1] for row, _ in pairs})
         patient_ids = dict(
             _select_in("SELECT resource_id, id FROM datadomain_patient WHERE resource_id IN ({placeholders})", refs)
         )
-        written.dangling = [line for row, line in zip(rows, lines, strict=True) if row[1] not in patient_ids]
-        rows = [(row[0], patient_ids[row[1]], *row[2:]) for row in rows if row[1] in patient_ids]
+        written.dangling = [line for row, line in pairs if row[1] not in patient_ids]
+        pairs = [((row[0], patient_ids[row[1]], *row[2:]), line) for row, line in pairs if row[1] in patient_ids]
     version_at = table.fields.index("version_id")
+    content_at = [table.columns.index(column) for column in table.content]
     existing = {
-        rid: (version, _stored_datetime(updated))
-        for rid, version, updated in _select_in(
-            f"SELECT resource_id, version_id, last_updated FROM {table.name} WHERE resource_id IN ({{placeholders}})",
-            [row[0] for row in rows],
+        found[0]: ((found[1], _stored_datetime(found[2])), tuple(map(_stored, found[3:])))
+        for found in _select_in(
+            f"SELECT resource_id, version_id, last_updated, {', '.join(table.content)} FROM {table.name}"
+            " WHERE resource_id IN ({placeholders})",
+            [row[0] for row, _ in pairs],
         )
     }
-    changed = [
-        (*adapted, batch_id)
-        for adapted in (tuple(map(_adapt, row)) for row in rows)
-        if adapted[0] not in existing or adapted[version_at : version_at + 2] > existing[adapted[0]]
-    ]
+    changed = []
+    for row, line in pairs:
+        adapted = tuple(map(_adapt, row))
+        version = adapted[version_at : version_at + 2]
+        stored_version, stored_content = existing.get(adapted[0], (None, None))
+        if stored_version is None or version > stored_version:
+            changed.append((*adapted, batch_id))
+        elif version == stored_version and tuple(adapted[i] for i in content_at) != stored_content:
+            written.conflicts.append(line)
     written.inserted = sum(1 for row in changed if row[0] not in existing)
     written.updated = len(changed) - written.inserted
     if changed:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -9,12 +10,23 @@ from tqdm import tqdm
 
 from datadomain.ingest.runner import Ingester, input_files
 
+BROKEN_FILES = 3  # exit status: the run finished, but a file broke off (see the summary)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone since it was listed: the ingest reports it as unreadable
+        return 0
+
 
 class Command(BaseCommand):
     help = (
         "Ingest FHIR R4 bulk NDJSON (Patient, Condition, Encounter, Observation): files, .ndjson.gz, or "
         "directories of them. Idempotent and resumable; bad lines go to the quarantine. Exit status 0 when "
-        "the run finished (even with quarantined lines), non-zero on a fatal error."
+        "the run finished (even with quarantined lines); 3 when it finished but a file was cut short, "
+        "damaged or unreadable (the lines before the break are ingested, the break is quarantined: fetch "
+        "the file again); 2 on missing input; 1 on a database error (run again to resume)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -36,7 +48,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=2) from exc
         if not files:
             raise CommandError("no .ndjson or .ndjson.gz file found", returncode=2)
-        total = sum(path.stat().st_size for path in files)
+        total = sum(_size(path) for path in files)
         with tqdm(
             total=total, unit="B", unit_scale=True, desc="ingest", disable=options["no_progress"], file=sys.stderr
         ) as bar:
@@ -56,6 +68,12 @@ class Command(BaseCommand):
                 raise CommandError(f"database error, the run stopped (resume by running again): {exc}") from exc
         for line in summary.lines_text():
             self.stdout.write(line)
+        if summary.broken:
+            raise CommandError(
+                f"{len(summary.broken)} file(s) cut short, damaged or unreadable: the lines before each break were"
+                " ingested and the breaks quarantined; fetch those files again and re-run",
+                returncode=BROKEN_FILES,
+            )
 
     def workers(self, requested: int | None) -> int:
         if requested is not None:
