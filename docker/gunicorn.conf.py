@@ -20,7 +20,9 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Whose X-Forwarded-Proto gunicorn believes: the proxies the application trusts for X-Forwarded-For
+# (TRUSTED_PROXIES, ops/client_address.py) unless FORWARDED_ALLOW_IPS says otherwise.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or os.environ.get("TRUSTED_PROXIES") or "127.0.0.1"
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -10,7 +10,6 @@ from datetime import timedelta
 import orjson
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Case, F, JSONField, UUIDField, Value, When
@@ -113,7 +112,7 @@ def api_key_authenticate(*, plaintext: str) -> ApiKey | None:
     return key
 
 
-# --- portal users, sign-in lock-out and two-factor ------------------------------------------------------
+# --- portal users and two-factor (the sign-in lock-out: insurer_portal.lockout) -------------------------
 
 
 @transaction.atomic
@@ -143,51 +142,6 @@ def portal_user_set_role(*, membership: InsurerUser, role: str) -> None:
     if role not in InsurerUser.Role.values:
         raise InsurerError("invalid_input", "Unknown role.")
     InsurerUser.objects.filter(pk=membership.pk).update(role=role)
-
-
-def _lock_keys(username: str, address: str) -> dict[str, tuple[str, int]]:
-    """The failure counters a sign-in attempt touches, with their limits: one per account name (guessing
-    one password) and one per client address (trying a few passwords on many accounts). Both are hashed:
-    the cache never holds a user name or an address."""
-
-    def digest(value: str) -> str:
-        return hashlib.sha256(value.strip().lower().encode()).hexdigest()
-
-    keys = {"account": (f"portal-login-failures:{digest(username)}", settings.PORTAL_LOCKOUT_FAILURES)}
-    if address:
-        keys["address"] = (f"portal-login-failures-ip:{digest(address)}", settings.PORTAL_ADDRESS_LOCKOUT_FAILURES)
-    return keys
-
-
-def login_is_locked(*, username: str, address: str = "") -> bool:
-    """True while the account name or the client address has used up its failures for the window."""
-    return any(int(cache.get(key, 0)) >= limit for key, limit in _lock_keys(username, address).values())
-
-
-def login_failure_record(*, username: str, address: str = "") -> bool:
-    """Count a failed password or code against the account name and the client address; returns True
-    when either is now locked.
-
-    The counts live in the shared cache for PORTAL_LOCKOUT_SECONDS from their first failure, so a lock
-    ends by itself and guessing is capped at PORTAL_LOCKOUT_FAILURES tries per account and
-    PORTAL_ADDRESS_LOCKOUT_FAILURES per address in each window.
-    """
-    locked = False
-    for key, limit in _lock_keys(username, address).values():
-        cache.add(key, 0, timeout=settings.PORTAL_LOCKOUT_SECONDS)
-        try:
-            failures = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=settings.PORTAL_LOCKOUT_SECONDS)
-            failures = 1
-        locked = locked or int(failures) >= limit
-    return locked
-
-
-def login_failures_clear(*, username: str) -> None:
-    """A successful sign-in clears its account's count; the address keeps its count until the window
-    ends, so one valid account cannot reset a spray over others."""
-    cache.delete(_lock_keys(username, "")["account"][0])
 
 
 @transaction.atomic

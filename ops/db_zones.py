@@ -78,6 +78,11 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     "sessions.Session": {WEB: ALL},
     "admin.LogEntry": {WEB: "SELECT INSERT DELETE"},
     "otp_totp.TOTPDevice": {WEB: ALL},
+    # django-axes' tables stay empty: sign-in failures are counted in the cache (insurer_portal.lockout).
+    "axes.AccessAttempt": {},
+    "axes.AccessAttemptExpiration": {},
+    "axes.AccessFailureLog": {},
+    "axes.AccessLog": {},
     # --- ops: which worker consumed each queue's heartbeat (readiness, dashboard) -------------------------
     "ops.WorkerHeartbeat": {WEB: "SELECT DELETE", DOMAIN: HEARTBEAT, SCORING: HEARTBEAT, CUSTODIAN: HEARTBEAT},
     # --- audit ---------------------------------------------------------------------------------------------

@@ -5,11 +5,13 @@ See README.md ("Configuration") and docker/.env.example for the variables.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
 from django.utils.translation import gettext_lazy as _
 from kombu import Queue
+from python_ipware import IpWare
 
 from config.settings.env import DEV_DEFAULTS, env, secret
 
@@ -86,6 +88,7 @@ INSTALLED_APPS = [
     "insurer_portal",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    "axes",  # sign-in lock-out (portal and admin): insurer_portal.lockout
 ]
 
 MIDDLEWARE = [
@@ -102,6 +105,8 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: a locked-out sign-in page becomes a 429 with Retry-After.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -160,11 +165,38 @@ SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=30 * 60)
 SESSION_SAVE_EVERY_REQUEST = True
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
-# Repeated failed sign-ins (password or one-time code) lock the account name for a while.
+# --- sign-in lock-out, portal and admin (django-axes; the policy is in insurer_portal/lockout.py) -------
+# Failed sign-ins (a password, a one-time code) counted for PORTAL_LOCKOUT_SECONDS after the latest one:
+# PORTAL_LOCKOUT_FAILURES of one account from one client address lock that pair; PORTAL_ADDRESS_LOCKOUT_FAILURES
+# from one address over all accounts, or PORTAL_ACCOUNT_THROTTLE_FAILURES of one account over all addresses,
+# lock out every browser that has not signed in to that account before.
 PORTAL_LOCKOUT_FAILURES = env.int("PORTAL_LOCKOUT_FAILURES", default=5)
 PORTAL_LOCKOUT_SECONDS = env.int("PORTAL_LOCKOUT_SECONDS", default=15 * 60)
-# Failed sign-ins from one client address, over all account names, in the same window.
 PORTAL_ADDRESS_LOCKOUT_FAILURES = env.int("PORTAL_ADDRESS_LOCKOUT_FAILURES", default=30)
+PORTAL_ACCOUNT_THROTTLE_FAILURES = env.int("PORTAL_ACCOUNT_THROTTLE_FAILURES", default=20)
+# The reverse proxies in front of gunicorn, one address or CIDR network per hop, outermost first, the one
+# that connects to gunicorn last. X-Forwarded-For is believed only as far as these hops wrote it
+# (ops/client_address.py); empty: no proxy, the client is the connection's own address.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+IpWare(proxy_list=TRUSTED_PROXIES)  # a malformed entry stops start-up (ValueError), not the first sign-in
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesBackend",  # refuses a locked-out sign-in before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "insurer_portal.lockout.SignInLockHandler"
+AXES_CACHE = "default"
+AXES_CLIENT_IP_CALLABLE = "ops.client_address.client_address"
+AXES_USERNAME_CALLABLE = "insurer_portal.lockout.username_of"
+AXES_USERNAME_FORM_FIELD = "username"  # set, so axes does not put a lazy object among the settings
+AXES_LOCKOUT_CALLABLE = "insurer_portal.lockout.lockout_response"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address", "username"]
+AXES_FAILURE_LIMIT = PORTAL_LOCKOUT_FAILURES
+AXES_COOLOFF_TIME = timedelta(seconds=PORTAL_LOCKOUT_SECONDS)
+# A lock ends PORTAL_LOCKOUT_SECONDS after the failure that set it: tries while locked are not counted.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_ENABLE_ADMIN = False  # the counters live in the cache (hashed), not in axes' tables
+AXES_VERBOSE = False
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Underwriting portal")
 # Password-reset mail; the console backend prints it (development and the demo).
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

@@ -30,6 +30,15 @@ for _name, _value in {
             f"{_name} is {_reason}; production needs a new random value (docker/.env.example says how)."
         )
 
+# --- the proxy in front: client addresses (sign-in lock-out) ------------------------------------------
+# Behind the proxy every connection comes from it: without TRUSTED_PROXIES every user would share the
+# proxy's address, and one attacker's failed sign-ins would lock them all out (ops/client_address.py).
+if not TRUSTED_PROXIES:  # noqa: F405
+    raise ImproperlyConfigured(
+        "TRUSTED_PROXIES must name the proxy in front of gunicorn (docker/README.md, "
+        '"The proxy in front, and client addresses").'
+    )
+
 # --- HTTPS -----------------------------------------------------------------------------------------
 # The proxy terminates TLS; trust its X-Forwarded-Proto (gunicorn's FORWARDED_ALLOW_IPS names the proxy).
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -27,7 +27,7 @@ os.environ.setdefault("AUDIT_KEY", "test-audit-key")
 os.environ.setdefault("WEBHOOK_ALLOWED_PRIVATE_HOSTS", "127.0.0.1")
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import DATABASES, VAR_DIR
+from config.settings.base import CACHES, DATABASES, VAR_DIR
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; never in production
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
@@ -37,6 +37,9 @@ CUSTODIAN_KEY_DIR = VAR_DIR / "test-keys"
 # hand to the processes they start.
 AUDIT_ANCHOR_SIGNING_KEY = "7e5a" * 16
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Counters in a shared Redis (sign-in lock-out, API throttles) belong to this run: failures counted by an
+# earlier run within PORTAL_LOCKOUT_SECONDS never lock this one out. Processes it starts share VAR_DIR.
+CACHES["default"]["KEY_PREFIX"] = VAR_DIR.name
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so that worker processes started by the tests can open it too; one per

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import segno
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate, login, logout
 from django.http import HttpRequest, HttpResponse
@@ -19,7 +20,7 @@ from django_otp import login as otp_login
 from django_otp import user_has_device
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from insurer_portal import services
+from insurer_portal import lockout, services
 from insurer_portal.forms import LoginForm, TokenForm
 from insurer_portal.models import InsurerUser
 from insurer_portal.selectors import membership_for
@@ -28,44 +29,43 @@ from insurer_portal.views.access import needs_second_factor, portal_view, safe_n
 SETUP_DEVICE_KEY = "portal-2fa-setup-device"
 
 
-def client_address(request: HttpRequest) -> str:
-    """The peer address as the WSGI server saw it (behind a proxy, the proxy must set REMOTE_ADDR)."""
-    return str(request.META.get("REMOTE_ADDR", ""))
-
-
 @never_cache
 @sensitive_post_parameters("password")
 def login_view(request: HttpRequest) -> HttpResponse:
     form = LoginForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         username = form.cleaned_data["username"]
-        address = client_address(request)
-        if services.login_is_locked(username=username, address=address):
-            form.add_error(None, _("Too many failed attempts. Try again in 15 minutes or reset your password."))
-        else:
-            user = authenticate(request, username=username, password=form.cleaned_data["password"])
-            if user is not None and membership_for(user) is not None:
-                login(request, user)
-                services.login_failures_clear(username=username)
-                return _after_password(request)
-            locked = services.login_failure_record(username=username, address=address)
-            form.add_error(
-                None,
-                _("Too many failed attempts. Try again in 15 minutes or reset your password.")
-                if locked
-                else _("The user name or password is not correct."),
-            )
-    return render(request, "portal/auth/login.html", {"form": form, "next": request.GET.get("next", "")})
+        # A locked-out client is refused by django-axes (AUTHENTICATION_BACKENDS) before the password is checked.
+        user = authenticate(request, username=username, password=form.cleaned_data["password"])
+        if user is not None and membership_for(user) is None:
+            # Counted like a wrong password: when the lock-out comes must not tell a right password apart.
+            lockout.failure_record(request, username)
+            user = None
+        if user is not None:
+            login(request, user)
+            return _after_password(request, username)
+        state = lockout.refusal_state(request, username)
+        form.add_error(None, state.message if state.locked else _("The user name or password is not correct."))
+    context = {
+        "form": form,
+        "next": request.GET.get("next", ""),
+        "lockout_failures": settings.PORTAL_LOCKOUT_FAILURES,
+        "lockout_minutes": max(1, settings.PORTAL_LOCKOUT_SECONDS // 60),
+    }
+    return render(request, "portal/auth/login.html", context)
 
 
-def _after_password(request: HttpRequest) -> HttpResponse:
+def _after_password(request: HttpRequest, username: str) -> HttpResponse:
     membership = membership_for(request.user)
     assert membership is not None
     step = needs_second_factor(request, membership)
     target = safe_next(request)
-    if step is not None:
+    if step == "portal:verify":
         return redirect(f"{reverse(step)}?next={target}")
-    return redirect(target)
+    # No code to give (an admin without an authenticator enrols one next): the sign-in is complete.
+    response = redirect(f"{reverse(step)}?next={target}" if step else target)
+    lockout.signin_succeeded(request, response, username)
+    return response
 
 
 @never_cache
@@ -78,17 +78,17 @@ def verify_view(request: HttpRequest) -> HttpResponse:
         return redirect("portal:dashboard")
     form = TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if services.login_is_locked(username=user.username, address=client_address(request)):
+        state = lockout.lock_state(request, user.username)
+        if not state.locked:
+            if device.verify_token(form.cleaned_data["token"]):
+                otp_login(request, device)
+                response = redirect(safe_next(request))
+                lockout.signin_succeeded(request, response, user.username)
+                return response
+            state = lockout.failure_record(request, user.username)
+        if state.locked:
             logout(request)
-            messages.error(request, _("Too many failed attempts. Try again in 15 minutes or reset your password."))
-            return redirect("portal:login")
-        if device.verify_token(form.cleaned_data["token"]):
-            otp_login(request, device)
-            services.login_failures_clear(username=user.username)
-            return redirect(safe_next(request))
-        if services.login_failure_record(username=user.username, address=client_address(request)):
-            logout(request)
-            messages.error(request, _("Too many failed attempts. Try again in 15 minutes or reset your password."))
+            messages.error(request, state.message)
             return redirect("portal:login")
         form.add_error("token", _("This code is not correct or has expired."))
     return render(request, "portal/auth/verify.html", {"form": form, "next": request.GET.get("next", "")})

@@ -40,14 +40,18 @@ def test_the_sign_in_form_asks_for_the_code(client: Client) -> None:
     assert "staff_totp_setup" in page
 
 
-def test_a_staff_member_without_an_authenticator_is_refused_and_told_how_to_enrol(
+def test_a_staff_member_without_an_authenticator_is_refused_like_a_wrong_password(
     superuser: User, client: Client
 ) -> None:
+    """The refusal must not confirm the password, so the page says in general how staff enrol."""
     response = client.post(
         LOGIN, {"username": "chief", "password": PASSWORD, "otp_token": "123456"}, HTTP_ACCEPT_LANGUAGE="en"
     )
+    page = response.content.decode()
     assert response.status_code == 200
-    assert "staff_totp_setup chief" in response.content.decode()
+    assert "The user name, password or code is not correct." in page
+    assert "staff_totp_setup" in page
+    assert "staff_totp_setup chief" not in page
     assert client.get("/admin/").status_code == 302
 
 

@@ -32,6 +32,7 @@ def production_env(**overrides: str) -> dict[str, str]:
             "AUDIT_KEY": secrets.token_urlsafe(32),
             "CUSTODIAN_KEY_ID": secrets.token_hex(8),
             "ALLOWED_HOSTS": "underwriting.example.org,testserver",
+            "TRUSTED_PROXIES": "172.30.0.1",
             "DATABASE_URL": os.environ.get("DATABASE_URL", "") or "postgres://u:p@127.0.0.1:1/none",
             **overrides,
         }
@@ -58,6 +59,12 @@ def test_production_refuses_debug() -> None:
     result = run_python("import django; django.setup()", production_env(DEBUG="1"))
     assert result.returncode != 0
     assert "refuses DEBUG" in result.stderr
+
+
+def test_production_requires_the_proxy_it_sits_behind() -> None:
+    result = run_python("import django; django.setup()", production_env(TRUSTED_PROXIES=""))
+    assert result.returncode != 0
+    assert "TRUSTED_PROXIES must name the proxy" in result.stderr
 
 
 def test_production_requires_its_secrets() -> None:

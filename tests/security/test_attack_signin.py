@@ -1,0 +1,251 @@
+"""Attacks on sign-in: locking everyone out behind the proxy, choosing one's address with X-Forwarded-For,
+guessing one account from many addresses, and asking the admin sign-in whether a password is right.
+
+The proxy attacks run against a real gunicorn whose trusted proxy is 127.0.0.1: requests sent from
+127.0.0.1 with an X-Forwarded-For play the proxy forwarding a client; requests sent from 127.0.0.2 play
+someone who reaches gunicorn directly and forges the header (the whole of 127.0.0.0/8 is this machine's).
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.test import Client
+
+from insurer_portal.models import InsurerUser
+from insurer_portal.services import portal_user_create
+from tests.factories import InsurerFactory, UserFactory
+from tests.gunicorn import Server, gunicorn_server
+from tests.staff import authenticator, current_code
+
+PASSWORD = "signin-attack-password-1"
+PROXY = "127.0.0.1"  # TRUSTED_PROXIES of the server below
+DIRECT = "127.0.0.2"  # reaches gunicorn without going through the proxy
+REAL_USER_ADDRESS = "198.51.100.7"
+ATTACKER_ADDRESS = "203.0.113.66"
+LOCKED = "Too many failed sign-in attempts. Try again in"
+WRONG = "The user name or password is not correct."
+
+
+@pytest.fixture(autouse=True)
+def _no_failures_counted() -> Iterator[None]:
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: str
+
+
+@dataclass
+class Browser:
+    """One browser with its cookies, connecting from ``source`` and sending ``forwarded_for`` (as the
+    proxy at 127.0.0.1 would, or as a forger elsewhere does)."""
+
+    server: Server
+    source: str = PROXY
+    forwarded_for: str | None = None
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    def request(self, method: str, path: str, form: Mapping[str, str] | None = None) -> Answer:
+        headers = {"Accept-Language": "en"}
+        if self.forwarded_for is not None:
+            headers["X-Forwarded-For"] = self.forwarded_for
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+        body = None
+        if form is not None:
+            body = urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", self.server.port, timeout=30, source_address=(self.source, 0)
+        )
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            text = response.read().decode(errors="replace")
+            for raw in response.headers.get_all("Set-Cookie") or []:
+                for name, morsel in SimpleCookie(raw).items():
+                    self.cookies[name] = morsel.value
+            return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, text)
+        finally:
+            connection.close()
+
+    def sign_in(self, username: str, password: str) -> Answer:
+        if "csrftoken" not in self.cookies:
+            self.request("GET", "/portal/login/")
+        form = {"csrfmiddlewaretoken": self.cookies["csrftoken"], "username": username, "password": password}
+        return self.request("POST", "/portal/login/", form)
+
+    def sign_out(self) -> None:
+        self.request("POST", "/portal/logout/", {"csrfmiddlewaretoken": self.cookies["csrftoken"]})
+
+
+@pytest.fixture
+def real_user(transactional_db: None) -> InsurerUser:
+    return portal_user_create(
+        insurer=InsurerFactory(slug="signin-life"), username="uw-real", email="uw-real@example.com",
+        role=InsurerUser.Role.UNDERWRITER, password=PASSWORD,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def server(transactional_db: None, tmp_path: Path) -> Iterator[Server]:
+    with gunicorn_server(tmp_path, extra_env={"TRUSTED_PROXIES": PROXY}, threads=4) as running:
+        yield running
+
+
+def spray(browser: Browser, attempts: int) -> list[int]:
+    """Sign-ins with random account names and passwords: the statuses the attacker saw."""
+    return [browser.sign_in(f"user-{secrets.token_hex(4)}", secrets.token_urlsafe(12)).status for _ in range(attempts)]
+
+
+def signed_in(browser: Browser, answer: Answer) -> bool:
+    return answer.status == 302 and browser.request("GET", "/portal/").status == 200
+
+
+def test_an_attacker_behind_the_proxy_locks_out_only_itself(server: Server, real_user: InsurerUser) -> None:
+    attacker = Browser(server, forwarded_for=ATTACKER_ADDRESS)
+    statuses = spray(attacker, 35)
+    # The attacker's own address is locked by its 30th failure (PORTAL_ADDRESS_LOCKOUT_FAILURES) ...
+    assert statuses == [200] * 29 + [429] * 6
+    # ... and so is every name it tries from there, the real user's included.
+    refused = attacker.sign_in("uw-real", PASSWORD)
+    assert refused.status == 429
+    assert LOCKED in refused.body
+    assert 0 < int(refused.headers["retry-after"]) <= 15 * 60
+
+    # The real user, behind the same proxy but from their own address, signs in at once.
+    user = Browser(server, forwarded_for=REAL_USER_ADDRESS)
+    assert signed_in(user, user.sign_in("uw-real", PASSWORD))
+
+
+def test_guessing_one_account_locks_the_guesser_not_the_account(server: Server, real_user: InsurerUser) -> None:
+    attacker = Browser(server, forwarded_for=ATTACKER_ADDRESS)
+    statuses = [attacker.sign_in("uw-real", f"guess-{n}").status for n in range(7)]
+    assert statuses == [200] * 4 + [429] * 3  # the fifth failure locks (uw-real, attacker's address)
+    user = Browser(server, forwarded_for=REAL_USER_ADDRESS)
+    assert signed_in(user, user.sign_in("uw-real", PASSWORD))
+
+
+def test_guessing_from_many_addresses_stops_strangers_but_not_the_users_own_browser(
+    server: Server, real_user: InsurerUser
+) -> None:
+    user = Browser(server, forwarded_for=REAL_USER_ADDRESS)
+    assert signed_in(user, user.sign_in("uw-real", PASSWORD))  # the browser is now known to the account
+    user.sign_out()
+    # A botnet: every guess from another address, so no (account, address) pair reaches its limit.
+    guesses = [
+        Browser(server, forwarded_for=f"203.0.113.{n}").sign_in("uw-real", f"guess-{n}").status for n in range(1, 23)
+    ]
+    assert guesses == [200] * 19 + [429] * 3  # the 20th failure: PORTAL_ACCOUNT_THROTTLE_FAILURES
+    stranger = Browser(server, forwarded_for="192.0.2.50")
+    assert stranger.sign_in("uw-real", PASSWORD).status == 429  # a browser new to the account waits ...
+    assert signed_in(user, user.sign_in("uw-real", PASSWORD))  # ... the user's own browser does not
+
+
+def test_an_untrusted_peer_cannot_choose_its_address_with_x_forwarded_for(
+    server: Server, real_user: InsurerUser
+) -> None:
+    # Cause a lock-out: a direct peer claims to be the real user's address and fails their account ...
+    framer = Browser(server, source=DIRECT, forwarded_for=REAL_USER_ADDRESS)
+    assert [framer.sign_in("uw-real", f"guess-{n}").status for n in range(6)] == [200] * 4 + [429] * 2
+    # ... which locked the framer's own address for that account, not the real user's.
+    user = Browser(server, forwarded_for=REAL_USER_ADDRESS)
+    assert signed_in(user, user.sign_in("uw-real", PASSWORD))
+
+    # Dodge the lock-out: a new forged address (or a forged chain ending in the proxy) for every try.
+    dodger = Browser(server, source=DIRECT)
+    statuses = []
+    for n in range(30):
+        dodger.forwarded_for = f"192.0.2.{n + 1}" if n % 2 else f"192.0.2.{n + 1}, {PROXY}"
+        statuses.append(dodger.sign_in(f"user-{secrets.token_hex(4)}", "guess").status)
+    # Every try counted against 127.0.0.2 itself: with the framer's five, the 25th is the address's 30th.
+    assert statuses == [200] * 24 + [429] * 6
+    # Behind the proxy nothing was counted: not the forged addresses, not the proxy's own.
+    assert Browser(server, forwarded_for="192.0.2.2").sign_in("nobody", "guess").status == 200
+    assert Browser(server).sign_in("nobody", "guess").status == 200
+    assert signed_in(user, user.sign_in("uw-real", PASSWORD))
+
+
+# --- the bureau admin ----------------------------------------------------------------------------------
+
+ADMIN_LOGIN = "/admin/login/?next=/admin/"
+STAFF_PASSWORD = "a-long-test-password"
+
+
+def refusal(response: Any) -> str:
+    notes = re.findall(r'<p class="errornote">\s*(.*?)\s*</p>', response.content.decode(), flags=re.S)
+    return " ".join(notes)
+
+
+@pytest.fixture
+def chief(db: None) -> User:
+    return UserFactory(username="chief", is_staff=True, is_superuser=True)
+
+
+def test_the_admin_sign_in_never_confirms_a_password(chief: User, client: Client, settings: Any) -> None:
+    settings.OTP_TOTP_THROTTLE_FACTOR = 0
+    device = authenticator(chief)
+    wrong_code = f"{(int(current_code(device)) + 1) % 1_000_000:06d}"
+    wrong_password = client.post(
+        ADMIN_LOGIN, {"username": "chief", "password": "not-the-password", "otp_token": wrong_code},
+        HTTP_ACCEPT_LANGUAGE="en",
+    )  # fmt: skip
+    right_password = client.post(
+        ADMIN_LOGIN, {"username": "chief", "password": STAFF_PASSWORD, "otp_token": wrong_code},
+        HTTP_ACCEPT_LANGUAGE="en",
+    )  # fmt: skip
+    staff_without_code = UserFactory(username="deputy", is_staff=True)  # no authenticator enrolled
+    no_authenticator = client.post(
+        ADMIN_LOGIN, {"username": staff_without_code.username, "password": STAFF_PASSWORD, "otp_token": "123456"},
+        HTTP_ACCEPT_LANGUAGE="en",
+    )  # fmt: skip
+    not_staff = UserFactory(username="portal-person")
+    not_staff_answer = client.post(
+        ADMIN_LOGIN, {"username": not_staff.username, "password": STAFF_PASSWORD, "otp_token": "123456"},
+        HTTP_ACCEPT_LANGUAGE="en",
+    )  # fmt: skip
+    answers = [wrong_password, right_password, no_authenticator, not_staff_answer]
+    assert {answer.status_code for answer in answers} == {200}
+    assert {refusal(answer) for answer in answers} == {"The user name, password or code is not correct."}
+    assert client.get("/admin/").status_code == 302
+
+
+def test_the_admin_sign_in_locks_out_like_the_portal(chief: User, client: Client, settings: Any) -> None:
+    settings.OTP_TOTP_THROTTLE_FACTOR = 0
+    device = authenticator(chief)
+    wrong_code = f"{(int(current_code(device)) + 1) % 1_000_000:06d}"
+    # Wrong passwords and a right password with a wrong code count alike: five in all lock the account here.
+    for password in ("guess-1", STAFF_PASSWORD, "guess-2", STAFF_PASSWORD):
+        client.post(ADMIN_LOGIN, {"username": "chief", "password": password, "otp_token": wrong_code})
+    fifth = client.post(
+        ADMIN_LOGIN, {"username": "chief", "password": "guess-3", "otp_token": wrong_code}, HTTP_ACCEPT_LANGUAGE="en"
+    )
+    assert fifth.status_code == 429
+    assert refusal(fifth) == "Too many failed sign-in attempts. Try again in 15 minutes."
+    both_right = {"username": "chief", "password": STAFF_PASSWORD, "otp_token": current_code(device)}
+    locked = client.post(ADMIN_LOGIN, both_right, HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert locked.status_code == 429
+    assert 0 < int(locked["Retry-After"]) <= settings.PORTAL_LOCKOUT_SECONDS
+    assert refusal(locked) == "登录失败次数过多。请在 15 分钟后重试。"
+    assert client.get("/admin/").status_code == 302
+    # A colleague at another address is not locked out, and neither is chief from there.
+    elsewhere = Client(REMOTE_ADDR="198.51.100.30")
+    assert elsewhere.post(ADMIN_LOGIN, both_right).status_code == 302
+    assert elsewhere.get("/admin/").status_code == 200
