@@ -150,7 +150,7 @@ def _lock_chain() -> None:
 def _head() -> tuple[int, str]:
     head = AuditEntry.objects.filter(chain_seq__isnull=False).order_by("-chain_seq").values_list("chain_seq", "hash")
     found = head.first()
-    return (int(found[0]), found[1] or "") if found else (0, GENESIS)
+    return (int(found[0] or 0), found[1] or "") if found else (0, GENESIS)
 
 
 def _chain_batch(key: bytes) -> int:
@@ -250,7 +250,7 @@ def _walk(key: bytes, walk: _Walk) -> None:
     for *content, seq, prev_hash, digest in chained.values_list(*CONTENT, "chain_seq", "prev_hash", "hash").iterator(
         chunk_size=2000
     ):
-        row: Row = tuple(content)  # type: ignore[assignment]
+        row: Row = tuple(content)
         expected = walk.checked + 1
         problem = _entry_problem(key, row, (seq, prev_hash, digest), expected, prev)
         for anchor in walk.anchored.get(expected, []) if not problem else []:
