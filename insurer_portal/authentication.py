@@ -1,15 +1,22 @@
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 
+from insurer_portal.counters import counter_add, counter_subtract
 from insurer_portal.models import ApiKey, Insurer
 from insurer_portal.services import api_key_authenticate
+
+# Set on a request by the throttles: the counters it was added to, and that one of them refused it.
+_COUNTED = "_throttle_counted"
+_REFUSED = "_throttle_refused"
 
 
 @dataclass(frozen=True)
@@ -49,47 +56,84 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignor
         return {"type": "http", "scheme": "bearer", "bearerFormat": "uwk_<prefix>_<secret>"}
 
 
-class ApiKeyRateThrottle(SimpleRateThrottle):
-    """Requests per API key (429 with Retry-After past the rate)."""
+def _rate(setting: str) -> tuple[int, int]:
+    """A rate setting in DRF's syntax ("600/min") as (limit, seconds)."""
+    count, _, period = str(getattr(settings, setting)).partition("/")
+    return int(count), {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[:1]]
+
+
+@dataclass(frozen=True)
+class _Window:
+    """One fixed-window counter: at most ``limit`` units per ``seconds`` for one key or one insurer."""
+
+    key: str
+    limit: int
+    seconds: int
+
+
+class ApiKeyRateThrottle(BaseThrottle):
+    """Calls per API key (API_THROTTLE_RATE) and per insurer over all its keys (API_INSURER_THROTTLE_RATE);
+    past either, 429 with Retry-After (the seconds until the window that refused the call ends).
+
+    Fixed windows counted atomically in the shared cache (insurer_portal.counters): a call adds its weight
+    to its key's counter, then to its insurer's, for the current window, and goes through only if neither
+    went past its limit. The add returns the new total in the same step, so however many calls arrive at
+    once no more than the limit are let through (with one counter, exactly min(calls, limit)). A refused
+    call takes its share back from every counter it was added to, so a refused batch does not use up the
+    budget of smaller ones; a call one throttle refused is not counted by the next. At a window's edge a
+    client can fit up to twice the rate into a short span: the price of counters that cannot race.
+    """
 
     scope = "api_key"
+    key_rate_setting = "API_THROTTLE_RATE"
+    insurer_rate_setting = "API_INSURER_THROTTLE_RATE"
 
-    def get_rate(self) -> str:
-        return str(settings.API_THROTTLE_RATE)
+    def __init__(self) -> None:
+        self.retry_after: int | None = None
 
-    def get_cache_key(self, request: Request, view: object) -> str | None:
-        if isinstance(request.auth, ApiKey):
-            return f"throttle:{self.scope}:{request.auth.prefix}"
-        return None
+    def weight(self, request: Request) -> int:
+        return 1
+
+    def windows(self, key: ApiKey) -> list[_Window]:
+        return [
+            _Window(f"throttle:{self.scope}:key:{key.prefix}", *_rate(self.key_rate_setting)),
+            _Window(f"throttle:{self.scope}:insurer:{key.insurer_id}", *_rate(self.insurer_rate_setting)),
+        ]
+
+    def allow_request(self, request: Request, view: object) -> bool:
+        if getattr(request, _REFUSED, False) or not isinstance(request.auth, ApiKey):
+            return True
+        weight = self.weight(request)
+        counted: list[tuple[str, int]] = getattr(request, _COUNTED, [])
+        now = time.time()
+        for window in self.windows(request.auth):
+            number = int(now // window.seconds)
+            key = f"{window.key}:{number}"
+            # Two windows long: a counter never expires while its window can still be counted in.
+            if counter_add(key, weight, timeout=2 * window.seconds) > window.limit:
+                for earlier_key, earlier_weight in [*counted, (key, weight)]:
+                    counter_subtract(earlier_key, earlier_weight)
+                setattr(request, _REFUSED, True)
+                self.retry_after = max(1, math.ceil((number + 1) * window.seconds - now))
+                return False
+            counted.append((key, weight))
+        setattr(request, _COUNTED, counted)
+        return True
+
+    def wait(self) -> float | None:
+        return self.retry_after
 
 
 class ApiKeyBatchItemThrottle(ApiKeyRateThrottle):
-    """Requests submitted in batches, per API key: a batch POST counts one per item, so a key cannot put
+    """Requests submitted in batches, per API key (API_BATCH_THROTTLE_RATE) and per insurer
+    (API_INSURER_BATCH_THROTTLE_RATE): a batch POST counts one per item, so a key cannot put
     API_THROTTLE_RATE x API_BATCH_MAX_ITEMS requests a minute through the batch endpoint (429 with
     Retry-After past the rate, as for single calls)."""
 
     scope = "api_key_batch_items"
+    key_rate_setting = "API_BATCH_THROTTLE_RATE"
+    insurer_rate_setting = "API_INSURER_BATCH_THROTTLE_RATE"
 
-    def get_rate(self) -> str:
-        return str(settings.API_BATCH_THROTTLE_RATE)
-
-    def allow_request(self, request: Request, view: object) -> bool:
-        if self.rate is None:
-            return True
-        self.key = self.get_cache_key(request, view)
-        if self.key is None:
-            return True
-        allowed, duration = self.parse_rate(self.rate)
-        if allowed is None or duration is None:
-            return True
+    def weight(self, request: Request) -> int:
         items = request.data.get("requests") if isinstance(request.data, dict) else None
-        weight = len(items) if isinstance(items, list) and items else 1
-        self.history = self.cache.get(self.key, [])
-        self.now = self.timer()
-        while self.history and self.history[-1] <= self.now - duration:
-            self.history.pop()
-        if len(self.history) + weight > allowed:
-            return self.throttle_failure()
-        self.history[:0] = [self.now] * weight
-        self.cache.set(self.key, self.history, duration)
-        return True
+        return len(items) if isinstance(items, list) and items else 1

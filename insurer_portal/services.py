@@ -68,8 +68,18 @@ def _hash_key(secret: str) -> str:
 def api_key_create(*, insurer: Insurer, name: str = "") -> tuple[ApiKey, str]:
     """Create a key and return it with its only plaintext copy (shown once, stored as SHA-256).
 
-    The secret has 256 bits of entropy, so a fast hash is enough: nothing can be brute-forced.
+    The secret has 256 bits of entropy, so a fast hash is enough: nothing can be brute-forced. An insurer
+    has at most API_MAX_ACTIVE_KEYS unrevoked keys (more keys would multiply its API throttle): creations
+    for one insurer queue on its row lock, so concurrent ones cannot both take the last place.
     """
+    Insurer.objects.select_for_update().filter(pk=insurer.pk).first()
+    active = ApiKey.objects.filter(insurer_id=insurer.pk, revoked_at__isnull=True).count()
+    if active >= settings.API_MAX_ACTIVE_KEYS:
+        raise InsurerError(
+            "too_many_keys",
+            f"This insurer already has {active} active API keys, the most allowed "
+            f"(API_MAX_ACTIVE_KEYS={settings.API_MAX_ACTIVE_KEYS}); revoke one it no longer uses first.",
+        )
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     plaintext = f"{API_KEY_PREFIX}_{prefix}_{secret}"

@@ -383,12 +383,16 @@ FLAG_BURST_WINDOW_MINUTES = env.int("FLAG_BURST_WINDOW_MINUTES", default=10)
 FLAG_BURST_COUNT = env.int("FLAG_BURST_COUNT", default=200)
 FLAG_MISMATCH_WINDOW_HOURS = env.int("FLAG_MISMATCH_WINDOW_HOURS", default=24)
 FLAG_MISMATCH_COUNT = env.int("FLAG_MISMATCH_COUNT", default=10)
-# Per-API-key throttle (DRF rate syntax).
+# API throttles (DRF rate syntax), counted atomically in the shared cache: calls per API key, and per insurer
+# over all its keys (insurer_portal/authentication.py). An insurer has at most API_MAX_ACTIVE_KEYS unrevoked keys.
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
+API_INSURER_THROTTLE_RATE = env.str("API_INSURER_THROTTLE_RATE", default="1200/min")
+API_MAX_ACTIVE_KEYS = env.int("API_MAX_ACTIVE_KEYS", default=5)
 # Items in one POST /api/v1/underwriting-requests/batch (submitted in chunks of 200, one transaction each).
 API_BATCH_MAX_ITEMS = env.int("API_BATCH_MAX_ITEMS", default=500)
 # Requests per API key submitted through batch POSTs (each item counts one); keep it above API_BATCH_MAX_ITEMS.
 API_BATCH_THROTTLE_RATE = env.str("API_BATCH_THROTTLE_RATE", default="6000/min")
+API_INSURER_BATCH_THROTTLE_RATE = env.str("API_INSURER_BATCH_THROTTLE_RATE", default="12000/min")
 # `GET /api/v1/underwriting-requests/{id}?wait=N` holds a server thread while it waits. At most this many
 # waiters per web process (default: half of gunicorn's WEB_THREADS, so /healthz, /readyz and other calls
 # always find a free thread) and per API key (across processes through Redis); a call beyond either bound

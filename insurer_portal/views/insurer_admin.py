@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.forms import PasswordResetForm
 from django.core.paginator import Paginator
@@ -95,9 +96,20 @@ def api_keys(request: HttpRequest, membership: InsurerUser) -> HttpResponse:
     """Create shows the key once: it crosses the redirect in the session and is removed when displayed."""
     form = ApiKeyCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        _key, plaintext = services.api_key_create(insurer=membership.insurer, name=form.cleaned_data["name"])
-        request.session[NEW_KEY_SESSION] = plaintext
-        return redirect("portal:api-keys")
+        try:
+            _key, plaintext = services.api_key_create(insurer=membership.insurer, name=form.cleaned_data["name"])
+        except InsurerError:
+            form.add_error(
+                None,
+                _(
+                    "Your company already has %(count)s active keys, the most allowed. "
+                    "Revoke a key you no longer use, then create the new one."
+                )
+                % {"count": settings.API_MAX_ACTIVE_KEYS},
+            )
+        else:
+            request.session[NEW_KEY_SESSION] = plaintext
+            return redirect("portal:api-keys")
     keys = selectors.api_keys_for_insurer(insurer_id=membership.insurer_id)
     context = {
         "membership": membership,

@@ -21,7 +21,7 @@ schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
 @pytest.fixture
 def api(live_server: Any, settings: Any) -> tuple[str, str]:
     """A live server on loopback (real HTTP, the app's own request cycle) and an API key for it."""
-    settings.API_THROTTLE_RATE = "100000/min"
+    settings.API_THROTTLE_RATE = settings.API_INSURER_THROTTLE_RATE = "100000/min"
     _, key = api_key_create(insurer=InsurerFactory(slug="fuzz-life"))
     return str(live_server.url), key
 

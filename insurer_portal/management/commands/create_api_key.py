@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from insurer_portal.models import Insurer
-from insurer_portal.services import api_key_create
+from insurer_portal.services import InsurerError, api_key_create
 
 
 class Command(BaseCommand):
@@ -19,6 +19,9 @@ class Command(BaseCommand):
         insurer = Insurer.objects.filter(slug=options["slug"]).first()
         if insurer is None:
             raise CommandError(f"No insurer with slug '{options['slug']}'.")
-        key, plaintext = api_key_create(insurer=insurer, name=options["name"])
+        try:
+            key, plaintext = api_key_create(insurer=insurer, name=options["name"])
+        except InsurerError as exc:
+            raise CommandError(str(exc)) from exc
         self.stdout.write(f"Created API key {key.prefix} for {insurer.slug}. Store it now: it is not shown again.")
         self.stdout.write(plaintext)
