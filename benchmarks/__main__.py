@@ -8,7 +8,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
-from benchmarks.report import Report, format_table, machine, to_json
+from benchmarks.report import Report, render
 
 
 def discover() -> list[str]:
@@ -30,13 +30,9 @@ def main(argv: list[str]) -> int:
     for name in names:
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"running {name} ...", file=sys.stderr)
-        reports.append(module.run(options))
-    if options.json:
-        print(to_json(reports))
-    else:
-        info = machine()
-        print(f"# Benchmarks, {info['date']}: {info['cpu']}, {info['cores']} cores, Python {info['python']}\n")
-        print("\n\n".join(format_table(report) for report in reports))
+        result = module.run(options)  # one report, or several tables of one benchmark
+        reports.extend(result if isinstance(result, list) else [result])
+    print(render(reports, as_json=options.json))
     return 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from benchmarks.bench_pipeline import (
     TERMINAL,
+    WAIT_SECONDS,
     WEB_THREADS,
     Client,
     _body,
@@ -32,6 +33,7 @@ from benchmarks.bench_pipeline import (
     _prepare,
     _stack,
     open_loop,
+    read_when_done,
 )
 from benchmarks.report import Report
 from benchmarks.support import drop_database, postgres_url, scratch_database
@@ -92,7 +94,7 @@ def _one(client: Client, person: dict[str, str], reference: str) -> Sent:
         if status != 202:
             return Sent("", posted, posted, "http", f"POST {status}")
         request_id = str(body["id"])
-        status, body = client.call("GET", f"/api/v1/underwriting-requests/{request_id}?wait=10")
+        status, body = read_when_done(client, request_id, started + WAIT_SECONDS)
     except Exception as exc:  # noqa: BLE001 - every failure is counted as an error, none may stop the run
         elapsed = time.perf_counter() - started
         return Sent("", elapsed, elapsed, "http", exc.__class__.__name__)

@@ -69,3 +69,12 @@ def format_cell(value: Any) -> str:
 
 def to_json(reports: list[Report]) -> str:
     return json.dumps({"machine": machine(), "reports": [asdict(report) for report in reports]}, indent=2)
+
+
+def render(reports: list[Report], *, as_json: bool) -> str:
+    """What ``python -m benchmarks`` prints: one JSON document, or a header and one table per report."""
+    if as_json:
+        return to_json(reports)
+    info = machine()
+    header = f"# Benchmarks, {info['date']}: {info['cpu']}, {info['cores']} cores, Python {info['python']}\n"
+    return header + "\n" + "\n\n".join(format_table(report) for report in reports)
