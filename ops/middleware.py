@@ -8,8 +8,11 @@ import time
 import uuid
 from collections.abc import Callable
 
+from csp.constants import HEADER
+from csp.middleware import CSPMiddleware, PolicyParts
+from csp.utils import default_config
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 
 from insurer_portal.api_errors import body_too_large_body
 from ops import metrics
@@ -103,21 +106,38 @@ class RequestBodyLimitMiddleware:
         return request_too_large(request, limit)
 
 
-class ContentSecurityPolicyMiddleware:
-    """Sends ``settings.CONTENT_SECURITY_POLICY`` (Django 5.2 has no built-in CSP).
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's middleware (``settings.CONTENT_SECURITY_POLICY``), with two additions.
 
     The API documentation pages (Swagger UI, ReDoc) start themselves with inline scripts; only there is
-    ``CONTENT_SECURITY_POLICY_DOCS`` used instead. They show no personal data.
+    ``CONTENT_SECURITY_POLICY_DOCS`` used instead. They show no personal data. And the directives come in
+    the order the settings list them (django-csp builds them from a set), so the header is the same on
+    every request and in every process.
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    DOCS_PREFIXES = ("/api/docs/", "/api/redoc/")
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
-        policy = getattr(settings, "CONTENT_SECURITY_POLICY", "")
-        if request.path.startswith(("/api/docs/", "/api/redoc/")):
-            policy = getattr(settings, "CONTENT_SECURITY_POLICY_DOCS", policy)
-        if policy and "Content-Security-Policy" not in response:
-            response["Content-Security-Policy"] = policy
+    def get_policy_parts(
+        self, request: HttpRequest, response: HttpResponseBase, report_only: bool = False
+    ) -> PolicyParts:
+        parts = super().get_policy_parts(request, response, report_only)
+        if not report_only and parts.config is None and request.path_info.startswith(self.DOCS_PREFIXES):
+            parts.config = default_config(settings.CONTENT_SECURITY_POLICY_DOCS["DIRECTIVES"])
+        return parts
+
+    def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        response = super().process_response(request, response)
+        docs = request.path_info.startswith(self.DOCS_PREFIXES)
+        policy = settings.CONTENT_SECURITY_POLICY_DOCS if docs else settings.CONTENT_SECURITY_POLICY
+        order = list(policy["DIRECTIVES"])
+        if HEADER in response:
+            response[HEADER] = _in_order(response[HEADER], order)
         return response
+
+
+def _in_order(header: str, order: list[str]) -> str:
+    def position(directive: str) -> tuple[int, str]:
+        name = directive.split(" ", 1)[0]
+        return (order.index(name) if name in order else len(order), name)
+
+    return "; ".join(sorted(header.split("; "), key=position))

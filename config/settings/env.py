@@ -49,6 +49,15 @@ def secret(name: str, *, dev_default: str | None = None) -> str:
     raise ImproperlyConfigured(f"{name} must be set (or {name}_FILE) when DEBUG is off.")
 
 
+def csp_directives(policy: str) -> dict[str, list[str] | bool]:
+    """A Content-Security-Policy header value as django-csp's ``DIRECTIVES``: ``"img-src 'self' data:"`` is
+    ``{"img-src": ["'self'", "data:"]}``, a directive without sources (``upgrade-insecure-requests``) True."""
+    directives: dict[str, list[str] | bool] = {}
+    for name, *sources in (part.split() for part in policy.split(";") if part.strip()):
+        directives[name.lower()] = sources or True
+    return directives
+
+
 def public_secret_reason(value: str) -> str:
     """Why ``value`` cannot be a production secret, or "" when nothing is known against it: a development
     default, a placeholder, or a short pattern repeated (the test settings' KEK is ``"7e57" * 16``)."""

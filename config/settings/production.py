@@ -58,19 +58,7 @@ LANGUAGE_COOKIE_SECURE = True
 LANGUAGE_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
-# --- Content-Security-Policy (ops.middleware.ContentSecurityPolicyMiddleware) ------------------------
-# Everything is served from this origin (vendored htmx, no CDN): no inline scripts, no framing, forms
-# post only here. Inline style attributes are allowed for htmx's indicator styles.
-CONTENT_SECURITY_POLICY = env.str("CONTENT_SECURITY_POLICY", default="") or (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
-    "frame-ancestors 'none'"
-)
-# Swagger UI and ReDoc start with inline scripts and ReDoc runs a blob: worker; they hold no personal data.
-CONTENT_SECURITY_POLICY_DOCS = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
-)
+# --- Content-Security-Policy: the base settings' (django-csp), the same in development -----------------
 
 # --- metrics -------------------------------------------------------------------------------------
 # /metrics answers only a scraper sending "Authorization: Bearer $METRICS_TOKEN"; without a token set it

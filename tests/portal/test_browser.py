@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from config.settings.env import csp_directives
 from insurer_portal.batches import COLUMNS
 from insurer_portal.models import InsurerUser
 from tests.portal.conftest import ALICE_ID, ALICE_NAME, PASSWORD, code_for
@@ -80,7 +81,7 @@ STRICT_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script
 @pytest.fixture
 def pages(browser: Any, live_server: Any, settings: Any) -> Iterator[Pages]:
     # The pages must work under a strict policy: no inline scripts, handlers or styles.
-    settings.CONTENT_SECURITY_POLICY = STRICT_CSP
+    settings.CONTENT_SECURITY_POLICY = {"DIRECTIVES": csp_directives(STRICT_CSP)}
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
     context.set_default_timeout(15_000)
     page = context.new_page()

@@ -22,6 +22,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
+from config.settings.env import csp_directives
 from datadomain import identity
 from datadomain.services import resident_id_is_valid
 from insurer_portal.models import Insurer
@@ -398,3 +399,27 @@ def test_the_schemas_example_resident_id_belongs_to_nobody(insurer: Insurer, app
     refused = client_for(insurer).post(URL, body, format="json")
     assert_field_error(refused, "applicant.resident_id")
     assert not UnderwritingRequest.objects.exists()
+
+
+# --- the Content-Security-Policy comes from django-csp, the same in development as in production -------
+
+
+def test_every_page_has_the_strict_policy_and_the_docs_their_own(client: Client) -> None:
+    policy = client.get("/healthz")["Content-Security-Policy"]
+    assert policy == (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    )
+    assert client.get("/portal/login/")["Content-Security-Policy"] == policy
+    docs = client.get("/api/docs/")["Content-Security-Policy"]
+    assert "script-src 'self' 'unsafe-inline';" in docs
+    assert "worker-src 'self' blob:" in docs
+
+
+def test_a_policy_from_the_environment_reads_as_directives() -> None:
+    assert csp_directives("default-src 'self'; img-src 'self' data:;; upgrade-insecure-requests") == {
+        "default-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "upgrade-insecure-requests": True,
+    }
