@@ -79,3 +79,9 @@ def normalise_name(value: str) -> str:
     """Names compare after NFKC, case folding and removal of all whitespace (and middle dots)."""
     folded = unicodedata.normalize("NFKC", value).casefold()
     return "".join(ch for ch in folded if not ch.isspace() and ch not in "·・.")
+
+
+def names_match(stored: str, given: str) -> bool:
+    """Whether ``given`` is the ``stored`` name (after :func:`normalise_name`), compared in constant time:
+    how long the comparison takes says nothing about how much of a guessed name was right."""
+    return hmac.compare_digest(normalise_name(stored).encode(), normalise_name(given).encode())

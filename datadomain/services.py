@@ -15,6 +15,7 @@ import phe
 from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Min
 from django.utils import timezone
 
 from audit.approvals import Staff, approval_claim
@@ -37,6 +38,7 @@ from datadomain.models import (
     Patient,
     QuarantinedLine,
 )
+from datadomain.models.consent import ConsentWithdrawal
 from datadomain.selectors import key_retire_refusal
 from securecompute.binding import TagMaterial, new_mac_key, tag_material
 from securecompute.paillier import modulus
@@ -96,7 +98,7 @@ def identity_check_many(*, applicants: Sequence[tuple[str, str]]) -> list[Identi
         stored = names.get(key)
         if stored is None:
             outcome: Literal["matched", "mismatch", "unknown"] = "unknown"
-        elif identity.normalise_name(stored) == identity.normalise_name(name):
+        elif identity.names_match(stored, name):
             outcome = "matched"
         else:
             outcome = "mismatch"
@@ -119,6 +121,9 @@ class ConsentInput:
     artifact_sha256: str
 
 
+ConsentProblem = Literal["withdrawn", "invalid"]
+
+
 @dataclass(frozen=True)
 class RecordedConsent:
     """A stored consent: what decides whether it covers a purpose at a given time."""
@@ -130,17 +135,24 @@ class RecordedConsent:
     withdrawn_at: datetime | None
 
     @classmethod
-    def of(cls, consent: Consent) -> RecordedConsent:
-        return cls(consent.pk, consent.scope, consent.signed_at, consent.expires_at, consent.withdrawn_at)
+    def of(cls, consent: Consent, *, withdrawn_at: datetime | None = None) -> RecordedConsent:
+        """``withdrawn_at``: when a withdrawal stopped the consent (:func:`_consents_stopped_at`), if its
+        row does not say so itself."""
+        stopped = min((m for m in (consent.withdrawn_at, withdrawn_at) if m is not None), default=None)
+        return cls(consent.pk, consent.scope, consent.signed_at, consent.expires_at, stopped)
+
+    def problem(self, *, purpose: str = "underwriting", at: datetime) -> ConsentProblem | None:
+        """Why the consent does not cover ``purpose`` at ``at``: ``withdrawn``, or ``invalid`` (scope, not
+        yet signed, expired); None when it does."""
+        if self.withdrawn_at is not None and at >= self.withdrawn_at:
+            return "withdrawn"
+        if purpose not in self.scope or at < self.signed_at or (self.expires_at is not None and at >= self.expires_at):
+            return "invalid"
+        return None
 
     def is_valid(self, *, purpose: str = "underwriting", at: datetime) -> bool:
         """Scope includes ``purpose``, signed at or before ``at``, not expired and not withdrawn at ``at``."""
-        return (
-            purpose in self.scope
-            and self.signed_at <= at
-            and (self.expires_at is None or at < self.expires_at)
-            and (self.withdrawn_at is None or at < self.withdrawn_at)
-        )
+        return self.problem(purpose=purpose, at=at) is None
 
 
 class _ConsentFields(TypedDict):
@@ -219,6 +231,9 @@ def consent_record_many(*, insurer_slug: str, evidence: Sequence[ConsentInput]) 
             )
             records[(item.subject_key, item.reference)] = consent
             new.append(consent)
+    stopped = dict(zip(map(id, records.values()), _consents_stopped_at(list(records.values())), strict=True))
+    for consent in new:  # evidence a withdrawal already stopped is recorded as withdrawn
+        consent.withdrawn_at = stopped[id(consent)]
     Consent.objects.bulk_create(new)
     audit_record_many(_consent_event("consent.record", consent, scope=consent.scope) for consent in new)
     results: list[RecordedConsent | DomainError] = []
@@ -227,8 +242,10 @@ def consent_record_many(*, insurer_slug: str, evidence: Sequence[ConsentInput]) 
             results.append(fields)
             continue
         consent = records[(item.subject_key, item.reference)]
-        differs = _evidence_differs(consent, fields)
-        results.append(DomainError("invalid_input", DIFFERENT_CONSENT) if differs else RecordedConsent.of(consent))
+        if _evidence_differs(consent, fields):
+            results.append(DomainError("invalid_input", DIFFERENT_CONSENT))
+        else:
+            results.append(RecordedConsent.of(consent, withdrawn_at=stopped[id(consent)]))
     return results
 
 
@@ -272,28 +289,112 @@ def _audit_consent(action: str, consent: Consent, *, by: str = "", **detail: obj
 
 
 def consent_is_valid(*, consent_id: int, purpose: str = "underwriting", at: datetime) -> bool:
-    """Scope includes ``purpose``, signed at or before ``at``, not expired and not withdrawn at ``at``."""
+    """Scope includes ``purpose``, signed at or before ``at``, not expired and not withdrawn at ``at``
+    (by a withdrawal of its own or one for its subject and insurer, see :func:`_consents_stopped_at`)."""
     consent = Consent.objects.filter(pk=consent_id).first()
-    return consent is not None and RecordedConsent.of(consent).is_valid(purpose=purpose, at=at)
+    if consent is None:
+        return False
+    [stopped] = _consents_stopped_at([consent])
+    return RecordedConsent.of(consent, withdrawn_at=stopped).is_valid(purpose=purpose, at=at)
+
+
+def _consents_stopped_at(consents: Sequence[Consent]) -> list[datetime | None]:
+    """When each consent stops counting, in order: its own withdrawal, or the earliest withdrawal for its
+    subject and insurer (or for every insurer) that it was signed before. One query, and a second one
+    only when the subjects have withdrawals.
+
+    "Signed before" is judged on the evidence, not only on the date the insurer claims: a form cannot have
+    been signed later than the bureau first held the same form (same SHA-256, same subject) or than any
+    date claimed for it, so an old form presented again under a new reference with a later date is still
+    stopped by a withdrawal it predates."""
+    subjects = {consent.subject_key for consent in consents}
+    insurers = {"", *(consent.insurer_slug for consent in consents)}
+    withdrawals: dict[str, list[ConsentWithdrawal]] = {}
+    if subjects:
+        for row in ConsentWithdrawal.objects.filter(subject_key__in=subjects, insurer_slug__in=insurers):
+            withdrawals.setdefault(row.subject_key, []).append(row)
+    held = _forms_first_held([c for c in consents if c.subject_key in withdrawals]) if withdrawals else {}
+    now = timezone.now()
+    stops: list[datetime | None] = []
+    for consent in consents:
+        signed_by = min(
+            consent.signed_at, consent.created_at or now, held.get((consent.subject_key, consent.artifact_sha256), now)
+        )
+        moments = [
+            withdrawal.withdrawn_at
+            for withdrawal in withdrawals.get(consent.subject_key, [])
+            if withdrawal.insurer_slug in ("", consent.insurer_slug) and signed_by <= withdrawal.withdrawn_at
+        ]
+        if consent.withdrawn_at is not None:
+            moments.append(consent.withdrawn_at)
+        stops.append(min(moments, default=None))
+    return stops
+
+
+def _forms_first_held(consents: Sequence[Consent]) -> dict[tuple[str, str], datetime]:
+    """For each (subject, form SHA-256) of ``consents``: the earliest date claimed for that form or the
+    first time the bureau recorded it, for any insurer, whichever is earlier."""
+    if not consents:
+        return {}
+    rows = (
+        Consent.objects.filter(
+            subject_key__in={c.subject_key for c in consents}, artifact_sha256__in={c.artifact_sha256 for c in consents}
+        )
+        .values("subject_key", "artifact_sha256")
+        .annotate(signed=Min("signed_at"), recorded=Min("created_at"))
+        .order_by()
+    )
+    return {(row["subject_key"], row["artifact_sha256"]): min(row["signed"], row["recorded"]) for row in rows}
 
 
 def consent_withdraw(*, consent_id: int, at: datetime | None = None, by: str = "") -> None:
-    """Withdraw from ``at`` (default now); the first withdrawal stands. ``by``: the staff member, if any."""
+    """Withdraw a consent from ``at`` (default now), which withdraws it for its subject and insurer: every
+    consent of theirs signed before, under any reference, stops then (:func:`consent_withdrawal_record`).
+    A consent already withdrawn stays as it was (the first withdrawal stands). ``by``: the staff member."""
     moment = at or timezone.now()
     consent = Consent.objects.filter(pk=consent_id).first()
     if consent is None:
         raise DomainError("not_found", "No such consent.")
-    if Consent.objects.filter(pk=consent_id, withdrawn_at__isnull=True).update(withdrawn_at=moment):
-        _audit_consent("consent.withdraw", consent, by=by, withdrawn_at=moment.isoformat())
+    if consent.withdrawn_at is None:
+        consent_withdrawal_record(subject_key=consent.subject_key, insurer_slug=consent.insurer_slug, at=moment, by=by)
 
 
 def subject_consents_withdraw(*, subject_key: str, by: str) -> int:
-    """Withdraw every consent of one subject not yet withdrawn (PIPL Art. 15); returns how many."""
-    open_ids = Consent.objects.filter(subject_key=subject_key, withdrawn_at__isnull=True).values_list("pk", flat=True)
-    ids = list(open_ids)
-    for consent_id in ids:
-        consent_withdraw(consent_id=consent_id, by=by)
-    return len(ids)
+    """Withdraw the subject's consent for every insurer from now (PIPL Art. 15): every consent signed
+    before, recorded or presented later, stops. Returns how many recorded consents it stopped."""
+    return len(consent_withdrawal_record(subject_key=subject_key, insurer_slug="", at=timezone.now(), by=by))
+
+
+@transaction.atomic
+def consent_withdrawal_record(*, subject_key: str, insurer_slug: str, at: datetime, by: str = "") -> list[int]:
+    """Record a withdrawal of the subject's consent for one insurer (``insurer_slug`` empty: for every
+    insurer) from ``at``, and mark the consents it stops as withdrawn; returns their ids. Consents
+    presented later are checked against the withdrawal when they are recorded."""
+    withdrawal = ConsentWithdrawal.objects.create(
+        subject_key=subject_key, insurer_slug=insurer_slug, withdrawn_at=at, recorded_by=by[:150]
+    )
+    open_rows = Consent.objects.filter(subject_key=subject_key, withdrawn_at__isnull=True)
+    if insurer_slug:
+        open_rows = open_rows.filter(insurer_slug=insurer_slug)
+    rows = list(open_rows.order_by("id"))
+    stopped = []
+    for consent, moment in zip(rows, _consents_stopped_at(rows), strict=True):
+        if moment is not None and Consent.objects.filter(pk=consent.pk, withdrawn_at__isnull=True).update(
+            withdrawn_at=moment
+        ):
+            _audit_consent("consent.withdraw", consent, by=by, withdrawn_at=moment.isoformat())
+            stopped.append(consent.pk)
+    audit_record(
+        action="consent.withdrawal",
+        actor=by,
+        target_type="consent_withdrawal",
+        target_id=str(withdrawal.pk),
+        detail={
+            "subject": subject_ref(subject_key), "insurer": insurer_slug or "*", "withdrawn_at": at.isoformat(),
+            "consents_stopped": len(stopped),
+        },
+    )  # fmt: skip
+    return stopped
 
 
 # --- erasure ---------------------------------------------------------------------------------------

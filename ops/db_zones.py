@@ -115,6 +115,9 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     # Input lines ingest could not read: corrected in the admin, deleted with an erased subject.
     "datadomain.QuarantinedLine": {DOMAIN: ALL, WEB: "SELECT UPDATE DELETE"},
     "datadomain.Consent": {WEB: "SELECT INSERT UPDATE", DOMAIN: "SELECT INSERT UPDATE"},
+    # Withdrawals for a subject and insurer: recorded in the admin (web), checked at every submission (web,
+    # and batches on the domain queue). Never changed or deleted: they stop consent presented later too.
+    "datadomain.ConsentWithdrawal": {WEB: "SELECT INSERT", DOMAIN: "SELECT INSERT"},
     # Ciphertexts under the custodian's key: the custodian may count a key's vectors (retirement), never
     # read one (it could decrypt it).
     "datadomain.EncryptedFeatureVector": {DOMAIN: ALL, WEB: "SELECT DELETE", CUSTODIAN: "SELECT(key_id)"},
@@ -145,6 +148,12 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     # The scoring worker's query and un-blinding state while the custodian answers: scoring alone.
     "underwriting.TieringSecret": {SCORING: ALL},
     "underwriting.RequestEvent": {WEB: "SELECT INSERT", DOMAIN: APPEND, SCORING: APPEND},
+    # Submission (web, and batches on the domain queue) locks each subject's row while it counts requests
+    # against the rate limits (an upsert: INSERT ... ON CONFLICT DO UPDATE) and records which check refused a
+    # request (read by the admin and by misuse flags on the domain queue). Scoring and the custodian never
+    # see either.
+    "underwriting.AdmissionLock": {WEB: "SELECT INSERT UPDATE(locked_at)", DOMAIN: "SELECT INSERT UPDATE(locked_at)"},
+    "underwriting.VerificationFailure": {WEB: "SELECT INSERT", DOMAIN: "SELECT INSERT"},
     "underwriting.WebhookEndpoint": {WEB: ALL, DOMAIN: "SELECT", SCORING: "SELECT"},
     "underwriting.WebhookDelivery": {WEB: ALL, DOMAIN: "SELECT INSERT", SCORING: "SELECT INSERT UPDATE"},
     # Raised by flags_evaluate on the domain queue: the flags watch the scoring workers (custodian misuse),

@@ -75,8 +75,16 @@ TERMINAL_STATUSES = frozenset(
 
 
 class RejectReason(models.TextChoices):
-    IDENTITY_MISMATCH = "identity_mismatch", _("identity does not match")
-    CONSENT_INVALID = "consent_invalid", _("consent invalid")
+    # One reason for an unknown resident ID, a name that does not match it and consent that does not cover
+    # the request alike: before consent is established, no answer may tell whether a person exists or what
+    # their name is. Bureau staff see which check failed (VerificationFailure, the audit trail).
+    NOT_VERIFIED = (
+        "not_verified",
+        _(
+            "identity and consent could not both be verified; check the resident ID, name and signed consent, "
+            "then submit a new request"
+        ),
+    )
     RATE_LIMITED = "rate_limited", _("rate limited")
     MANUAL_NOT_APPROVED = "manual_not_approved", _("manual not approved")
     INVALID_INPUT = "invalid_input", _("invalid input")
@@ -141,6 +149,54 @@ class UnderwritingRequest(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class VerificationFailure(models.Model):
+    """Which check failed for a request refused as ``not_verified``: for bureau staff (the admin's audit
+    trail, misuse flags) and never for the insurer, who gets the same reason whichever it was."""
+
+    class Identity(models.TextChoices):
+        MATCHED = "matched", _("name matches the resident ID")
+        MISMATCH = "mismatch", _("name does not match the resident ID")
+        UNKNOWN = "unknown", _("resident ID unknown to the data domain")
+
+    class Consent(models.TextChoices):
+        VALID = "valid", _("valid")
+        INVALID = "invalid", _("does not cover underwriting at the time (scope or dates)")
+        WITHDRAWN = "withdrawn", _("withdrawn")
+        UNCHECKED = "", _("not recorded (refused before consent was checked)")
+
+    request = models.OneToOneField(
+        UnderwritingRequest, on_delete=models.CASCADE, primary_key=True, related_name="verification_failure"
+    )
+    identity = models.CharField(_("identity"), max_length=16, choices=Identity.choices)
+    consent = models.CharField(_("consent"), max_length=16, choices=Consent.choices, blank=True, default="")
+    created_at = models.DateTimeField(_("recorded"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("verification failure")
+        verbose_name_plural = _("verification failures")
+
+    def __str__(self) -> str:
+        return f"{self.request_id}: identity {self.identity}, consent {self.consent or '-'}"
+
+
+class AdmissionLock(models.Model):
+    """One row per subject ever asked about. A submission locks its subjects' rows, in key order, before
+    it counts their requests against the rate limits and inserts its own, so that concurrent submissions
+    about one person are admitted one after another, never together past a limit. On PostgreSQL that is
+    the row lock its upsert takes; on SQLite the upsert that opens the transaction takes the database's
+    write lock, which serialises submissions whole."""
+
+    subject_key = models.CharField(_("subject key"), max_length=64, primary_key=True)
+    locked_at = models.DateTimeField(_("last locked"))
+
+    class Meta:
+        verbose_name = _("admission lock")
+        verbose_name_plural = _("admission locks")
+
+    def __str__(self) -> str:
+        return self.subject_key[:12]
 
 
 class RequestStageData(models.Model):

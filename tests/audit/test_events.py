@@ -74,7 +74,10 @@ def test_rejections_are_audited_with_their_reason(
         AuditEntry.objects.filter(action="request.transition", target_id=response.json()["id"]).order_by("id").last()
     )
     assert entry is not None
-    assert entry.detail == {"from": "verifying", "to": "rejected", "reason": "identity_mismatch"}
+    # The insurer sees "not_verified" alone; the audit trail says which check failed, for bureau staff.
+    assert entry.detail == {
+        "from": "verifying", "to": "rejected", "reason": "not_verified", "identity": "mismatch", "consent": "valid",
+    }  # fmt: skip
     assert_no_personal_data()
 
 

@@ -20,7 +20,7 @@ from datadomain import services as domain
 from datadomain.models import Condition, Consent, EncryptedFeatureVector, Patient, QuarantinedLine
 from tests.governance.conftest import ALICE_ID, ALICE_NAME, StaffFactory, assert_no_personal_data, signed_in
 from tests.underwriting.conftest import request_body
-from underwriting.models import UnderwritingRequest
+from underwriting.models import RejectReason, UnderwritingRequest
 
 pytestmark = pytest.mark.django_db
 PAGE = "/admin/subject-rights/"
@@ -70,15 +70,18 @@ def test_the_access_report_shows_which_insurers_asked_when_under_which_manual_an
     assert (decided.manual_slug, decided.manual_version, decided.status, decided.tier, decided.decision) == (
         "charlson-acci", 1, "completed", "D", "decline",
     )  # fmt: skip
-    assert (refused.status, refused.reason, refused.tier) == ("rejected", "identity does not match", "")
+    assert (refused.status, refused.reason, refused.tier) == (
+        "rejected", str(RejectReason.NOT_VERIFIED.label), "",
+    )  # fmt: skip
     assert decided.asked_at <= refused.asked_at
-    assert [consent.insurer_slug for consent in report.consents] == ["ping-life"]
+    # Evidence is recorded whether or not the name matched: Other Life presented consent in Alice's name too.
+    assert [consent.insurer_slug for consent in report.consents] == ["ping-life", "other-life"]
     page = response.content.decode()
     assert "370214********" in page
     assert ALICE_NAME not in page
     entry = AuditEntry.objects.get(action="subject.access_report")
     assert (entry.actor, entry.target_id, entry.detail) == (
-        "pia", SUBJECT_REF, {"requests": 2, "consents": 1, "download": False},
+        "pia", SUBJECT_REF, {"requests": 2, "consents": 2, "download": False},
     )  # fmt: skip
     assert_no_personal_data()
 

@@ -61,7 +61,7 @@ def test_results_come_in_input_order_and_a_bad_item_stops_nothing(
     assert results[1]["error"]["code"] == "invalid_input"
     assert set(results[1]["error"]["fields"]) == {"applicant.resident_id"}
     assert set(results[2]["error"]["fields"]) == {"non_field_errors"}
-    assert (results[3]["request"]["status"], results[3]["request"]["reason"]) == ("rejected", "identity_mismatch")
+    assert (results[3]["request"]["status"], results[3]["request"]["reason"]) == ("rejected", "not_verified")
     assert UnderwritingRequest.objects.count() == 2
     text = response.content.decode()
     assert "370214195003141230" not in text
@@ -142,8 +142,8 @@ def test_a_single_post_costs_a_dozen_queries(
     api: APIClient, alice: dict[str, str], approved_manuals: list[RatingManual], django_assert_max_num_queries: Any
 ) -> None:
     api.post(URL, body(alice, "warm", "W"), format="json")  # the key's last use noted, the manual parsed
-    # 13 and the test transaction's savepoint pair: API key, idempotency key, manual, identity, consent (select,
-    # insert, audit), rate limit, request, events, audit, active key, grant.
+    # 13 and the test transaction's savepoint pair: API key, subject lock, idempotency key, manual, rate limit,
+    # identity, consent (select, withdrawals, insert, audit), request, events, audit.
     with django_assert_max_num_queries(15):
         response = api.post(URL, body(alice, "R", "C-new"), format="json", HTTP_IDEMPOTENCY_KEY="k")
     assert response.json()["status"] == "extracting"

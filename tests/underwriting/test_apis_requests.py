@@ -75,10 +75,10 @@ def test_completes_verification_and_queues_scoring(
 @pytest.mark.parametrize(
     ("change", "status", "reason"),
     [
-        ({"name": "李四"}, "rejected", "identity_mismatch"),
-        ({"consent": {"scope": ["marketing"]}}, "rejected", "consent_invalid"),
-        ({"consent": {"expires_at": "2026-02-01T00:00:00+08:00"}}, "rejected", "consent_invalid"),
-        ({"consent": {"signed_at": "2099-01-01T00:00:00+08:00"}}, "rejected", "consent_invalid"),
+        ({"name": "李四"}, "rejected", "not_verified"),
+        ({"consent": {"scope": ["marketing"]}}, "rejected", "not_verified"),
+        ({"consent": {"expires_at": "2026-02-01T00:00:00+08:00"}}, "rejected", "not_verified"),
+        ({"consent": {"signed_at": "2099-01-01T00:00:00+08:00"}}, "rejected", "not_verified"),
         ({"manual": "no-such-manual"}, "rejected", "manual_not_approved"),
     ],
 )
@@ -105,14 +105,14 @@ def test_identity_mismatch_does_not_say_what_differed(
     assert "李四" not in response.content.decode()
 
 
-def test_unknown_subject_is_unrated(api: APIClient, approved_manuals: list[RatingManual]) -> None:
+def test_unknown_subject_is_refused_like_a_wrong_name(api: APIClient, approved_manuals: list[RatingManual]) -> None:
     from datetime import date
 
     from tests import fhir
 
     stranger = {"resident_id": fhir.resident_id(date(1980, 1, 1), sequence=555), "name": "赵六"}
     response = submit(api, request_body(stranger))
-    assert (response.json()["status"], response.json()["reason"]) == ("unrated", None)
+    assert (response.json()["status"], response.json()["reason"]) == ("rejected", "not_verified")
 
 
 def test_a_draft_manual_cannot_be_used(api: APIClient, alice: dict[str, str], author: Any) -> None:
@@ -212,7 +212,7 @@ def test_withdrawn_consent_is_refused(
     assert first.json()["reason"] is None
     consent_withdraw(consent_id=UnderwritingRequest.objects.get(pk=first.json()["id"]).consent_id)
     again = submit(api, request_body(alice, reference="B"))  # same consent reference, now withdrawn
-    assert (again.json()["status"], again.json()["reason"]) == ("rejected", "consent_invalid")
+    assert (again.json()["status"], again.json()["reason"]) == ("rejected", "not_verified")
 
 
 def test_consent_reference_reused_with_other_evidence_is_invalid_input(

@@ -14,7 +14,7 @@ from audit.models import AuditEntry
 from insurer_portal.models import ApiKey, Insurer
 from insurer_portal.services import api_key_create
 from tests.factories import InsurerFactory, UserFactory
-from underwriting.models import FlagKind, MisuseFlag, UnderwritingRequest
+from underwriting.models import FlagKind, MisuseFlag, UnderwritingRequest, VerificationFailure
 from underwriting.services.flags import flag_review, flags_evaluate
 
 pytestmark = pytest.mark.django_db
@@ -130,22 +130,47 @@ def test_requests_spread_wider_than_the_burst_window_are_not_a_burst(company: In
     assert flags(FlagKind.BURST) == []
 
 
-def test_many_identity_mismatches_from_one_api_key_are_flagged(company: Insurer) -> None:
+def refused(
+    insurer: Insurer, count: int, *, identity: str = "mismatch", consent: str = "valid", **options: Any
+) -> list[UnderwritingRequest]:
+    """Requests refused as ``not_verified``, with the check that failed recorded for staff."""
+    made = make_requests(insurer, count, status="rejected", reason="not_verified", **options)
+    VerificationFailure.objects.bulk_create(
+        VerificationFailure(request=request, identity=identity, consent=consent) for request in made
+    )
+    return made
+
+
+def test_many_identity_mismatches_from_one_api_key_and_from_one_insurer_are_flagged(company: Insurer) -> None:
     key, _ = api_key_create(insurer=company, name="fishing")
     honest, _ = api_key_create(insurer=company, name="honest")
-    make_requests(company, 5, api_key=key, status="rejected", reason="identity_mismatch", spacing=timedelta(hours=1))
-    make_requests(company, 4, api_key=honest, status="rejected", reason="identity_mismatch")
-    make_requests(company, 3, api_key=honest, status="rejected", reason="consent_invalid")
+    refused(company, 5, api_key=key, spacing=timedelta(hours=1))
+    refused(company, 4, api_key=honest)
+    refused(company, 3, api_key=honest, identity="matched", consent="invalid")  # not a name guess
+    refused(company, 3, api_key=honest, identity="unknown")  # not a name guess either
+    flags_evaluate()
+    found = flags(FlagKind.IDENTITY_MISMATCHES)
+    assert {(flag.insurer_id, flag.api_key_id, flag.count, flag.threshold) for flag in found} == {
+        (company.pk, key.pk, 5, 5),
+        (company.pk, None, 9, 5),  # the insurer as a whole: both keys
+    }
+
+
+def test_mismatches_spread_over_keys_and_the_portal_are_flagged_for_the_insurer(company: Insurer) -> None:
+    for index in range(3):
+        key, _ = api_key_create(insurer=company, name=f"key-{index}")
+        refused(company, 2, api_key=key)
+    refused(company, 2)  # the portal and batches: no key
     flags_evaluate()
     (flag,) = flags(FlagKind.IDENTITY_MISMATCHES)
-    assert (flag.insurer_id, flag.api_key_id, flag.count, flag.threshold) == (company.pk, key.pk, 5, 5)
+    assert (flag.insurer_id, flag.api_key_id, flag.count) == (company.pk, None, 8)
 
 
 def test_mismatches_below_the_threshold_raise_nothing(company: Insurer) -> None:
-    key, _ = api_key_create(insurer=company, name="core")
-    make_requests(company, 4, api_key=key, status="rejected", reason="identity_mismatch")
+    key, _ = api_key_create(insurer=InsurerFactory(slug="other-life"), name="core")
+    refused(key.insurer, 4, api_key=key)
     # Five, but not within 24 hours of each other.
-    make_requests(company, 5, status="rejected", reason="identity_mismatch", spacing=timedelta(hours=7))
+    refused(company, 5, spacing=timedelta(hours=7))
     flags_evaluate()
     assert MisuseFlag.objects.count() == 0
 

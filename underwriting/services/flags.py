@@ -8,8 +8,10 @@ bureau staff the patterns around it:
   score from several tier boundaries);
 - ``subject_insurers``: many insurers queried one subject (collusion, or a data broker behind them);
 - ``burst``: many requests from one insurer, or one API key, within minutes;
-- ``identity_mismatches``: many requests rejected because the name did not match the resident ID, from
-  one API key (or from the portal of one insurer): guessing names to confirm who is a resident.
+- ``identity_mismatches``: many requests refused because the name did not match the resident ID, from one
+  API key, or from one insurer across all its keys, portal and batches: guessing names to confirm who is
+  a resident. The insurer is answered ``not_verified`` whatever failed; the flag counts the requests whose
+  ``VerificationFailure`` says the name did not match.
 - ``custodian_misuse``: the key custodian answered a query that failed its checks (no grant, a grant
   already spent or expired, a wrong shape or key, a failed MAC tag) with random signs. No honest scoring
   worker sends such a query: one is a sign of a compromised worker, or of a fault to investigate. Not tied
@@ -36,7 +38,7 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from audit.services import audit_record, subject_ref
 from underwriting.errors import UnderwritingError
-from underwriting.models import FlagKind, MisuseFlag, RejectReason, RequestStatus, UnderwritingRequest
+from underwriting.models import FlagKind, MisuseFlag, RequestStatus, UnderwritingRequest, VerificationFailure
 
 # Subjects (for the long subject windows) are re-examined when they had a request this recently, so a
 # beat outage shorter than this loses nothing and each run stays proportional to recent traffic.
@@ -163,11 +165,16 @@ def find_bursts(queryset: QuerySet[UnderwritingRequest], now: datetime) -> list[
 def find_identity_mismatches(queryset: QuerySet[UnderwritingRequest], now: datetime) -> list[Condition]:
     width = timedelta(hours=settings.FLAG_MISMATCH_WINDOW_HOURS)
     threshold = int(settings.FLAG_MISMATCH_COUNT)
-    rejected = queryset.filter(
-        created_at__gte=now - _lookback(width), status=RequestStatus.REJECTED, reason=RejectReason.IDENTITY_MISMATCH
+    mismatched = queryset.filter(
+        created_at__gte=now - _lookback(width),
+        status=RequestStatus.REJECTED,
+        verification_failure__identity=VerificationFailure.Identity.MISMATCH,
     )
-    # Per API key; requests without one (portal, batches) per insurer.
-    return _sliding(FlagKind.IDENTITY_MISMATCHES, rejected, ["insurer_id", "api_key_id"], width, threshold)
+    # Per API key, and per insurer over every key, the portal and batches together, so that spreading the
+    # guesses over several keys does not keep each one under the threshold.
+    per_key = _sliding(FlagKind.IDENTITY_MISMATCHES, mismatched.filter(api_key__isnull=False),
+                       ["insurer_id", "api_key_id"], width, threshold)  # fmt: skip
+    return per_key + _sliding(FlagKind.IDENTITY_MISMATCHES, mismatched, ["insurer_id"], width, threshold)
 
 
 def find_custodian_misuse(
@@ -201,7 +208,7 @@ def _scope(condition: Condition) -> QuerySet[UnderwritingRequest]:
         queryset = queryset.filter(subject_key=condition.subject_key)
     if condition.insurer_id is not None:
         queryset = queryset.filter(insurer_id=condition.insurer_id)
-    if condition.kind == FlagKind.IDENTITY_MISMATCHES or condition.api_key_id is not None:
+    if condition.api_key_id is not None:
         queryset = queryset.filter(api_key_id=condition.api_key_id)
     return queryset
 

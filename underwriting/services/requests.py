@@ -1,11 +1,21 @@
 """Submitting underwriting requests: accepted, verified in the data domain and queued, a chunk at a time.
 
 Submission is set-based so that a batch of thousands costs a few queries per chunk, not per request:
-one lookup of the idempotency keys already used, one of the manuals, one of identities, one of consent
-records (and one insert of new ones), one rate-limit count, then one insert each of requests, their
-events, audit entries and comparison grants. A request is created directly in its status after
-verification (``extracting``, ``rejected`` with a reason, or ``unrated``), with the same timeline of
-events and audit entries as if it had moved there one transition at a time.
+the lock on the chunk's subjects (one upsert), one lookup of the idempotency keys already used, one of
+the manuals, one rate-limit count, one of identities, two of consent records and withdrawals (and one
+insert of new records), then one insert each of requests, their events, verification failures and audit
+entries. A request is created directly in its status after verification (``extracting``, or
+``rejected`` with a reason), with the same timeline of events and audit entries as if it had moved there
+one transition at a time.
+
+What an insurer can learn from submitting (DESIGN.md, "Parties"): nothing about a person before valid
+consent is established. An unknown resident ID, a name that does not match it and consent that does not
+cover the request are one answer, ``not_verified``, given at the same point of the same code path (bureau
+staff see which check failed in ``VerificationFailure`` and the audit trail). The rate limits are checked
+before identity and count every request they let through, whatever became of it, so a refused guess uses
+up the limits like an answered request, and being rate limited depends on no one's identity. They are
+enforced under a lock per subject (``AdmissionLock``), so concurrent submissions cannot all pass a count
+that none of them has yet added to.
 """
 
 from __future__ import annotations
@@ -29,7 +39,15 @@ from datadomain import services as domain
 from datadomain.errors import DomainError
 from underwriting import selectors
 from underwriting.errors import UnderwritingError
-from underwriting.models import RatingManual, RejectReason, RequestEvent, RequestStatus, UnderwritingRequest
+from underwriting.models import (
+    AdmissionLock,
+    RatingManual,
+    RejectReason,
+    RequestEvent,
+    RequestStatus,
+    UnderwritingRequest,
+    VerificationFailure,
+)
 from underwriting.selectors import LARGE_REQUEST_FIELDS
 from underwriting.services.dispatch import stage_wake_on_commit
 from underwriting.services.overrides import override_use
@@ -143,16 +161,21 @@ class _Submitter:
 @dataclass
 class _Draft:
     """An item on its way to a request row; ``verdict`` stays None while the item may proceed, else it is
-    a rejection reason or ``unrated``."""
+    a rejection reason. ``failure``: which check refused a ``not_verified`` one, for bureau staff."""
 
     index: int
     item: SubmitItem
     request: UnderwritingRequest
     manual: RatingManual | None = None
     verdict: str | None = None
+    failure: VerificationFailure | None = None
 
     def decide(self, verdict: str) -> None:
         self.verdict = str(verdict)
+
+
+def _pending(drafts: list[_Draft]) -> list[_Draft]:
+    return [draft for draft in drafts if draft.verdict is None]
 
 
 def _submit_chunk(submitter: _Submitter, items: Sequence[SubmitItem]) -> list[SubmitOutcome]:
@@ -170,7 +193,12 @@ def _submit_chunk(submitter: _Submitter, items: Sequence[SubmitItem]) -> list[Su
 
 
 def _submit_once(submitter: _Submitter, items: Sequence[SubmitItem]) -> list[SubmitOutcome]:
-    now = timezone.now()
+    valid = [domain.resident_id_is_valid(item.applicant.resident_id) for item in items]
+    # First, before anything is read: on SQLite a transaction that has read cannot wait for the write lock.
+    _lock_subjects(
+        {domain.subject_key_for(item.applicant.resident_id) for item, ok in zip(items, valid, strict=True) if ok}
+    )
+    now = timezone.now()  # after the lock: requests committed while we waited are older than ours
     used = _requests_by_idempotency_key(submitter.insurer_id, items)
     outcomes: dict[int, SubmitOutcome] = {}
     drafts: list[_Draft] = []
@@ -180,7 +208,7 @@ def _submit_once(submitter: _Submitter, items: Sequence[SubmitItem]) -> list[Sub
         key = item.idempotency_key
         if key in used:
             outcomes[index] = _replay(used[key], item.body_sha256)
-        elif not domain.resident_id_is_valid(item.applicant.resident_id):
+        elif not valid[index]:
             outcomes[index] = SubmitOutcome(error=_invalid_resident_id())
         elif key in claimed:
             repeats.append((index, claimed[key]))  # the same key twice in one chunk: a replay of the first
@@ -193,6 +221,22 @@ def _submit_once(submitter: _Submitter, items: Sequence[SubmitItem]) -> list[Sub
     outcomes.update((draft.index, SubmitOutcome(request=draft.request, created=True)) for draft in drafts)
     outcomes.update((index, _replay(first.request, items[index].body_sha256)) for index, first in repeats)
     return [outcomes[index] for index in range(len(items))]
+
+
+def _lock_subjects(subject_keys: set[str]) -> None:
+    """Lock the subjects' admission rows until the transaction ends (AdmissionLock) with one upsert: a
+    missing row is inserted, an existing one updated, and either way PostgreSQL holds its row lock until
+    commit. Rows go in key order, so two submissions that share subjects wait for each other and never
+    deadlock; whoever waited counts, once it holds the lock, the requests the other committed."""
+    if not subject_keys:
+        return
+    now = timezone.now()
+    AdmissionLock.objects.bulk_create(
+        [AdmissionLock(subject_key=key, locked_at=now) for key in sorted(subject_keys)],
+        update_conflicts=True,
+        unique_fields=["subject_key"],
+        update_fields=["locked_at"],
+    )
 
 
 def _requests_by_idempotency_key(insurer_id: int, items: Sequence[SubmitItem]) -> dict[str, UnderwritingRequest]:
@@ -243,15 +287,15 @@ def _new_request(submitter: _Submitter, item: SubmitItem, now: datetime) -> Unde
 
 
 def _verify(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
-    """Decide each draft: it proceeds (verdict None), is rejected with a reason, or is ``unrated``.
+    """Decide each draft: it proceeds (verdict None) or is rejected with a reason.
 
-    Order matters: the manual first (cheap, no personal data), then identity, consent and rate limit.
-    Each step looks only at the drafts the steps before it let through, with one query for all of them.
+    Order matters: the manual first (cheap, no personal data), then the rate limits, which look at nothing
+    but the subject key and the requests already made, then identity and consent together. Each step looks
+    only at the drafts the steps before it let through, with one query for all of them.
     """
     _check_manuals(drafts, submitter.insurer_slug)
-    _check_identities([draft for draft in drafts if draft.verdict is None])
-    _check_consents([draft for draft in drafts if draft.verdict is None], submitter.insurer_slug, now)
-    _check_rate_limit([draft for draft in drafts if draft.verdict is None], submitter.insurer_id, now)
+    _check_rate_limit(_pending(drafts), submitter.insurer_id, now)
+    _check_identity_and_consent(_pending(drafts), submitter.insurer_slug, now)
 
 
 def _check_manuals(drafts: list[_Draft], insurer_slug: str) -> None:
@@ -264,34 +308,32 @@ def _check_manuals(drafts: list[_Draft], insurer_slug: str) -> None:
             draft.decide(RejectReason.MANUAL_NOT_APPROVED)
 
 
-def _check_identities(drafts: list[_Draft]) -> None:
+def _check_identity_and_consent(drafts: list[_Draft], insurer_slug: str, now: datetime) -> None:
+    """Both checks run for every draft, and any failure is the one reason ``not_verified``: an unknown ID,
+    a wrong name and consent that does not cover the request look alike to the insurer.
+
+    The evidence is recorded whatever the identity check found, so that nothing about it (such as a
+    reference already used with other evidence, ``invalid_input``) depends on whether the person exists."""
     if not drafts:
         return
     checks = domain.identity_check_many(
         applicants=[(d.item.applicant.resident_id, d.item.applicant.name) for d in drafts]
     )
-    for draft, check in zip(drafts, checks, strict=True):
-        if check is None:
-            draft.decide(RejectReason.INVALID_INPUT)
-        elif check.outcome == "unknown":
-            draft.decide(RequestStatus.UNRATED)
-        elif check.outcome != "matched":
-            draft.decide(RejectReason.IDENTITY_MISMATCH)
-
-
-def _check_consents(drafts: list[_Draft], insurer_slug: str, now: datetime) -> None:
-    if not drafts:
-        return
     evidence = [_consent_input(draft.request.subject_key, draft.item.consent) for draft in drafts]
     recorded = domain.consent_record_many(insurer_slug=insurer_slug, evidence=evidence)
-    for draft, consent in zip(drafts, recorded, strict=True):
-        if isinstance(consent, DomainError):
-            # Malformed evidence, or a reference reused with different evidence (evidence is immutable).
+    for draft, check, consent in zip(drafts, checks, recorded, strict=True):
+        if check is None or isinstance(consent, DomainError):
+            # A malformed ID (refused before, kept as a guard), malformed evidence, or a reference reused
+            # with different evidence (evidence is immutable): the insurer's own input, not the person.
             draft.decide(RejectReason.INVALID_INPUT)
             continue
         draft.request.consent_id = consent.consent_id
-        if not consent.is_valid(purpose="underwriting", at=now):
-            draft.decide(RejectReason.CONSENT_INVALID)
+        problem = consent.problem(purpose="underwriting", at=now)
+        if check.outcome != "matched" or problem is not None:
+            draft.decide(RejectReason.NOT_VERIFIED)
+            draft.failure = VerificationFailure(
+                request=draft.request, identity=check.outcome, consent=problem or VerificationFailure.Consent.VALID
+            )
 
 
 def _consent_input(subject_key: str, consent: ConsentEvidence) -> domain.ConsentInput:
@@ -299,6 +341,10 @@ def _consent_input(subject_key: str, consent: ConsentEvidence) -> domain.Consent
         subject_key=subject_key, reference=consent.reference, signed_at=consent.signed_at,
         expires_at=consent.expires_at, scope=consent.scope, artifact_sha256=consent.artifact_sha256,
     )  # fmt: skip
+
+
+# Refusals that come before the limits and say nothing about the person: they do not count against them.
+UNCOUNTED_REASONS = (RejectReason.RATE_LIMITED, RejectReason.MANUAL_NOT_APPROVED)
 
 
 def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> None:
@@ -310,6 +356,11 @@ def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> N
     UNDERWRITING_RATE_LIMIT_COUNT in UNDERWRITING_RATE_LIMIT_DAYS; past it, only a live override granted by
     bureau staff lets a request through (and spends one use).
 
+    Every request the limits let through counts, refused later or not (a name guess costs as much as an
+    answer), for an unknown resident ID as for a known one, so being rate limited tells nothing about
+    identity. Only refusals before the limits (UNCOUNTED_REASONS) do not count. The caller holds the
+    subjects' admission locks, so the count includes every request committed before ours.
+
     Requests earlier in the same chunk count like committed ones, so a batch cannot slip past a limit."""
     if not drafts:
         return
@@ -318,7 +369,7 @@ def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> N
     month = now - timedelta(days=settings.UNDERWRITING_SUBJECT_LIMIT_DAYS)
     counted = (
         UnderwritingRequest.objects.filter(subject_key__in=subjects, created_at__gte=now - timedelta(days=365))
-        .exclude(status=RequestStatus.REJECTED)
+        .exclude(status=RequestStatus.REJECTED, reason__in=UNCOUNTED_REASONS)
         .values("subject_key")
         .annotate(
             year=Count("id"),
@@ -358,6 +409,7 @@ def _save(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
         _settle(draft, now)
     UnderwritingRequest.objects.bulk_create([draft.request for draft in drafts])
     RequestEvent.objects.bulk_create(event for draft in drafts for event in _events(draft))
+    VerificationFailure.objects.bulk_create([draft.failure for draft in drafts if draft.failure is not None])
     audit_record_many(event for draft in drafts for event in _audit_events(draft))
     if any(draft.verdict is None for draft in drafts):
         # The comparison grant is issued by the data domain when it extracts the features, not here.
@@ -374,10 +426,7 @@ def _settle(draft: _Draft, now: datetime) -> None:
     if draft.verdict is None:
         request.status, request.manual = RequestStatus.EXTRACTING, draft.manual
         return
-    if draft.verdict == RequestStatus.UNRATED:
-        request.status = RequestStatus.UNRATED
-    else:
-        request.status, request.reason = RequestStatus.REJECTED, draft.verdict
+    request.status, request.reason = RequestStatus.REJECTED, draft.verdict
     request.completed_at = now
 
 
@@ -401,6 +450,8 @@ def _audit_events(draft: _Draft) -> list[Event]:
         "subject": subject_ref(request.subject_key),
     }
     verified = {"from": str(RequestStatus.VERIFYING), "to": str(request.status), "reason": request.reason}
+    if draft.failure is not None:  # for bureau staff: which check failed (the insurer sees the reason alone)
+        verified.update(identity=draft.failure.identity, consent=draft.failure.consent)
     return [
         Event("request.received", f"insurer:{request.insurer_id}", kind, pk, received),
         Event("request.transition", "", kind, pk, {"from": "received", "to": "verifying", "reason": ""}),
