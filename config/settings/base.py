@@ -375,8 +375,8 @@ WEBHOOK_SECRET_KEY_FALLBACKS = env.list("WEBHOOK_SECRET_KEY_FALLBACKS", default=
 # Misuse flags (underwriting.services.flags), evaluated every FLAG_EVALUATE_SECONDS by beat: one subject
 # scored with at least FLAG_SUBJECT_MANUALS manuals by one insurer, or queried by FLAG_SUBJECT_INSURERS
 # insurers, within FLAG_SUBJECT_WINDOW_DAYS; FLAG_BURST_COUNT requests from one insurer or API key within
-# FLAG_BURST_WINDOW_MINUTES; FLAG_MISMATCH_COUNT identity mismatches from one API key within
-# FLAG_MISMATCH_WINDOW_HOURS.
+# FLAG_BURST_WINDOW_MINUTES; FLAG_MISMATCH_COUNT identity mismatches from one API key, or from one insurer
+# over all its keys, portal and batches, within FLAG_MISMATCH_WINDOW_HOURS.
 FLAG_EVALUATE_SECONDS = env.float("FLAG_EVALUATE_SECONDS", default=300.0)
 FLAG_SUBJECT_WINDOW_DAYS = env.int("FLAG_SUBJECT_WINDOW_DAYS", default=30)
 FLAG_SUBJECT_MANUALS = env.int("FLAG_SUBJECT_MANUALS", default=3)
