@@ -21,10 +21,11 @@ from urllib.parse import urlencode
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.test import Client
+from django.test import Client, RequestFactory
 
 from insurer_portal.models import InsurerUser
 from insurer_portal.services import portal_user_create
+from ops.client_address import client_address
 from tests.factories import InsurerFactory, UserFactory
 from tests.gunicorn import Server, gunicorn_server
 from tests.staff import authenticator, current_code
@@ -156,6 +157,8 @@ def test_guessing_from_many_addresses_stops_strangers_but_not_the_users_own_brow
     assert guesses == [200] * 19 + [429] * 3  # the 20th failure: PORTAL_ACCOUNT_THROTTLE_FAILURES
     stranger = Browser(server, forwarded_for="192.0.2.50")
     assert stranger.sign_in("uw-real", PASSWORD).status == 429  # a browser new to the account waits ...
+    forger = Browser(server, forwarded_for="192.0.2.51", cookies={"signin_device": "uw-real:forged"})
+    assert forger.sign_in("uw-real", PASSWORD).status == 429  # (a cookie it made up itself is not signed)
     assert signed_in(user, user.sign_in("uw-real", PASSWORD))  # ... the user's own browser does not
 
 
@@ -181,6 +184,72 @@ def test_an_untrusted_peer_cannot_choose_its_address_with_x_forwarded_for(
     assert Browser(server, forwarded_for="192.0.2.2").sign_in("nobody", "guess").status == 200
     assert Browser(server).sign_in("nobody", "guess").status == 200
     assert signed_in(user, user.sign_in("uw-real", PASSWORD))
+
+
+# --- the client address, and what the cache keeps --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "proxies", "expected"),
+    [
+        ("203.0.113.9", "", [], "203.0.113.9"),  # no proxy: the peer
+        ("203.0.113.9", "198.51.100.1", [], "203.0.113.9"),  # no proxy: any header ignored
+        ("127.0.0.1", "198.51.100.1", ["127.0.0.1"], "198.51.100.1"),  # the proxy appended the client
+        ("127.0.0.1", "6.6.6.6, 198.51.100.1", ["127.0.0.1"], "198.51.100.1"),  # what the client sent is ignored
+        ("127.0.0.1", '"6.6.6.6, 198.51.100.1', ["127.0.0.1"], "198.51.100.1"),  # an unclosed quote too
+        ("127.0.0.1", "garbage, [2001:db8::7]:443", ["127.0.0.1"], "2001:db8::7"),
+        ("127.0.0.1", "::ffff:198.51.100.1", ["127.0.0.1/32"], "198.51.100.1"),
+        ("127.0.0.1", "", ["127.0.0.1"], "127.0.0.1"),  # the proxy itself (a health check)
+        ("127.0.0.1", "not-an-address", ["127.0.0.1"], "127.0.0.1"),
+        ("127.0.0.2", "198.51.100.1", ["127.0.0.1"], "127.0.0.2"),  # not the proxy: header ignored
+        ("127.0.0.2", "198.51.100.1, 127.0.0.1", ["127.0.0.1"], "127.0.0.2"),  # a forged chain ending in it
+        ("10.0.0.5", "198.51.100.1, 10.0.5.9", ["10.0.5.0/24", "10.0.0.5"], "198.51.100.1"),  # two hops
+        ("10.0.0.5", "198.51.100.1", ["10.0.5.0/24", "10.0.0.5"], "10.0.0.5"),  # a hop missing: the peer
+        ("10.0.0.5", "6.6.6.6, 198.51.100.1, 203.0.113.3", ["10.0.5.0/24", "10.0.0.5"], "10.0.0.5"),
+    ],
+)
+def test_the_client_address_believes_only_what_trusted_proxies_wrote(
+    peer: str, forwarded_for: str, proxies: list[str], expected: str, settings: Any
+) -> None:
+    settings.TRUSTED_PROXIES = proxies
+    request = RequestFactory().get("/", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded_for)
+    assert client_address(request) == expected
+
+
+def test_rotating_ipv6_addresses_within_a_network_counts_as_one_client(db: None) -> None:
+    portal_user_create(
+        insurer=InsurerFactory(slug="six-life"), username="uw-six", email="uw-six@example.com",
+        role=InsurerUser.Role.UNDERWRITER, password=PASSWORD,
+    )  # fmt: skip
+    statuses = [
+        Client(REMOTE_ADDR=f"2001:db8:77:1::{n:x}").post("/portal/login/", {"username": "uw-six", "password": "x"})
+        for n in range(1, 7)
+    ]
+    assert [response.status_code for response in statuses] == [200] * 4 + [429] * 2
+    elsewhere = Client(REMOTE_ADDR="2001:db8:77:2::1")  # another /64
+    assert elsewhere.post("/portal/login/", {"username": "uw-six", "password": PASSWORD}).status_code == 302
+
+
+def test_the_cache_holds_no_account_name_or_address(db: None) -> None:
+    portal_user_create(
+        insurer=InsurerFactory(slug="quiet-life"), username="uw-quiet", email="uw-quiet@example.com",
+        role=InsurerUser.Role.UNDERWRITER, password=PASSWORD,
+    )  # fmt: skip
+    attacker = Client(REMOTE_ADDR=ATTACKER_ADDRESS)
+    for _ in range(6):
+        attacker.post("/portal/login/", {"username": "uw-quiet", "password": "guess"})
+    keys = cache_keys()
+    assert len(keys) >= 3, "the failures were counted in the cache"
+    assert not [key for key in keys if "uw-quiet" in key or ATTACKER_ADDRESS in key]
+
+
+def cache_keys() -> list[str]:
+    """Every key of the lock-out's counters in the cache this process uses (Redis or its own memory)."""
+    backend: Any = cache._cache  # type: ignore[attr-defined]
+    if isinstance(backend, dict):  # LocMemCache
+        return [str(key) for key in backend if "signin-failures" in str(key)]
+    client = backend.get_client(None, write=False)
+    return [key.decode() for key in client.scan_iter("*signin-failures*")]
 
 
 # --- the bureau admin ----------------------------------------------------------------------------------
