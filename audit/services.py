@@ -230,21 +230,22 @@ def _entry_problem(key: bytes, row: Row, found: tuple[int, str | None, str | Non
     return ""
 
 
-def _anchor_problem(anchor: Anchor, digest: str) -> str:
-    if hmac.compare_digest(anchor.hash, digest):
-        return ""
-    return _("it no longer has the hash anchor %(anchor)s recorded for it (the chain was rewritten)") % {
-        "anchor": anchor.name
-    }
+def _anchor_problem(anchored: list[Anchor], digest: str) -> str:
+    """'' when every anchor of this position recorded the hash it has now."""
+    for anchor in anchored:
+        if not hmac.compare_digest(anchor.hash, digest):
+            return _("it no longer has the hash anchor %(anchor)s recorded for it (the chain was rewritten)") % {
+                "anchor": anchor.name
+            }
+    return ""
 
 
 def _walk(key: bytes, walk: _Walk) -> None:
     """Follow the chain from the start, checking each link and each anchored position; stop at the first
     broken entry. Reads plain tuples, not model instances: the chain can hold millions of entries."""
-    for anchor in walk.anchored.get(0, []):
-        if problem := _anchor_problem(anchor, GENESIS):
-            walk.broken_seq, walk.problem = 0, problem
-            return
+    if problem := _anchor_problem(walk.anchored.get(0, []), GENESIS):
+        walk.broken_seq, walk.problem = 0, problem
+        return
     chained = AuditEntry.objects.filter(chain_seq__isnull=False).order_by("chain_seq")
     prev = GENESIS
     for *content, seq, prev_hash, digest in chained.values_list(*CONTENT, "chain_seq", "prev_hash", "hash").iterator(
@@ -252,9 +253,9 @@ def _walk(key: bytes, walk: _Walk) -> None:
     ):
         row: Row = tuple(content)
         expected = walk.checked + 1
-        problem = _entry_problem(key, row, (seq, prev_hash, digest), expected, prev)
-        for anchor in walk.anchored.get(expected, []) if not problem else []:
-            problem = problem or _anchor_problem(anchor, digest or "")
+        problem = _entry_problem(key, row, (seq, prev_hash, digest), expected, prev) or _anchor_problem(
+            walk.anchored.get(expected, []), digest or ""
+        )
         if problem:
             walk.broken_seq, walk.broken_id, walk.problem = seq, row[0], problem
             return
