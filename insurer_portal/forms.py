@@ -153,4 +153,11 @@ class ApiKeyCreateForm(PortalForm):
 
 
 class WebhookCreateForm(PortalForm):
-    url = forms.URLField(label=_("Endpoint URL"), max_length=500, assume_scheme="https")
+    url = forms.URLField(
+        label=_("Endpoint URL"),
+        max_length=500,
+        assume_scheme="https",
+        help_text=_(
+            "Your receiver on the public internet. An on-premise receiver must first be allowed by the bureau."
+        ),
+    )

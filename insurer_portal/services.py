@@ -4,7 +4,6 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 
 import orjson
@@ -22,7 +21,7 @@ from insurer_portal.models import ApiKey, Batch, BatchRow, Insurer, InsurerUser
 from underwriting import selectors as uw_selectors
 from underwriting.models import WebhookEndpoint
 from underwriting.services.requests import Applicant, ConsentEvidence, SubmitItem, SubmitOutcome, requests_submit_many
-from underwriting.services.webhooks import post_signed
+from underwriting.services.webhooks import PostResult, post_signed
 
 
 class InsurerError(Exception):
@@ -180,20 +179,12 @@ def totp_device_remove(*, user: User) -> None:
 # --- webhooks -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TestEventResult:
-    status_code: int | None
-    error: str
+def webhook_test_send(*, endpoint: WebhookEndpoint) -> PostResult:
+    """POST a signed ``test.ping`` event (no request data) so the insurer can check its receiver.
 
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-def webhook_test_send(*, endpoint: WebhookEndpoint) -> TestEventResult:
-    """POST a signed ``test.ping`` event (no request data) so the insurer can check its receiver."""
+    The result's ``detail`` is for the bureau's logs only; show the insurer ``webhook_outcome_for_insurer``."""
     body = orjson.dumps({"id": str(uuid.uuid4()), "type": "test.ping", "created_at": timezone.now().isoformat()})
-    return TestEventResult(*post_signed(endpoint, body))
+    return post_signed(endpoint, body)
 
 
 @transaction.atomic

@@ -69,6 +69,7 @@ urlpatterns = [
     path("admin/webhooks/<int:endpoint_id>/", insurer_admin.webhook_detail, name="webhook-detail"),
     path("admin/webhooks/<int:endpoint_id>/test/", insurer_admin.webhook_test, name="webhook-test"),
     path("admin/webhooks/<int:endpoint_id>/toggle/", insurer_admin.webhook_toggle, name="webhook-toggle"),
+    path("admin/webhooks/<int:endpoint_id>/rotate/", insurer_admin.webhook_rotate, name="webhook-rotate"),
     path("admin/deliveries/<int:delivery_id>/retry/", insurer_admin.delivery_retry, name="delivery-retry"),
     path("admin/usage/", insurer_admin.usage, name="usage"),
 ]

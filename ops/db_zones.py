@@ -11,7 +11,8 @@ The zones and the processes that connect as each:
 ``web``
     gunicorn: the insurer portal, REST API v1 and the bureau's Django admin; the operator's commands for
     insurers, users and manuals (``create_insurer``, ``create_api_key``, ``staff_totp_setup``,
-    ``portal_totp_code``, ``load_manual``, ``approve_manual``). Submission checks identity and consent in
+    ``portal_totp_code``, ``load_manual``, ``approve_manual``) and webhook signing secrets
+    (``reencrypt_webhook_secrets``). Submission checks identity and consent in
     the request (DESIGN step 2), so it reads the identity table's name column and records consent; it never
     reads a clinical record.
 ``domain``
@@ -154,7 +155,9 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     # see either.
     "underwriting.AdmissionLock": {WEB: "SELECT INSERT UPDATE(locked_at)", DOMAIN: "SELECT INSERT UPDATE(locked_at)"},
     "underwriting.VerificationFailure": {WEB: "SELECT INSERT", DOMAIN: "SELECT INSERT"},
-    "underwriting.WebhookEndpoint": {WEB: ALL, DOMAIN: "SELECT", SCORING: "SELECT"},
+    # Endpoints: the domain only enqueues deliveries for a terminal request (which endpoints, whose); the
+    # scoring zone's webhook workers read the URL and the encrypted signing secret to sign and send.
+    "underwriting.WebhookEndpoint": {WEB: ALL, DOMAIN: "SELECT(id, insurer_id, is_active)", SCORING: "SELECT"},
     "underwriting.WebhookDelivery": {WEB: ALL, DOMAIN: "SELECT INSERT", SCORING: "SELECT INSERT UPDATE"},
     # Raised by flags_evaluate on the domain queue: the flags watch the scoring workers (custodian misuse),
     # so the scoring zone neither reads the custodian's audit entries nor writes flags.

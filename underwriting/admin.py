@@ -12,11 +12,11 @@ from audit.models import AuditEntry
 from audit.services import audit_record
 from underwriting import selectors
 from underwriting.admin_flags import MisuseFlagAdmin, RateLimitOverrideAdmin  # noqa: F401 - registered there
+from underwriting.admin_webhooks import WebhookDeliveryAdmin, WebhookEndpointAdmin  # noqa: F401 - registered there
 from underwriting.downloads import csv_download
 from underwriting.errors import UnderwritingError
-from underwriting.models import RatingManual, RequestEvent, UnderwritingRequest, WebhookDelivery, WebhookEndpoint
+from underwriting.models import RatingManual, RequestEvent, UnderwritingRequest
 from underwriting.services.manuals import manual_approve
-from underwriting.services.webhooks import webhook_replay
 
 
 @admin.register(RatingManual)
@@ -106,27 +106,3 @@ class UnderwritingRequestAdmin(admin.ModelAdmin[UnderwritingRequest]):
 
     def has_delete_permission(self, request: HttpRequest, obj: UnderwritingRequest | None = None) -> bool:
         return False
-
-
-@admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin[WebhookEndpoint]):
-    list_display = ["url", "insurer", "is_active", "created_at"]
-    list_filter = ["is_active", "insurer"]
-    readonly_fields = ["secret", "created_at"]
-
-
-@admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
-    list_display = ["event_type", "endpoint", "status", "attempts", "last_status_code", "created_at", "delivered_at"]
-    list_filter = ["status", "event_type"]
-    actions = ["replay_selected"]
-    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    @admin.action(description=_("Send selected deliveries again"))
-    def replay_selected(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        for delivery in queryset:
-            webhook_replay(delivery_id=delivery.pk)
-        self.message_user(request, _("%(count)d deliveries queued again.") % {"count": queryset.count()})

@@ -262,9 +262,13 @@ class RequestEvent(models.Model):
 
 
 class WebhookEndpoint(models.Model):
+    """Where an insurer's events go. The URL is checked by underwriting.netguard when saved and again at each
+    delivery; the signing secret is stored encrypted (underwriting.webhook_secrets) and shown once."""
+
     insurer = models.ForeignKey("insurer_portal.Insurer", on_delete=models.CASCADE, related_name="webhook_endpoints")
     url = models.URLField(_("URL"), max_length=500)
-    secret = models.CharField(_("signing secret"), max_length=100)
+    secret_encrypted = models.TextField(_("signing secret (encrypted)"), editable=False)
+    secret_rotated_at = models.DateTimeField(_("signing secret issued"), null=True, blank=True, editable=False)
     is_active = models.BooleanField(_("active"), default=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
@@ -291,7 +295,9 @@ class WebhookDelivery(models.Model):
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
     last_status_code = models.PositiveSmallIntegerField(_("last HTTP status"), null=True, blank=True)
-    last_error = models.CharField(_("last error"), max_length=200, blank=True, default="")
+    # Why the last attempt got no 2xx, in detail (connection refused, timeout, TLS, refused address): for the
+    # bureau's staff only. Insurers see outcome_for_insurer(), which cannot tell those apart (no port scans).
+    last_error = models.CharField(_("last error (bureau staff only)"), max_length=200, blank=True, default="")
     next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
     delivered_at = models.DateTimeField(_("delivered"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
@@ -306,6 +312,19 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} -> {self.endpoint_id} ({self.status})"
+
+    def outcome_for_insurer(self) -> str:
+        """The last attempt as the insurer may see it: the receiver's HTTP status, or one neutral outcome for
+        every failure without an HTTP answer (refused address, no connection, timeout, TLS error alike)."""
+        return webhook_outcome_for_insurer(self.last_status_code, attempted=self.attempts > 0)
+
+
+def webhook_outcome_for_insurer(status_code: int | None, *, attempted: bool = True) -> str:
+    if status_code is not None:
+        if 300 <= status_code < 400:
+            return _("HTTP %(code)s (redirects are not followed)") % {"code": status_code}
+        return _("HTTP %(code)s") % {"code": status_code}
+    return str(_("No HTTP answer")) if attempted else ""
 
 
 class FlagKind(models.TextChoices):

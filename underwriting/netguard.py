@@ -363,10 +363,15 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
         sock = _connect(self.pinned, self.port, self.timeout)  # type: ignore[arg-type]
         try:
-            # SNI and certificate verification (hostname included) for the name in the URL.
-            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+            # SNI and certificate verification (hostname included) for the name in the URL. The handshake
+            # runs once the TLS socket is ours, so the deadline can cut a receiver that drips it too.
+            context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+            self.sock = context.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
+            self.sock.do_handshake()
         except BaseException:
             sock.close()
+            if self.sock is not None:
+                self.sock.close()
             raise
 
 

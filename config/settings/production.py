@@ -10,8 +10,16 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import AUDIT_KEY, CUSTODIAN_KEK, DATABASES, DEBUG, LOGGING, SECRET_KEY, SUBJECT_PEPPER
-from config.settings.base import AUDIT_ANCHOR_SIGNING_KEY
+from config.settings.base import (
+    AUDIT_ANCHOR_SIGNING_KEY,
+    AUDIT_KEY,
+    CUSTODIAN_KEK,
+    DATABASES,
+    DEBUG,
+    LOGGING,
+    SECRET_KEY,
+    SUBJECT_PEPPER,
+)
 from config.settings.env import env, public_secret_reason
 
 if DEBUG:
@@ -24,6 +32,7 @@ for _name, _value in {
     "AUDIT_KEY": AUDIT_KEY,
     "CUSTODIAN_KEK": CUSTODIAN_KEK,  # empty outside the custodian
     "AUDIT_ANCHOR_SIGNING_KEY": AUDIT_ANCHOR_SIGNING_KEY,  # empty outside the domain worker
+    "WEBHOOK_SECRET_KEY": WEBHOOK_SECRET_KEY,  # noqa: F405 - empty: derived from SECRET_KEY
 }.items():
     if _value and (_reason := public_secret_reason(_value)):
         raise ImproperlyConfigured(

@@ -20,7 +20,9 @@ from insurer_portal.forms import ApiKeyCreateForm, MemberCreateForm, WebhookCrea
 from insurer_portal.models import InsurerUser
 from insurer_portal.services import InsurerError
 from underwriting.errors import UnderwritingError
-from underwriting.services.webhooks import webhook_endpoint_create, webhook_replay
+from underwriting.models import webhook_outcome_for_insurer
+from underwriting.services.webhooks import webhook_endpoint_create, webhook_replay, webhook_secret_rotate
+from underwriting.webhook_secrets import SecretUnreadableError, seal, unseal
 
 from .access import portal_view
 
@@ -131,16 +133,40 @@ def api_key_revoke(request: HttpRequest, membership: InsurerUser, key_id: int) -
     return redirect("portal:api-keys")
 
 
+# A new signing secret crosses the redirect to the endpoint's page in the session, encrypted like the stored
+# one, and is removed when shown: it is displayed once and never rests in clear.
+WEBHOOK_HANDOVER_SESSION = "portal-webhook-handover"
+
+
+def _hand_over_secret(request: HttpRequest, endpoint_id: int, secret: str) -> None:
+    request.session[WEBHOOK_HANDOVER_SESSION] = {"endpoint": endpoint_id, "sealed": seal(secret)}
+
+
+def _take_secret(request: HttpRequest, endpoint_id: int) -> str | None:
+    handed = request.session.get(WEBHOOK_HANDOVER_SESSION)
+    if not isinstance(handed, dict) or handed.get("endpoint") != endpoint_id:
+        return None
+    del request.session[WEBHOOK_HANDOVER_SESSION]
+    try:
+        return unseal(str(handed.get("sealed", "")))
+    except SecretUnreadableError:
+        return None
+
+
 @portal_view(admin=True)
 def webhooks(request: HttpRequest, membership: InsurerUser) -> HttpResponse:
     form = WebhookCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            endpoint = webhook_endpoint_create(insurer_id=membership.insurer_id, url=form.cleaned_data["url"])
-        except UnderwritingError:
-            form.add_error("url", _("Use an http or https URL."))
+            endpoint, secret = webhook_endpoint_create(
+                insurer_id=membership.insurer_id, url=form.cleaned_data["url"], actor=request.user.get_username()
+            )
+        except UnderwritingError as exc:
+            for message in exc.fields.get("url", [exc.message]):
+                form.add_error("url", message)
         else:
-            messages.success(request, _("Endpoint added. Copy its signing secret to your receiver."))
+            _hand_over_secret(request, endpoint.pk, secret)
+            messages.success(request, _("Endpoint added. Copy its signing secret to your receiver now."))
             return redirect("portal:webhook-detail", endpoint_id=endpoint.pk)
     endpoints = selectors.endpoints_for_insurer(insurer_id=membership.insurer_id)
     return render(
@@ -161,9 +187,23 @@ def webhook_detail(request: HttpRequest, membership: InsurerUser, endpoint_id: i
     endpoint = _endpoint(membership, endpoint_id)
     deliveries = selectors.deliveries_for_insurer(insurer_id=membership.insurer_id, endpoint_id=endpoint.pk)
     page = Paginator(deliveries, 25).get_page(request.GET.get("page"))
-    return render(
-        request, "portal/admin/webhook_detail.html", {"membership": membership, "endpoint": endpoint, "page": page}
-    )
+    context = {
+        "membership": membership,
+        "endpoint": endpoint,
+        "page": page,
+        "new_secret": _take_secret(request, endpoint.pk),
+    }
+    return render(request, "portal/admin/webhook_detail.html", context)
+
+
+@require_POST
+@portal_view(admin=True)
+def webhook_rotate(request: HttpRequest, membership: InsurerUser, endpoint_id: int) -> HttpResponse:
+    endpoint = _endpoint(membership, endpoint_id)
+    secret = webhook_secret_rotate(endpoint_id=endpoint.pk, actor=request.user.get_username())
+    _hand_over_secret(request, endpoint.pk, secret)
+    messages.success(request, _("A new signing secret was issued; the previous one no longer signs events."))
+    return redirect("portal:webhook-detail", endpoint_id=endpoint.pk)
 
 
 @require_POST
@@ -174,7 +214,9 @@ def webhook_test(request: HttpRequest, membership: InsurerUser, endpoint_id: int
     if result.ok:
         messages.success(request, _("Test event delivered (HTTP %(code)s).") % {"code": result.status_code})
     else:
-        messages.error(request, _("Test event not delivered: %(error)s.") % {"error": result.error or "-"})
+        # The receiver's status, or one neutral outcome: never why no answer came (that maps ports).
+        outcome = webhook_outcome_for_insurer(result.status_code)
+        messages.error(request, _("Test event not delivered: %(outcome)s.") % {"outcome": outcome})
     return redirect("portal:webhook-detail", endpoint_id=endpoint.pk)
 
 

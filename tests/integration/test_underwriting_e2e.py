@@ -57,11 +57,11 @@ def receiver() -> Iterator[Receiver]:
 def world(celery_workers: WorkerPool, tmp_path: Path, receiver: Receiver, settings: Any) -> dict[str, Any]:
     settings.UNDERWRITING_RATE_LIMIT_COUNT = 100
     world = make_population(tmp_path, patients=40, seed=11, insurer_slug="e2e-life")
-    endpoint = webhook_endpoint_create(insurer_id=world["insurer"].pk, url=receiver.url)
+    endpoint, secret = webhook_endpoint_create(insurer_id=world["insurer"].pk, url=receiver.url)
     codes = set()
     for line in (tmp_path / "fhir" / "Condition.ndjson").read_text().splitlines():
         codes.add(json.loads(line)["code"]["coding"][0]["code"])
-    return {**world, "endpoint": endpoint, "codes": codes}
+    return {**world, "endpoint": endpoint, "secret": secret, "codes": codes}
 
 
 def wait_terminal(ids: list[str], timeout: float = 90.0) -> dict[str, UnderwritingRequest]:
@@ -113,7 +113,7 @@ def test_every_builtin_manual_gives_the_reference_tier(world: dict[str, Any], re
         time.sleep(0.2)
     assert len(receiver.received) == len(submitted)
     for delivery in receiver.received:
-        assert verify_signature(world["endpoint"].secret, delivery.headers[SIGNATURE_HEADER], delivery.body)
+        assert verify_signature(world["secret"], delivery.headers[SIGNATURE_HEADER], delivery.body)
         assert json.loads(delivery.body)["type"] == "request.completed"
         captured.add(delivery.body)
     page = api.get(URL, {"page_size": 100})

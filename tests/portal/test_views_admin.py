@@ -91,7 +91,7 @@ def test_webhook_endpoint_test_event_and_retry(
 
 def test_another_insurers_admin_objects_are_not_found(admin_client: Client, other_insurer: Insurer) -> None:
     key, _ = api_key_create(insurer=other_insurer)
-    endpoint = WebhookEndpoint.objects.create(insurer=other_insurer, url="https://example.com/h", secret="x")
+    endpoint = WebhookEndpoint.objects.create(insurer=other_insurer, url="https://example.com/h", secret_encrypted="x")
     other = InsurerUser.objects.create(user=User.objects.create_user("o2"), insurer=other_insurer)
     assert admin_client.post(f"/portal/admin/api-keys/{key.pk}/revoke/").status_code == 404
     assert admin_client.get(f"/portal/admin/webhooks/{endpoint.pk}/").status_code == 404

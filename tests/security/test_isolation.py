@@ -28,7 +28,7 @@ def victim_objects(insurer: Insurer) -> dict[str, int | str]:  # noqa: F811
         insurer=insurer, reference="SECRET-REF", subject_key="s" * 64, resident_id_masked="1101**********002X",
         manual_slug="charlson-acci", as_of=date(2026, 11, 23), status="completed",
     )  # fmt: skip
-    endpoint = webhook_endpoint_create(insurer_id=insurer.pk, url="https://victim.example.org/hooks")
+    endpoint, _ = webhook_endpoint_create(insurer_id=insurer.pk, url="https://127.0.0.1:9/victim-hooks")
     delivery = WebhookDelivery.objects.create(
         endpoint=endpoint, event_type="request.completed", request=request, payload={}
     )

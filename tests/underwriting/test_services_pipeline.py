@@ -123,7 +123,7 @@ def test_webhook_deliveries_lost_with_the_broker_are_swept(
     from underwriting.models import WebhookDelivery
     from underwriting.services.webhooks import webhook_endpoint_create, webhooks_sweep
 
-    endpoint = webhook_endpoint_create(insurer_id=insurer.pk, url="http://127.0.0.1:9/hooks")
+    endpoint, _ = webhook_endpoint_create(insurer_id=insurer.pk, url="http://127.0.0.1:9/hooks")
     request = stuck(insurer, approved_manuals[0], status=RequestStatus.COMPLETED)
     old = WebhookDelivery.objects.create(endpoint=endpoint, request=request, event_type="request.completed", payload={})
     WebhookDelivery.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(minutes=5))

@@ -283,7 +283,7 @@ def test_terminal_requests_get_webhooks_and_the_others_one_stage_wake_per_chunk(
     wakes: list[str] = []
     monkeypatch.setattr(submission, "stage_wake_on_commit", wakes.append)
     monkeypatch.setattr(submission, "SUBMIT_CHUNK", 3)
-    webhook_endpoint_create(insurer_id=insurer.pk, url="https://hooks.example.com/uw")
+    webhook_endpoint_create(insurer_id=insurer.pk, url="http://127.0.0.1:9/uw")  # an allowed receiver (tests)
     outcomes = submit(
         insurer, [item(*person, reference=str(i)) for i, person in enumerate(people[:5])] + [item(people[5][0], "x")]
     )
@@ -298,7 +298,7 @@ def test_a_chunk_costs_the_same_queries_whatever_its_size(
     approved_manuals: list[RatingManual],
     active_key: CustodianKey,
 ) -> None:
-    webhook_endpoint_create(insurer_id=insurer.pk, url="https://hooks.example.com/uw")
+    webhook_endpoint_create(insurer_id=insurer.pk, url="http://127.0.0.1:9/uw")  # an allowed receiver (tests)
 
     def batch(chosen: list[tuple[str, str]], tag: str) -> list[SubmitItem]:
         """Mostly accepted, with identity mismatches and unknown subjects mixed in, like a real batch."""

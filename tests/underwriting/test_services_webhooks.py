@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from insurer_portal.models import Insurer
 from tests.webhook_receiver import Receiver, start_receiver
@@ -15,9 +18,11 @@ from underwriting.services.webhooks import (
     verify_signature,
     webhook_deliver,
     webhook_endpoint_create,
+    webhook_endpoint_secret,
     webhook_replay,
     webhooks_enqueue_for_request,
 )
+from underwriting.webhook_secrets import SecretUnreadableError
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +54,7 @@ def test_signature_round_trip_and_tamper_detection() -> None:
 def test_delivers_a_signed_event_once_per_endpoint(
     insurer: Insurer, receiver: Receiver, django_capture_on_commit_callbacks: Any
 ) -> None:
-    endpoint = webhook_endpoint_create(insurer_id=insurer.pk, url=receiver.url)
+    _, secret = webhook_endpoint_create(insurer_id=insurer.pk, url=receiver.url)
     request = completed_request(insurer)
     with django_capture_on_commit_callbacks() as callbacks:
         first = webhooks_enqueue_for_request(request_id=request.pk)
@@ -60,7 +65,7 @@ def test_delivers_a_signed_event_once_per_endpoint(
     assert webhook_deliver(delivery_id=first[0]) is None  # what that task does, here in-process
     assert len(receiver.received) == 1
     delivery = receiver.received[0]
-    assert verify_signature(endpoint.secret, delivery.headers[SIGNATURE_HEADER], delivery.body)
+    assert verify_signature(secret, delivery.headers[SIGNATURE_HEADER], delivery.body)
     event = json.loads(delivery.body)
     assert event["type"] == "request.completed"
     assert event["data"]["result"] == {"tier": "B", "label": "Standard", "decision": "accept", "table_rating": None}
@@ -99,3 +104,20 @@ def test_no_event_for_a_request_in_progress(insurer: Insurer) -> None:
     request = completed_request(insurer)
     UnderwritingRequest.objects.filter(pk=request.pk).update(status=RequestStatus.SCORING)
     assert webhooks_enqueue_for_request(request_id=request.pk) == []
+
+
+def test_a_new_secret_key_reencrypts_every_signing_secret(insurer: Insurer, settings: Any) -> None:
+    endpoint, secret = webhook_endpoint_create(insurer_id=insurer.pk, url="http://127.0.0.1:9/hooks")
+    settings.WEBHOOK_SECRET_KEY = "a-dedicated-webhook-key-0f1e2d3c4b5a6978"
+    with pytest.raises(CommandError, match="WEBHOOK_SECRET_KEY_FALLBACKS"):
+        call_command("reencrypt_webhook_secrets", stdout=StringIO())
+    settings.WEBHOOK_SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]  # the key the secrets were derived from
+    out = StringIO()
+    call_command("reencrypt_webhook_secrets", stdout=out)
+    assert "Re-encrypted 1 webhook signing secrets." in out.getvalue()
+    settings.WEBHOOK_SECRET_KEY_FALLBACKS = []
+    endpoint.refresh_from_db()
+    assert webhook_endpoint_secret(endpoint) == secret
+    settings.WEBHOOK_SECRET_KEY = "yet-another-key-without-a-fallback-99"
+    with pytest.raises(SecretUnreadableError):
+        webhook_endpoint_secret(endpoint)
