@@ -111,7 +111,7 @@ def redact_path(path: str, *, static_prefix: str = "/static/") -> str:
     readable = decoded(path.split("?", 1)[0])
     asset = readable.startswith(static_prefix)
     return "/".join(
-        segment if _plain_segment(segment, asset=asset and index > 1) else REDACTED
+        segment if _plain_segment(segment, asset=asset and index >= 1) else REDACTED
         for index, segment in enumerate(readable.split("/"))
     )
 

@@ -26,7 +26,7 @@ from config.settings.env import csp_directives
 from datadomain import identity
 from datadomain.services import resident_id_is_valid
 from insurer_portal.models import Insurer
-from ops.logging import JsonFormatter, RedactPersonalData, RequestIdFilter, decoded
+from ops.logging import JsonFormatter, RedactPersonalData, RequestIdFilter, decoded, redact_path
 from tests import fhir
 from tests.deploy.test_production_settings import production_env, run_python
 from tests.underwriting.conftest import (  # noqa: F401
@@ -423,3 +423,20 @@ def test_a_policy_from_the_environment_reads_as_directives() -> None:
         "img-src": ["'self'", "data:"],
         "upgrade-insecure-requests": True,
     }
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        (f"{URL}/0b8f5b8e-3a8d-4b35-9d44-6f2f7f1c2a10", f"{URL}/0b8f5b8e-3a8d-4b35-9d44-6f2f7f1c2a10"),
+        ("/portal/batches/12/results.xlsx", "/portal/batches/12/results.xlsx"),
+        ("/static/vendor/htmx/htmx.min.js", "/static/vendor/htmx/htmx.min.js"),
+        (f"/static/{RESIDENT}.js", "/static/[redacted]"),
+        (f"/portal/requests/{NAME}/", "/portal/requests/[redacted]/"),
+        ("/portal/requests/zhangsan/", "/portal/requests/[redacted]/"),
+        ("/portal/requests/13800138000/", "/portal/requests/[redacted]/"),  # a phone number
+        (f"/portal/{percent_encoded(percent_encoded(RESIDENT))}", "/portal/[redacted]"),
+    ],
+)
+def test_paths_keep_their_structure_and_lose_their_values(path: str, logged: str) -> None:
+    assert redact_path(path) == logged
