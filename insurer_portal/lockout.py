@@ -24,6 +24,9 @@ signed "known device" cookie naming it (OWASP, "Slow brute force protection usin
 real user keeps signing in from their usual browser while the account or their network is under attack;
 only strangers wait. The (account, address) lock applies to everyone.
 
+An attempt counts when it begins, before its password or code is checked, and is given back if it was
+right: twenty guesses sent at once cannot all be checked while the first failures are still being counted.
+
 Counters are keyed by an HMAC (SECRET_KEY) of a scope and its values, so the cache holds no account name
 or address, and keys of different scopes cannot collide (django-axes' own cache keys concatenate values
 with no separator: user "a1" at 2.3.4.5 and user "a" at 12.3.4.5 share one). IPv6 clients count per /64,
@@ -54,7 +57,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.crypto import salted_hmac
 from django.utils.translation import ngettext
 
-from insurer_portal.counters import counter_add
+from insurer_portal.counters import counter_add, counter_subtract
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ _DEVICE_ACCOUNTS = 5  # accounts one browser is remembered for (a shared office 
 _KEY_SALT = "insurer_portal.lockout.counter"
 _UNTIL = ":until"
 _STATE = "signin_lock_state"  # the last lock state worked out for a request
+_BEGUN = "signin_attempt_begun"  # (account name, {counter key: count}) of the attempt a request is making
 
 
 @dataclass(frozen=True)
@@ -181,19 +185,54 @@ def lock_state(request: HttpRequest, username: str) -> LockState:
     return state
 
 
-def failure_record(request: HttpRequest, username: str) -> LockState:
-    """Count one failed sign-in of ``username`` from this client; the lock state after it.
-
-    A request found locked already is not counted again, so a lock ends PORTAL_LOCKOUT_SECONDS after the
-    failure that set it, however often the client keeps trying."""
+def attempt_begin(request: HttpRequest, username: str) -> LockState:
+    """Begin one sign-in attempt (a password or a code) of ``username``: it counts at once, before it is
+    checked, so that concurrent attempts cannot all pass the lock while their failures are still unknown
+    (N at once from a limit of L check exactly L). A locked-out attempt is refused and counts nothing. The
+    count stands if the attempt fails (:func:`failure_record`) and is given back if it passes
+    (:func:`attempt_passed`)."""
     username = normalise_username(username)
     seconds = int(settings.PORTAL_LOCKOUT_SECONDS)
+    counters = _counters(request, username)
+    known = _account_tag(username) in _known_accounts(request)
+    counts = {counter.key: counter_add(counter.key, 1, timeout=seconds) for counter in counters}
+    if any(counts[c.key] > c.limit and not (known and c.spares_known_devices) for c in counters):
+        for key in counts:
+            counter_subtract(key, 1)
+        return lock_state(request, username)
+    setattr(request, _BEGUN, (username, counts))
+    return LockState()
+
+
+def attempt_passed(request: HttpRequest) -> None:
+    """The attempt begun on this request was right: it no longer counts as a failure."""
+    begun = getattr(request, _BEGUN, None)
+    if begun is not None:
+        delattr(request, _BEGUN)
+        for key in begun[1]:
+            counter_subtract(key, 1)
+
+
+def failure_record(request: HttpRequest, username: str) -> LockState:
+    """Count one failed sign-in of ``username`` from this client (the attempt begun on this request, or a
+    new count); the lock state after it.
+
+    A request found locked already is not counted, so a lock ends PORTAL_LOCKOUT_SECONDS after the failure
+    that set it, however often the client keeps trying."""
+    username = normalise_username(username)
+    seconds = int(settings.PORTAL_LOCKOUT_SECONDS)
+    counters = _counters(request, username)
+    begun = getattr(request, _BEGUN, None)
+    if begun is not None and begun[0] == username:
+        delattr(request, _BEGUN)
+        counts = begun[1]
+    else:
+        counts = {counter.key: counter_add(counter.key, 1, timeout=seconds) for counter in counters}
     until = time.time() + seconds
     reached = []
-    for counter in _counters(request, username):
-        failures = counter_add(counter.key, 1, timeout=seconds)
+    for counter in counters:
         cache.touch(counter.key, seconds)  # kept for PORTAL_LOCKOUT_SECONDS after the latest failure
-        if failures >= counter.limit:
+        if counts.get(counter.key, 0) >= counter.limit:
             cache.set(counter.key + _UNTIL, until, timeout=seconds)
             reached.append(counter.scope)
     state = lock_state(request, username)
@@ -216,6 +255,7 @@ def signin_succeeded(request: HttpRequest, response: HttpResponse, username: str
 
     The address and account counts stay until they expire, so one good sign-in cannot wipe out a spray
     over other accounts or a botnet's guesses at this one."""
+    attempt_passed(request)
     username = normalise_username(username)
     pair = _counters(request, username)[0]
     cache.delete_many([pair.key, pair.key + _UNTIL])
@@ -240,7 +280,8 @@ class SignInLockHandler(AbstractAxesHandler, AxesBaseHandler):  # type: ignore[m
     """The django-axes handler (``AXES_HANDLER``) with the policy above, on the shared cache."""
 
     def is_locked(self, request: Any, credentials: dict[str, Any] | None = None) -> bool:
-        return lock_state(request, username_of(request, credentials)).locked
+        """AxesBackend asks once per ``authenticate()``, before the password is checked: the attempt begins."""
+        return attempt_begin(request, username_of(request, credentials)).locked
 
     def get_failures(self, request: Any, credentials: dict[str, Any] | None = None) -> int:
         counters = _counters(request, username_of(request, credentials))
@@ -257,7 +298,10 @@ class SignInLockHandler(AbstractAxesHandler, AxesBaseHandler):  # type: ignore[m
         failure_record(request, username_of(request, credentials))
 
     def user_logged_in(self, sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-        """A correct password is not a complete sign-in while a code is still due: see signin_succeeded."""
+        """The password was right: the attempt does not count. Nothing is reset, though: while a code is
+        still due the sign-in is not complete (see signin_succeeded)."""
+        if request is not None:
+            attempt_passed(request)
 
     def user_logged_out(self, sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
         """Nothing to count."""

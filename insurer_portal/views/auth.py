@@ -78,7 +78,7 @@ def verify_view(request: HttpRequest) -> HttpResponse:
         return redirect("portal:dashboard")
     form = TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        state = lockout.lock_state(request, user.username)
+        state = lockout.attempt_begin(request, user.username)
         if not state.locked:
             if device.verify_token(form.cleaned_data["token"]):
                 otp_login(request, device)

@@ -11,7 +11,11 @@ from __future__ import annotations
 import http.client
 import re
 import secrets
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -23,6 +27,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import Client, RequestFactory
 
+from insurer_portal import lockout
 from insurer_portal.models import InsurerUser
 from insurer_portal.services import portal_user_create
 from ops.client_address import client_address
@@ -107,7 +112,7 @@ def real_user(transactional_db: None) -> InsurerUser:
 
 @pytest.fixture
 def server(transactional_db: None, tmp_path: Path) -> Iterator[Server]:
-    with gunicorn_server(tmp_path, extra_env={"TRUSTED_PROXIES": PROXY}, threads=4) as running:
+    with gunicorn_server(tmp_path, extra_env={"TRUSTED_PROXIES": PROXY}, threads=16) as running:
         yield running
 
 
@@ -142,6 +147,25 @@ def test_guessing_one_account_locks_the_guesser_not_the_account(server: Server, 
     assert statuses == [200] * 4 + [429] * 3  # the fifth failure locks (uw-real, attacker's address)
     user = Browser(server, forwarded_for=REAL_USER_ADDRESS)
     assert signed_in(user, user.sign_in("uw-real", PASSWORD))
+
+
+def test_guesses_sent_at_once_are_checked_no_more_than_the_limit(settings: Any) -> None:
+    """Twenty guesses at one account from one address at once: a lock that only read the count before the
+    password check would let all twenty be checked, since none has failed yet when the others look."""
+    start = threading.Barrier(20)
+
+    def guess(n: int) -> str:
+        request = RequestFactory().post("/portal/login/", REMOTE_ADDR=ATTACKER_ADDRESS)
+        start.wait()
+        if lockout.attempt_begin(request, "uw-real").locked:
+            return "refused"
+        time.sleep(0.3)  # checking the password: PBKDF2 takes about this long in production
+        lockout.failure_record(request, "uw-real")
+        return "checked"
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        outcomes = Counter(pool.map(guess, range(20)))
+    assert outcomes == {"checked": settings.PORTAL_LOCKOUT_FAILURES, "refused": 20 - settings.PORTAL_LOCKOUT_FAILURES}
 
 
 def test_guessing_from_many_addresses_stops_strangers_but_not_the_users_own_browser(
