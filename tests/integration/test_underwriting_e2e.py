@@ -134,13 +134,15 @@ def test_unknown_ids_wrong_names_and_invalid_consent_get_one_reason_and_each_oth
         "UNDERWRITING_SUBJECT_LIMIT_YEAR",
     ):
         setattr(settings, name, 100)  # refused requests count too: keep the limits out of the way here
+    marketing = request_body(alice, scope=["marketing"])
+    marketing["consent"]["reference"] = "CONSENT-MARKETING"  # CONSENT-1 is recorded with another scope
     cases = [
         (
             "not_verified",
             request_body({"resident_id": fhir.resident_id(date(1977, 7, 7), sequence=999), "name": "无名"}),
         ),
         ("not_verified", request_body({**alice, "name": "不是本人"})),
-        ("not_verified", request_body(alice, scope=["marketing"])),
+        ("not_verified", marketing),
         ("manual_not_approved", request_body(alice, manual="unknown-manual")),
         # The consent reference CONSENT-1 is recorded by the cases above with other evidence.
         ("invalid_input", request_body(alice, artifact_sha256="f" * 64)),
