@@ -38,7 +38,7 @@ manage: install
 
 ## run: install, migrate, load demo data and serve portal, API and admin on http://127.0.0.1:8000
 run: seed
-	DEBUG=1 $(PY) manage.py runserver $(HOST):$(PORT)
+	DEBUG=1 EMBEDDED_BEAT=1 $(PY) manage.py runserver $(HOST):$(PORT)
 
 ## test: lint, import contracts, types and the full pytest suite
 test: lint

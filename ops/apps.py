@@ -10,4 +10,6 @@ class OpsConfig(AppConfig):
 
     def ready(self) -> None:
         # Connects the Celery signal handlers; registers the deployment checks on secrets.
-        from ops import checks, signals  # noqa: F401
+        from ops import checks, embedded_beat, signals  # noqa: F401
+
+        embedded_beat.maybe_start()

@@ -263,6 +263,9 @@ SPECTACULAR_SETTINGS = {
 # --- Celery --------------------------------------------------------------------------------------
 # Unset REDIS_URL: tasks run eagerly in-process, so the embedded default needs no services.
 REDIS_URL = env.str("REDIS_URL", default="")
+# Without a broker, run beat's periodic jobs in the development server itself (ops/embedded_beat.py);
+# `make run` turns it on. Ignored when REDIS_URL is set.
+EMBEDDED_BEAT = env.bool("EMBEDDED_BEAT", default=False)
 CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"  # in-process: never connected to
 CELERY_RESULT_BACKEND = REDIS_URL or None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
