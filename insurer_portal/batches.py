@@ -66,6 +66,12 @@ BLANK_ROWS_ALLOWED = 10_000  # blank (e.g. formatted) rows between and below the
 XLSX_MAX_PARTS = 1000
 XLSX_MAX_UNIT_ELEMENTS = 2000  # XML elements inside one row or one shared string
 XLSX_MAX_OTHER_ELEMENTS = 100_000  # elements outside rows and shared strings, over the whole workbook
+# Whatever expat and openpyxl build for one element: its tag with the attributes (a dict of them), its
+# depth (a stack of open elements) and one run of text. Excel's own limits are far below these.
+XLSX_MAX_TAG_BYTES = 16 * 1024
+XLSX_MAX_DEPTH = 100
+XLSX_MAX_TEXT_CHARS = 64 * 1024  # a cell holds at most 32,767 characters
+_LONG_TAG = re.compile(b"<[^>]{%d}" % XLSX_MAX_TAG_BYTES)
 OLE_MAGIC = b"\xd0\xcf\x11\xe0"  # a password-protected workbook or an old .xls
 
 
@@ -271,17 +277,24 @@ class _XlsxScan:
         self.unit_elements = 0
         self.cells = 0
         self.depth = 0
+        self.text = 0  # characters of the current run of text
 
     def part(self, archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> None:
         parser = expat.ParserCreate(namespace_separator=" ")
         parser.StartElementHandler = self.start
         parser.EndElementHandler = self.end
+        parser.CharacterDataHandler = self.characters
         parser.StartDoctypeDeclHandler = self.doctype  # no part of a workbook has a DTD, or entities
         parser.EntityDeclHandler = self.doctype
-        self.rows = self.depth = self.unit_depth = 0
+        self.rows = self.depth = self.unit_depth = self.text = 0
+        tail = b""
         with archive.open(member) as stream:
             try:
                 while chunk := stream.read(1 << 16):
+                    # Checked on the bytes, before expat builds the attributes of an endless tag.
+                    if _LONG_TAG.search(tail + chunk):
+                        raise _too_complex()
+                    tail = chunk[-XLSX_MAX_TAG_BYTES:]
                     parser.Parse(chunk, False)
                 parser.Parse(b"", True)
             except expat.ExpatError:
@@ -290,8 +303,16 @@ class _XlsxScan:
     def doctype(self, *args: Any) -> None:
         raise _not_xlsx()
 
+    def characters(self, data: str) -> None:
+        self.text += len(data)
+        if self.text > XLSX_MAX_TEXT_CHARS:
+            raise _too_complex()
+
     def start(self, name: str, attributes: dict[str, str]) -> None:
         self.depth += 1
+        self.text = 0
+        if self.depth > XLSX_MAX_DEPTH:
+            raise _too_complex()
         local = name.rpartition(" ")[2]
         if self.unit_depth:
             self.unit_elements += 1
@@ -322,6 +343,7 @@ class _XlsxScan:
         self.unit_depth, self.unit_elements, self.cells = self.depth, 0, 0
 
     def end(self, name: str) -> None:
+        self.text = 0
         if self.depth == self.unit_depth:
             self.unit_depth = 0
         self.depth -= 1

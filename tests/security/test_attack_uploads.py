@@ -212,6 +212,20 @@ def test_a_million_shared_strings_are_refused(portal: Client) -> None:
     assert_refused(portal, "strings.xlsx", content, "The workbook is too complex to read")
 
 
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        '<row r="3" ' + " ".join(f'a{n}=""' for n in range(1_000_000)) + "/>",  # one tag, a million attributes
+        "<x>" * 1_000_000 + "</x>" * 1_000_000,  # a million nested elements
+        '<row r="3"><c r="A3" t="inlineStr"><is><t>' + "x" * 15_000_000 + "</t></is></c></row>",  # one text
+    ],
+    ids=["attributes", "nesting", "text"],
+)
+def test_a_single_element_that_would_fill_memory_is_refused(portal: Client, bomb: str) -> None:
+    content = with_sheet(sheet_xml(header_and_one_row() + bomb))
+    assert_refused(portal, "element.xlsx", content, "The workbook is too complex to read")
+
+
 def test_entity_expansion_is_refused(portal: Client) -> None:
     entities = '<!ENTITY lol0 "lol">' + "".join(f'<!ENTITY lol{n} "{f"&lol{n - 1};" * 10}">' for n in range(1, 10))
     xml = (
