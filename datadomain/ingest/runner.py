@@ -261,17 +261,18 @@ class Ingester:
             yield Work(key, None, [], 0, copy, 0, final=True, rejected=[file_break("unreadable_file", 0)])
             return
         checkpoint, _ = IngestCheckpoint.objects.get_or_create(path=key, defaults={"fingerprint": print_})
-        if checkpoint.fingerprint != print_:
-            # Another file at this path: the breaks of the one before no longer stand (its lines are read again).
-            _file_breaks(key).update(resolved_at=timezone.now())
         if checkpoint.fingerprint != print_ or self.restart:
             checkpoint.fingerprint, checkpoint.lines_done, checkpoint.completed = print_, 0, False
             checkpoint.save(update_fields=["fingerprint", "lines_done", "completed", "updated_at"])
-        if checkpoint.completed:  # the same file, finished before: nothing to read
+        if checkpoint.completed:  # the same file, finished before: nothing to read, but a break still stands
             self.summary.skipped_lines += checkpoint.lines_done
             self.summary.broken.extend((key, code, number) for code, number in _file_breaks(key)[:1])
             yield Work(key, checkpoint.pk, [], checkpoint.lines_done, copy, size, final=True)
             return
+        if checkpoint.lines_done == 0:
+            # Read from the start (a new file at this path, --restart, or one unreadable before): the breaks
+            # recorded before no longer stand. Reading records them again if they do.
+            _file_breaks(key).update(resolved_at=timezone.now())
         try:
             source = LineSource(path, max_line_bytes=self.max_line_bytes)
         except OSError:  # could not be opened after all (it could be fingerprinted a moment ago)

@@ -140,6 +140,25 @@ def test_a_dot_gz_file_that_is_not_gzip_is_quarantined_as_a_whole(tmp_path: Path
     assert "not_gzip at line 0" in out
 
 
+def test_an_unreadable_file_is_reported_and_read_once_it_can_be(tmp_path: Path, monkeypatch: Any) -> None:
+    from datadomain.ingest import runner
+
+    path = write_ndjson(tmp_path / "Patient.ndjson", people(2))
+
+    def refused(_path: Path) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "fingerprint", refused)
+        status, out = ingest(path)
+    assert status == BROKEN
+    assert "unreadable_file at line 0" in out
+    assert not stored_patients()
+    assert ingest(path)[0] == 0  # readable again: read, and the old break no longer stands
+    assert stored_patients() == {"p0", "p1"}
+    assert ingest(path)[0] == 0  # finished: nothing to report
+
+
 def damaged(data: bytes) -> tuple[bytes, int]:
     """``data`` (gzip) with a few bytes of its deflate stream overwritten where zlib notices, and how
     many of its lines zlib still returns before noticing."""
