@@ -33,8 +33,8 @@ class EmbeddedBeat:
         self.clock = clock
         self.run = run or _run_task
         now = clock()
-        self.jobs = {
-            entry["task"]: float(entry["schedule"])  # type: ignore[arg-type]
+        self.jobs: dict[str, float] = {
+            str(entry["task"]): float(entry["schedule"])  # type: ignore[arg-type]
             for entry in settings.CELERY_BEAT_SCHEDULE.values()
             if entry["task"] not in SKIPPED
         }
