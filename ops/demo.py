@@ -22,7 +22,7 @@ from datadomain.selectors import subject_is_known
 from datadomain.services import subject_key_for
 from datadomain.synthetic import generate
 from insurer_portal.models import ApiKey, Insurer, InsurerUser
-from insurer_portal.services import api_key_create, insurer_ensure, portal_user_create
+from insurer_portal.services import api_key_create, api_key_revoke, insurer_ensure, portal_user_create
 from underwriting.models import RatingManual, UnderwritingRequest
 from underwriting.reference import builtin_manual_paths
 from underwriting.services.manuals import manual_approve, manual_upload
@@ -133,6 +133,10 @@ def insurer_and_users_ensure(seeded: Seeded) -> Insurer:
     portal_admin_ensure(seeded, insurer)
     key_file = Path(settings.VAR_DIR) / "demo-api-key.txt"
     if not ApiKey.objects.filter(insurer=insurer, revoked_at__isnull=True).exists() or not key_file.exists():
+        # The file is the only copy of the demo key: a lost file means a new key, and the old one is revoked
+        # (so re-seeding never runs into the cap on active keys).
+        for lost in ApiKey.objects.filter(insurer=insurer, name="demo", revoked_at__isnull=True):
+            api_key_revoke(key=lost)
         _, plaintext = api_key_create(insurer=insurer, name="demo")
         key_file.write_text(plaintext + "\n", encoding="utf-8")
         key_file.chmod(0o600)

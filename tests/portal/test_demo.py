@@ -57,3 +57,17 @@ def test_demo_staff_cover_every_role_with_two_privacy_officers_for_four_eyes() -
     assert auditor.has_perm("audit.view_auditentry")
     assert not auditor.has_perm("datadomain.change_consent")
     assert sum("TOTP key" in line for line in seeded.lines) == 10
+
+
+def test_reseeding_after_losing_the_key_file_revokes_the_lost_key(settings: object) -> None:
+    from pathlib import Path
+
+    from insurer_portal.models import ApiKey
+
+    key_file = Path(settings.VAR_DIR) / "demo-api-key.txt"  # type: ignore[attr-defined]
+    for _ in range(settings.API_MAX_ACTIVE_KEYS + 2):  # type: ignore[attr-defined]
+        key_file.unlink(missing_ok=True)
+        demo.insurer_and_users_ensure(demo.Seeded())
+    active = ApiKey.objects.filter(name="demo", revoked_at__isnull=True)
+    assert active.count() == 1
+    assert key_file.read_text().strip().split("_")[1] == active.get().prefix
