@@ -77,7 +77,12 @@ class UnderwritingRequestAdmin(admin.ModelAdmin[UnderwritingRequest]):
         audit_record(
             action="request.export",
             actor=request.user.get_username(),
-            detail={"count": queryset.count(), "filters": request.GET.urlencode()[:500]},
+            # The list filters' values, never the free-text search: staff may search for anything.
+            detail={
+                "count": queryset.count(),
+                "filters": {key: request.GET[key][:100] for key in sorted(request.GET) if key != "q"},
+                "searched": bool(request.GET.get("q")),
+            },
         )
         return csv_download(selectors.requests_regulator_rows(queryset), name="underwriting-requests")
 
