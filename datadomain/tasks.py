@@ -13,3 +13,33 @@ def reprocess_quarantined(line_ids: list[int]) -> int:
     from datadomain.services import quarantine_reprocess
 
     return sum(quarantine_reprocess(quarantined_id=pk) for pk in line_ids)
+
+
+@shared_task(
+    name="datadomain.tasks.resident_code_send",
+    autoretry_for=(Exception,),
+    retry_backoff=True,
+    retry_backoff_max=30,
+    max_retries=3,
+    ignore_result=True,
+)
+def resident_code_send(code_id: str) -> bool:
+    """Send a resident their sign-in code (reads the phone number: domain queue only). A retry draws a
+    new code, so a message that did go out before a timeout simply stops working."""
+    from datadomain.residents import resident_code_send as send
+
+    return send(code_id=code_id)
+
+
+@shared_task(
+    name="datadomain.tasks.residents_notify",
+    autoretry_for=(Exception,),
+    retry_backoff=True,
+    max_retries=3,
+    ignore_result=True,
+)
+def residents_notify(subject_keys: list[str]) -> int:
+    """Tell residents that a request awaits their consent (domain queue: it reads their numbers)."""
+    from datadomain.residents import residents_notify as notify
+
+    return notify(subject_keys=subject_keys)

@@ -106,6 +106,14 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     # The identity table (resident IDs, names): submission's identity check and the admin read it; erasure
     # deletes from it.
     "datadomain.Patient": {WEB: "SELECT DELETE", DOMAIN: ALL},
+    # The phone number held for a person: read by the domain alone, which sends residents their codes and
+    # notices (datadomain.residents). The web may delete it with the person (erasure), never read it.
+    "datadomain.PatientContact": {DOMAIN: ALL, WEB: "DELETE SELECT(patient_id)"},
+    # Resident sign-in attempts: the web creates them and checks typed codes against the keyed hash, the
+    # domain writes the hash when it sends a code.
+    "datadomain.ResidentCode": {WEB: "SELECT INSERT UPDATE(used_at, failures)", DOMAIN: "SELECT UPDATE(code_hash)"},
+    # Messages to residents (no number, no text): written by the domain, read by staff in the admin.
+    "datadomain.MessageDelivery": {DOMAIN: "SELECT INSERT UPDATE", WEB: "SELECT"},
     # Raw records: the domain alone reads them. The web's erasure of a subject (PIPL Art. 47, admin) deletes
     # a patient's rows, which needs the patient column to filter on and nothing else.
     "datadomain.Condition": {DOMAIN: ALL, WEB: "DELETE SELECT(patient_id)"},
@@ -137,7 +145,8 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     # Requests: created at submission (web, or a batch on the domain queue), moved on by the stages. The
     # custodian never reads them (they carry subject keys and tiers).
     "underwriting.UnderwritingRequest": {
-        WEB: "SELECT INSERT UPDATE(resident_id_masked)",
+        # The resident page (web) moves a request out of awaiting_consent (approve, decline).
+        WEB: "SELECT INSERT UPDATE(resident_id_masked, status, reason, consent_id, updated_at, completed_at)",
         DOMAIN: "SELECT INSERT UPDATE(status, reason, updated_at, completed_at)",
         SCORING: (
             "SELECT UPDATE(status, reason, tier_code, tier_label, decision, table_rating, attempts, updated_at,"
@@ -155,6 +164,15 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     # see either.
     "underwriting.AdmissionLock": {WEB: "SELECT INSERT UPDATE(locked_at)", DOMAIN: "SELECT INSERT UPDATE(locked_at)"},
     "underwriting.VerificationFailure": {WEB: "SELECT INSERT", DOMAIN: "SELECT INSERT"},
+    # The bureau's consent mode per insurer: set in the admin, read at submission (web, batches on domain).
+    "underwriting.ConsentPolicy": {WEB: ALL, DOMAIN: "SELECT"},
+    # Requests waiting for the resident: created at submission, decided on the resident page (web), expired
+    # by the sweeper (scoring zone, which reads nothing here but subject keys it already sees on requests).
+    "underwriting.ConsentConfirmation": {
+        WEB: "SELECT INSERT UPDATE(status, decided_at)",
+        DOMAIN: "SELECT INSERT",
+        SCORING: "SELECT(request_id, status, expires_at) UPDATE(status, decided_at)",
+    },
     # Endpoints: the domain only enqueues deliveries for a terminal request (which endpoints, whose); the
     # scoring zone's webhook workers read the URL and the encrypted signing secret to sign and send.
     "underwriting.WebhookEndpoint": {WEB: ALL, DOMAIN: "SELECT(id, insurer_id, is_active)", SCORING: "SELECT"},

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -60,6 +61,8 @@ class RatingManual(models.Model):
 class RequestStatus(models.TextChoices):
     RECEIVED = "received", _("received")
     VERIFYING = "verifying", _("verifying")
+    # Waiting for the resident's own confirmation (insurers in resident-confirmation mode, ConsentPolicy).
+    AWAITING_CONSENT = "awaiting_consent", _("awaiting the resident's consent")
     EXTRACTING = "extracting", _("extracting features")
     SCORING = "scoring", _("scoring")
     TIERING = "tiering", _("tiering")
@@ -88,6 +91,10 @@ class RejectReason(models.TextChoices):
     RATE_LIMITED = "rate_limited", _("rate limited")
     MANUAL_NOT_APPROVED = "manual_not_approved", _("manual not approved")
     INVALID_INPUT = "invalid_input", _("invalid input")
+    CONSENT_DECLINED = "consent_declined", _("the resident declined consent")
+    # Also the end of every request nobody could confirm (unknown ID, wrong name, no phone held): to the
+    # insurer it looks exactly like a resident who did not answer (docs/privacy.md, section 7).
+    CONSENT_EXPIRED = "consent_expired", _("the resident did not confirm consent in time")
 
 
 class UnderwritingRequest(models.Model):
@@ -164,6 +171,7 @@ class VerificationFailure(models.Model):
         VALID = "valid", _("valid")
         INVALID = "invalid", _("does not cover underwriting at the time (scope or dates)")
         WITHDRAWN = "withdrawn", _("withdrawn")
+        NO_FORM = "no_form", _("signed form not in the bureau's consent store")
         UNCHECKED = "", _("not recorded (refused before consent was checked)")
 
     request = models.OneToOneField(
@@ -435,6 +443,81 @@ class RateLimitOverride(models.Model):
 
     def __str__(self) -> str:
         return f"{self.insurer_id}:{self.subject_key[:12]} ({self.used}/{self.allowance})"
+
+    @property
+    def subject_ref(self) -> str:
+        return self.subject_key[:12]
+
+
+class ConsentMode(models.TextChoices):
+    """How an insurer proves that the applicant agreed (chosen by the bureau per insurer)."""
+
+    # The insurer's assertion: a reference, dates, scope and the SHA-256 of a form the bureau may never
+    # receive. Kept only for insurers not yet moved to one of the modes below.
+    DECLARED = "declared", _("declared by the insurer (form hash only)")
+    FORM = "form", _("signed form held in the consent store")
+    RESIDENT = "resident", _("confirmed by the resident through the bureau")
+
+
+class ConsentPolicy(models.Model):
+    """The bureau's choice of consent proof for one insurer. An insurer without a row follows
+    UNDERWRITING_CONSENT_MODE."""
+
+    insurer = models.OneToOneField(
+        "insurer_portal.Insurer",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="+",
+        verbose_name=_("insurer"),
+    )
+    mode = models.CharField(_("consent proof"), max_length=16, choices=ConsentMode.choices)
+    confirmation_hours = models.PositiveSmallIntegerField(
+        _("hours the resident has to confirm"),
+        default=72,
+        validators=[MinValueValidator(1), MaxValueValidator(24 * 30)],
+    )
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    updated_by = models.CharField(_("updated by"), max_length=150, blank=True, default="")
+
+    class Meta:
+        verbose_name = _("consent policy")
+        verbose_name_plural = _("consent policies")
+
+    def __str__(self) -> str:
+        return f"{self.insurer_id}: {self.mode}"
+
+
+class ConsentConfirmation(models.Model):
+    """A request waiting for (or decided by) the resident's own confirmation.
+
+    ``reachable`` is for bureau staff and the resident page only: whether the identity check matched, so
+    that the resident may be asked. The insurer sees the same ``awaiting_consent`` either way, and an
+    unreachable confirmation simply expires like an unanswered one."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("waiting for the resident")
+        APPROVED = "approved", _("approved by the resident")
+        DECLINED = "declined", _("declined by the resident")
+        EXPIRED = "expired", _("expired")
+
+    request = models.OneToOneField(
+        UnderwritingRequest, on_delete=models.CASCADE, primary_key=True, related_name="confirmation"
+    )
+    subject_key = models.CharField(_("subject key"), max_length=64, db_index=True)
+    reachable = models.BooleanField(_("identity matched (resident may be asked)"), default=False)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    expires_at = models.DateTimeField(_("expires"), db_index=True)
+    decided_at = models.DateTimeField(_("decided"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("consent confirmation")
+        verbose_name_plural = _("consent confirmations")
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "expires_at"], name="uw_confirmation_due")]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} ({self.status})"
 
     @property
     def subject_ref(self) -> str:

@@ -72,11 +72,13 @@ def deliver_webhook(self: Task[[int], None], delivery_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def sweep_requests() -> int:
-    """Re-enqueue requests whose task was lost (broker down at commit, worker killed)."""
+    """Re-enqueue requests whose task was lost (broker down at commit, worker killed) and reject requests
+    whose resident did not confirm in time (``consent_expired``)."""
+    from underwriting.services.confirmations import confirmations_expire
     from underwriting.services.pipeline import requests_sweep
     from underwriting.services.webhooks import webhooks_sweep
 
-    return requests_sweep() + webhooks_sweep()
+    return requests_sweep() + webhooks_sweep() + confirmations_expire()
 
 
 @shared_task(ignore_result=True)

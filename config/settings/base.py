@@ -360,6 +360,33 @@ UNDERWRITING_STAGE_CHUNK = env.int("UNDERWRITING_STAGE_CHUNK", default=100)
 # reaches it later is answered with random signs (and flagged), and the scoring worker refuses answers
 # that arrive after UNDERWRITING_GRANT_SECONDS minus one minute, so an outage never yields a wrong tier.
 UNDERWRITING_GRANT_SECONDS = env.int("UNDERWRITING_GRANT_SECONDS", default=3600)
+# How an insurer without a ConsentPolicy (bureau admin) proves consent: "declared" (the insurer's form
+# hash only), "form" (the signed form must be in the consent store) or "resident" (the resident confirms on
+# the bureau's resident page within UNDERWRITING_CONSENT_CONFIRMATION_HOURS).
+UNDERWRITING_CONSENT_MODE = env.str("UNDERWRITING_CONSENT_MODE", default="declared")
+UNDERWRITING_CONSENT_CONFIRMATION_HOURS = env.int("UNDERWRITING_CONSENT_CONFIRMATION_HOURS", default=72)
+
+# --- residents: one-time codes and messages (residents/, datadomain.messaging) ----------------------------
+# Where residents' codes and notices go: "console" (the server's stdout), "file" (RESIDENT_MESSAGE_DIR),
+# "locmem" (tests) or "http" (an SMS gateway: SMS_GATEWAY_URL, SMS_GATEWAY_TOKEN or SMS_GATEWAY_TOKEN_FILE).
+RESIDENT_MESSAGE_BACKEND = env.str("RESIDENT_MESSAGE_BACKEND", default="console")
+RESIDENT_MESSAGE_DIR = Path(env.str("RESIDENT_MESSAGE_DIR", default=str(VAR_DIR / "messages")))
+SMS_GATEWAY_URL = env.str("SMS_GATEWAY_URL", default="")
+SMS_GATEWAY_TOKEN = env.str("SMS_GATEWAY_TOKEN", default="")
+SMS_GATEWAY_TOKEN_FILE = env.str("SMS_GATEWAY_TOKEN_FILE", default="")
+SMS_GATEWAY_TIMEOUT = env.float("SMS_GATEWAY_TIMEOUT", default=5.0)
+SMS_GATEWAY_RETRIES = env.int("SMS_GATEWAY_RETRIES", default=3)
+# The address residents open to confirm, in the notice sent to their phone.
+RESIDENT_PAGE_URL = env.str("RESIDENT_PAGE_URL", default="http://127.0.0.1:8000/residents/")
+RESIDENT_CODE_SECONDS = env.int("RESIDENT_CODE_SECONDS", default=300)
+# Wrong codes before a resident ID (from one address) is locked for RESIDENT_LOCKOUT_SECONDS; codes sent
+# per resident and per address in that time; wrong codes per address over every ID.
+RESIDENT_CODE_FAILURES = env.int("RESIDENT_CODE_FAILURES", default=5)
+RESIDENT_CODE_SENDS = env.int("RESIDENT_CODE_SENDS", default=5)
+RESIDENT_ADDRESS_FAILURES = env.int("RESIDENT_ADDRESS_FAILURES", default=20)
+RESIDENT_ADDRESS_SENDS = env.int("RESIDENT_ADDRESS_SENDS", default=20)
+RESIDENT_LOCKOUT_SECONDS = env.int("RESIDENT_LOCKOUT_SECONDS", default=900)
+RESIDENT_SESSION_SECONDS = env.int("RESIDENT_SESSION_SECONDS", default=900)
 # The fingerprint (key id) of the custodian key new ciphertexts must be made under. Set in production:
 # a key row planted in the database with another fingerprint is then refused. Empty: the active key.
 CUSTODIAN_KEY_ID = env.str("CUSTODIAN_KEY_ID", default="")

@@ -37,6 +37,8 @@ CUSTODIAN_KEY_DIR = VAR_DIR / "test-keys"
 # hand to the processes they start.
 AUDIT_ANCHOR_SIGNING_KEY = "7e5a" * 16
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Residents' codes and notices stay in memory (datadomain.messaging.outbox) unless a test says otherwise.
+RESIDENT_MESSAGE_BACKEND = os.environ.get("RESIDENT_MESSAGE_BACKEND", "locmem")
 # Counters in a shared Redis (sign-in lock-out, API throttles) belong to this run: failures counted by an
 # earlier run within PORTAL_LOCKOUT_SECONDS never lock this one out. Processes it starts share VAR_DIR.
 CACHES["default"]["KEY_PREFIX"] = VAR_DIR.name

@@ -16,6 +16,14 @@ before identity and count every request they let through, whatever became of it,
 up the limits like an answered request, and being rate limited depends on no one's identity. They are
 enforced under a lock per subject (``AdmissionLock``), so concurrent submissions cannot all pass a count
 that none of them has yet added to.
+
+How consent is proved is the bureau's choice per insurer (``ConsentPolicy``, default
+UNDERWRITING_CONSENT_MODE): ``declared`` takes the insurer's evidence as given; ``form`` also needs the
+signed form in the bureau's consent store (its SHA-256 must name a stored file); ``resident`` ignores the
+insurer's claim and waits for the resident (``awaiting_consent``). In resident mode every request the
+limits let through waits, whatever identity found, so the insurer sees the same ``awaiting_consent`` for
+an unknown ID, a wrong name and a real person; only a matched identity is ever put to the resident, and the
+others simply expire like a request the resident left unanswered (docs/privacy.md, section 7).
 """
 
 from __future__ import annotations
@@ -35,12 +43,17 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from audit.services import Event, audit_record_many, subject_ref
+from datadomain import residents as domain_residents
 from datadomain import services as domain
+from datadomain.consent_store import consent_artifact_exists
 from datadomain.errors import DomainError
 from underwriting import selectors
 from underwriting.errors import UnderwritingError
 from underwriting.models import (
     AdmissionLock,
+    ConsentConfirmation,
+    ConsentMode,
+    ConsentPolicy,
     RatingManual,
     RejectReason,
     RequestEvent,
@@ -144,11 +157,19 @@ def requests_submit_many(
     Identity is checked here, inside the domain, so the applicant's name and resident ID never travel
     through the broker or land on the request row (only the subject key and a masked ID do).
     """
-    submitter = _Submitter(insurer_id, insurer_slug, api_key_id)
+    submitter = _Submitter(insurer_id, insurer_slug, api_key_id, *consent_policy_for(insurer_id=insurer_id))
     outcomes: list[SubmitOutcome] = []
     for start in range(0, len(items), SUBMIT_CHUNK):
         outcomes.extend(_submit_chunk(submitter, items[start : start + SUBMIT_CHUNK]))
     return outcomes
+
+
+def consent_policy_for(*, insurer_id: int) -> tuple[str, int]:
+    """The insurer's consent mode and the hours a resident has to confirm (ConsentPolicy or the default)."""
+    policy = ConsentPolicy.objects.filter(insurer_id=insurer_id).values_list("mode", "confirmation_hours").first()
+    if policy is not None:
+        return str(policy[0]), int(policy[1])
+    return str(settings.UNDERWRITING_CONSENT_MODE), int(settings.UNDERWRITING_CONSENT_CONFIRMATION_HOURS)
 
 
 @dataclass(frozen=True)
@@ -156,6 +177,8 @@ class _Submitter:
     insurer_id: int
     insurer_slug: str
     api_key_id: int | None
+    consent_mode: str = ConsentMode.DECLARED
+    confirmation_hours: int = 72
 
 
 @dataclass
@@ -169,6 +192,8 @@ class _Draft:
     manual: RatingManual | None = None
     verdict: str | None = None
     failure: VerificationFailure | None = None
+    # Resident-confirmation mode: the request waits for the resident (``reachable``: identity matched).
+    confirmation: ConsentConfirmation | None = None
 
     def decide(self, verdict: str) -> None:
         self.verdict = str(verdict)
@@ -295,7 +320,7 @@ def _verify(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
     """
     _check_manuals(drafts, submitter.insurer_slug)
     _check_rate_limit(_pending(drafts), submitter.insurer_id, now)
-    _check_identity_and_consent(_pending(drafts), submitter.insurer_slug, now)
+    _check_identity_and_consent(_pending(drafts), submitter, now)
 
 
 def _check_manuals(drafts: list[_Draft], insurer_slug: str) -> None:
@@ -308,7 +333,7 @@ def _check_manuals(drafts: list[_Draft], insurer_slug: str) -> None:
             draft.decide(RejectReason.MANUAL_NOT_APPROVED)
 
 
-def _check_identity_and_consent(drafts: list[_Draft], insurer_slug: str, now: datetime) -> None:
+def _check_identity_and_consent(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
     """Both checks run for every draft, and any failure is the one reason ``not_verified``: an unknown ID,
     a wrong name and consent that does not cover the request look alike to the insurer.
 
@@ -320,20 +345,40 @@ def _check_identity_and_consent(drafts: list[_Draft], insurer_slug: str, now: da
         applicants=[(d.item.applicant.resident_id, d.item.applicant.name) for d in drafts]
     )
     evidence = [_consent_input(draft.request.subject_key, draft.item.consent) for draft in drafts]
-    recorded = domain.consent_record_many(insurer_slug=insurer_slug, evidence=evidence)
+    recorded = domain.consent_record_many(insurer_slug=submitter.insurer_slug, evidence=evidence)
     for draft, check, consent in zip(drafts, checks, recorded, strict=True):
         if check is None or isinstance(consent, DomainError):
             # A malformed ID (refused before, kept as a guard), malformed evidence, or a reference reused
             # with different evidence (evidence is immutable): the insurer's own input, not the person.
             draft.decide(RejectReason.INVALID_INPUT)
             continue
+        if submitter.consent_mode == ConsentMode.RESIDENT:
+            _await_resident(draft, reachable=check.outcome == "matched", submitter=submitter, now=now)
+            continue
         draft.request.consent_id = consent.consent_id
         problem = consent.problem(purpose="underwriting", at=now)
+        if (
+            problem is None
+            and submitter.consent_mode == ConsentMode.FORM
+            and not consent_artifact_exists(digest=draft.item.consent.artifact_sha256)
+        ):
+            problem = VerificationFailure.Consent.NO_FORM
         if check.outcome != "matched" or problem is not None:
             draft.decide(RejectReason.NOT_VERIFIED)
             draft.failure = VerificationFailure(
                 request=draft.request, identity=check.outcome, consent=problem or VerificationFailure.Consent.VALID
             )
+
+
+def _await_resident(draft: _Draft, *, reachable: bool, submitter: _Submitter, now: datetime) -> None:
+    """Resident mode: the insurer's own consent claim proves nothing; the request waits for the resident.
+    Whether the resident can be asked (``reachable``) is kept for staff and the resident page only."""
+    draft.confirmation = ConsentConfirmation(
+        request=draft.request,
+        subject_key=draft.request.subject_key,
+        reachable=reachable,
+        expires_at=now + timedelta(hours=submitter.confirmation_hours),
+    )
 
 
 def _consent_input(subject_key: str, consent: ConsentEvidence) -> domain.ConsentInput:
@@ -410,11 +455,15 @@ def _save(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
     UnderwritingRequest.objects.bulk_create([draft.request for draft in drafts])
     RequestEvent.objects.bulk_create(event for draft in drafts for event in _events(draft))
     VerificationFailure.objects.bulk_create([draft.failure for draft in drafts if draft.failure is not None])
+    waiting = [draft.confirmation for draft in drafts if draft.confirmation is not None]
+    ConsentConfirmation.objects.bulk_create(waiting)
     audit_record_many(event for draft in drafts for event in _audit_events(draft))
-    if any(draft.verdict is None for draft in drafts):
+    if any(draft.verdict is None and draft.confirmation is None for draft in drafts):
         # The comparison grant is issued by the data domain when it extracts the features, not here.
         stage_wake_on_commit("extract")
-    settled = [draft.request.pk for draft in drafts if draft.verdict is not None]
+    # The domain tells the matched residents it holds a phone number for; nobody else hears of it.
+    domain_residents.residents_notify_on_commit(subject_keys=[c.subject_key for c in waiting if c.reachable])
+    settled = [draft.request.pk for draft in drafts if draft.verdict is not None or draft.confirmation is not None]
     if settled:
         # No ``?wait`` can be waiting for these yet (nobody has their ids), so no wake-up is published.
         webhooks_enqueue_for_requests(request_ids=settled)
@@ -423,6 +472,9 @@ def _save(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
 def _settle(draft: _Draft, now: datetime) -> None:
     """Put the request in the status its verification decided, as the guarded transitions would."""
     request = draft.request
+    if draft.verdict is None and draft.confirmation is not None:
+        request.status, request.manual = RequestStatus.AWAITING_CONSENT, draft.manual
+        return
     if draft.verdict is None:
         request.status, request.manual = RequestStatus.EXTRACTING, draft.manual
         return
@@ -452,6 +504,8 @@ def _audit_events(draft: _Draft) -> list[Event]:
     verified = {"from": str(RequestStatus.VERIFYING), "to": str(request.status), "reason": request.reason}
     if draft.failure is not None:  # for bureau staff: which check failed (the insurer sees the reason alone)
         verified.update(identity=draft.failure.identity, consent=draft.failure.consent)
+    if draft.confirmation is not None:  # for bureau staff: whether the resident can be asked at all
+        verified.update(reachable=draft.confirmation.reachable)
     return [
         Event("request.received", f"insurer:{request.insurer_id}", kind, pk, received),
         Event("request.transition", "", kind, pk, {"from": "received", "to": "verifying", "reason": ""}),

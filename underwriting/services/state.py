@@ -21,7 +21,14 @@ from underwriting.services.notify import announce_terminal
 
 ALLOWED = {
     RequestStatus.RECEIVED: {RequestStatus.VERIFYING},  # request_submit creates requests as verifying
-    RequestStatus.VERIFYING: {RequestStatus.EXTRACTING, RequestStatus.REJECTED, RequestStatus.UNRATED},
+    RequestStatus.VERIFYING: {
+        RequestStatus.EXTRACTING,
+        RequestStatus.AWAITING_CONSENT,
+        RequestStatus.REJECTED,
+        RequestStatus.UNRATED,
+    },
+    # The resident approves (on to extraction), declines or lets it expire (rejected): services/confirmations.
+    RequestStatus.AWAITING_CONSENT: {RequestStatus.EXTRACTING, RequestStatus.REJECTED},
     RequestStatus.EXTRACTING: {RequestStatus.SCORING},
     RequestStatus.SCORING: {RequestStatus.TIERING},
     RequestStatus.TIERING: {RequestStatus.COMPLETED},

@@ -47,6 +47,7 @@ from underwriting.webhook_secrets import SecretUnreadableError, reseal, seal, un
 logger = logging.getLogger(__name__)
 
 EVENT_FOR_STATUS = {
+    RequestStatus.AWAITING_CONSENT: "request.awaiting_consent",
     RequestStatus.COMPLETED: "request.completed",
     RequestStatus.REJECTED: "request.rejected",
     RequestStatus.UNRATED: "request.unrated",
