@@ -397,6 +397,8 @@ WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 # delivery), except these on-premise receivers: exact host names and networks (an address or a CIDR block),
 # comma-separated. Every insurer may use an allowed receiver: list the receivers, not whole networks.
 WEBHOOK_ALLOWED_PRIVATE_HOSTS = env.list("WEBHOOK_ALLOWED_PRIVATE_HOSTS", default=[])
+# Results reach receivers outside the bureau's allowed on-premise ones over https only.
+WEBHOOK_REQUIRE_HTTPS = env.bool("WEBHOOK_REQUIRE_HTTPS", default=True)
 # Key of the webhook signing secrets at rest (underwriting.webhook_secrets). Empty: derived from SECRET_KEY
 # by HKDF. Set it to give the key only to the web and webhook-worker processes; on a change, list the old
 # value in WEBHOOK_SECRET_KEY_FALLBACKS and run `manage.py reencrypt_webhook_secrets`.

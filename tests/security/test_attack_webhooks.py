@@ -109,7 +109,10 @@ def portal_admin(company: Insurer) -> Client:
 
 
 @pytest.fixture
-def dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
+def dns(monkeypatch: pytest.MonkeyPatch, settings: Any) -> FakeDNS:
+    # The attacker's "public" names are served by plain-http receivers on this machine: these tests are
+    # about addresses, so the https requirement is lifted for them (tested on its own below).
+    settings.WEBHOOK_REQUIRE_HTTPS = False
     return FakeDNS(monkeypatch)
 
 
@@ -679,3 +682,29 @@ def test_existing_clear_secrets_are_encrypted_by_the_migration(company: Insurer,
     assert deliver_once(endpoint, company).status == WebhookDelivery.Status.DELIVERED
     event = receiver.received[0]
     assert verify_signature(legacy, event.headers[SIGNATURE_HEADER], event.body)  # receivers change nothing
+
+
+def test_results_reach_public_receivers_over_https_only(
+    company: Insurer, receiver: Receiver, dns: FakeDNS, no_allow_list: None, settings: Any
+) -> None:
+    settings.WEBHOOK_REQUIRE_HTTPS = True
+    dns.answer("hooks.insurer.test", [PUBLIC])
+    with pytest.raises(UnderwritingError) as refused:
+        webhook_endpoint_create(insurer_id=company.pk, url="http://hooks.insurer.test/h")
+    assert "https://" in refused.value.fields["url"][0]
+    webhook_endpoint_create(insurer_id=company.pk, url="https://hooks.insurer.test/h")  # https is fine
+
+    # Saved before the rule (or while it was off): refused at delivery, nothing sent in clear.
+    settings.WEBHOOK_REQUIRE_HTTPS = False
+    endpoint, _ = webhook_endpoint_create(insurer_id=company.pk, url=f"http://hooks.insurer.test:{receiver.port}/h")
+    settings.WEBHOOK_REQUIRE_HTTPS = True
+    delivery = deliver_once(endpoint, company)
+    assert receiver.hits == 0
+    assert delivery.outcome_for_insurer() == NEUTRAL
+    assert "plain http" in delivery.last_error
+
+    # An on-premise receiver the bureau allowed may still use plain http.
+    settings.WEBHOOK_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1"]
+    on_premise, _ = webhook_endpoint_create(insurer_id=company.pk, url=f"http://127.0.0.1:{receiver.port}/h")
+    assert deliver_once(on_premise, company).last_status_code == 204
+    assert receiver.hits == 1

@@ -92,6 +92,10 @@ def _refusal_message(code: str) -> str:
             "Write an IP address in its usual form (203.0.113.7, or [2001:db8::7] for IPv6), or use a host name."
         ),
         "port": _("Use a port number from 1 to 65535."),
+        "cleartext": _(
+            "Use an https:// URL: results leave the bureau only encrypted. Plain http:// is for on-premise "
+            "receivers the bureau has allowed."
+        ),
         # One message whether the host is internal, resolves to an internal address or does not resolve at
         # all: a different answer would tell an insurer which names exist in the bureau's own network.
         "address": _(
@@ -108,12 +112,22 @@ def webhook_url_check(*, url: str) -> netguard.Target:
     Resolves the host: call it outside a transaction. The same checks run again at every delivery."""
     try:
         target = netguard.parse_url(url)
-        netguard.addresses_for(target, allowed_receivers())
+        _require_tls(target, netguard.addresses_for(target, allowed_receivers()))
     except netguard.RefusedURLError as exc:
         logger.info("webhook URL refused (%s): %s", exc.code, exc.detail)
         message = _refusal_message(exc.code)
         raise UnderwritingError("invalid_input", message, fields={"url": [message]}) from None
     return target
+
+
+def _require_tls(target: netguard.Target, addresses: list[netguard.IPAddress]) -> None:
+    """Tiers travel to public receivers over https only (WEBHOOK_REQUIRE_HTTPS); plain http is left to
+    receivers the bureau allowed on its own network."""
+    if target.scheme != "http" or not settings.WEBHOOK_REQUIRE_HTTPS:
+        return
+    allow = allowed_receivers()
+    if not all(allow.permits(target.host, address) for address in addresses):
+        raise netguard.RefusedURLError("cleartext", "plain http to a receiver the bureau has not allowed")
 
 
 def _new_secret() -> str:
@@ -298,6 +312,7 @@ def post_signed(endpoint: WebhookEndpoint, body: bytes) -> PostResult:
     try:
         target = netguard.parse_url(endpoint.url)
         addresses = netguard.addresses_for(target, allowed_receivers())
+        _require_tls(target, addresses)
     except netguard.RefusedURLError as exc:
         # Checked when saved, so this is a name that now resolves elsewhere (DNS rebinding) or a list the
         # bureau narrowed: worth a look by staff.
