@@ -17,6 +17,7 @@ urlpatterns = [
     path("admin/subject-rights/", admin.site.admin_view(subject_rights), name="subject-rights"),
     path("admin/", admin.site.urls),
     path("portal/", include("insurer_portal.urls")),
+    path("residents/", include("residents.urls")),
     path("api/v1/", include("insurer_portal.urls_api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
