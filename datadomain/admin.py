@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 
 from audit.approvals import ApprovalError, approval_request
 from audit.models import Approval
-from datadomain import selectors, services, tasks
+from datadomain import linkage, selectors, services, tasks
 from datadomain.errors import DomainError
 from datadomain.models import (
     Consent,
@@ -26,6 +26,7 @@ from datadomain.models import (
     EncryptedFeatureVector,
     IngestCheckpoint,
     Patient,
+    PatientSource,
     QuarantinedLine,
 )
 
@@ -52,6 +53,48 @@ class PatientAdmin(ReadOnlyAdmin):
     fields = ["resource_id", "resident_id_masked", "subject_key", "sex", "birth_date", "version_id", "last_updated"]
     search_fields = ["=subject_key", "=resource_id"]
     list_filter = ["sex"]
+
+
+@admin.register(PatientSource)
+class PatientSourceAdmin(ReadOnlyAdmin):
+    """Record linkage: every hospital Patient id linked to a subject. A link whose demographics differ from
+    the subject's holds the subject's requests until a coder confirms it (``datadomain.linkage``). Names
+    stay out of the page: it says which fields differ, and staff compare the sources' records in the
+    hospital systems."""
+
+    list_display = ["resource_id", "subject", "differs", "link_state", "confirmed_by", "confirmed_at"]
+    fields = ["resource_id", "subject", "differs", "link_state", "birth_date", "version_id", "last_updated"]
+    search_fields = ["=resource_id", "=patient__subject_key"]
+    actions = ["confirm_links"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PatientSource]:
+        return super().get_queryset(request).select_related("patient")
+
+    @admin.display(description=_("subject"))
+    def subject(self, obj: PatientSource) -> str:
+        return obj.patient.resident_id_masked
+
+    @admin.display(description=_("differs from the subject in"))
+    def differs(self, obj: PatientSource) -> str:
+        fields = linkage.differing_fields(obj.name, obj.sex, obj.patient.name, obj.patient.sex)
+        return ", ".join(str(LINK_FIELDS[field]) for field in fields) or "-"
+
+    @admin.display(description=_("link"))
+    def link_state(self, obj: PatientSource) -> str:
+        values = (obj.name, obj.sex, obj.patient.name, obj.patient.sex)
+        if not linkage.differing_fields(*values):
+            return str(_("consistent"))
+        if obj.confirmed == linkage.demographics_digest(*values):
+            return str(_("confirmed by staff"))
+        return str(_("conflict: requests held"))
+
+    @admin.action(description=_("Confirm: the same person as the subject"))
+    def confirm_links(self, request: HttpRequest, queryset: QuerySet[PatientSource]) -> None:
+        done = sum(linkage.confirm(source.pk, by=request.user.get_username()) for source in queryset)
+        self.message_user(request, _("Links confirmed: %(count)d") % {"count": done}, messages.SUCCESS)
+
+
+LINK_FIELDS = {"name": _("name"), "sex": _("sex")}
 
 
 @admin.register(QuarantinedLine)

@@ -15,7 +15,6 @@ from datadomain import catalog as catalog_module
 from datadomain.catalog import Catalog, Feature, SubjectRecords
 from datadomain.models import Condition, Encounter, Observation, Patient
 
-NOT_COUNTING_VERIFICATION = ("refuted", "entered-in-error")
 VALID_ENCOUNTER_EXCLUDED = ("entered-in-error", "cancelled", "planned")
 VALID_OBSERVATION = ("final", "amended", "corrected")
 
@@ -34,15 +33,17 @@ def records_for(patient_ids: Sequence[int], features: Sequence[Feature], as_of: 
     encounters: dict[int, list[tuple[str, date]]] = defaultdict(list)
     observations: dict[int, list[tuple[str, date, float]]] = defaultdict(list)
     if any(f.kind == "condition" for f in features):
+        # Which statuses count is a catalog rule (catalog.yaml `reading`), so changing it makes a new version.
+        not_counting = catalog_module.current().not_counting_verification
         rows = (
             Condition.objects.filter(patient_id__in=patient_ids)
-            .exclude(verification_status__in=NOT_COUNTING_VERIFICATION)
+            .exclude(verification_status__in=not_counting)
             .exclude(onset_date__gt=as_of)
             .values_list("patient_id", "code")
             .distinct()
         )
         for patient_id, code in rows:
-            codes[patient_id].append(code)
+            codes[patient_id].extend(code.split())  # every ICD-10-family code of the Condition
     lookback = _lookback(features, "encounter_count")
     if lookback is not None:
         query = Encounter.objects.filter(patient_id__in=patient_ids, period_start__lte=as_of).exclude(

@@ -21,7 +21,7 @@ from django.utils import timezone
 from audit.approvals import Staff, approval_claim
 from audit.models import Approval
 from audit.services import Event, audit_record, audit_record_many, subject_ref
-from datadomain import catalog, identity
+from datadomain import catalog, identity, linkage
 from datadomain.consent_store import consent_artifact_delete
 from datadomain.encryption import Stored, encrypt_vector, from_pair, key_fingerprint, pack, to_pair, unpack
 from datadomain.errors import DomainError
@@ -486,6 +486,9 @@ def encrypted_feature_vectors(
     if unknown:
         raise DomainError("invalid_input", f"Unknown catalog features: {', '.join(unknown)}.")
     patients = dict(Patient.objects.filter(subject_key__in=list(subject_keys)).values_list("subject_key", "pk"))
+    # Incompletely or doubtfully linked records (datadomain.linkage) are never answered: no vector.
+    on_hold = linkage.held(patients.values())
+    patients = {key: pk for key, pk in patients.items() if pk not in on_hold}
     if not patients:
         return {}
     stamps = records_stamps(list(patients.values()))

@@ -106,6 +106,8 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     # The identity table (resident IDs, names): submission's identity check and the admin read it; erasure
     # deletes from it.
     "datadomain.Patient": {WEB: "SELECT DELETE", DOMAIN: ALL},
+    # Record linkage (datadomain.linkage): staff confirm a link with differing demographics in the admin.
+    "datadomain.PatientSource": {DOMAIN: ALL, WEB: "SELECT DELETE UPDATE(confirmed, confirmed_by, confirmed_at)"},
     # The phone number held for a person: read by the domain alone, which sends residents their codes and
     # notices (datadomain.residents). The web may delete it with the person (erasure), never read it.
     "datadomain.PatientContact": {DOMAIN: ALL, WEB: "DELETE SELECT(patient_id)"},

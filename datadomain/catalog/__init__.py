@@ -8,6 +8,8 @@ and returns integer features. See ``catalog.yaml`` for the rules and the other f
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -66,6 +68,10 @@ class Catalog:
     # normalised ICD-10 prefix -> condition feature names it belongs to
     prefixes: dict[str, tuple[str, ...]] = field(repr=False)
     prefix_lengths: tuple[int, ...] = field(repr=False)
+    # Reading rules (catalog.yaml `reading` and `code_systems`; see README.md, "Reading rules").
+    not_counting_verification: tuple[str, ...] = ("refuted", "entered-in-error")
+    verification_synonyms: dict[str, str] = field(default_factory=dict, repr=False)  # spelling -> code
+    code_systems: dict[str, str] = field(default_factory=dict, repr=False)  # system URI -> family
 
     def names(self) -> list[str]:
         return list(self.features)
@@ -83,9 +89,33 @@ class Catalog:
         return found
 
 
+# Dagger and asterisk marks of the ICD-10 dual classification (E11.2†, its ASCII form E11.2+, N08.3*) and
+# the separators hospitals put between a dagger and its asterisk code ("E11.2†N08.3*", "E11.2+/N08.3*").
+_MARKS = re.compile(r"[\u2020\u2021*+/,;|]+")
+
+
 def normalise_code(code: str) -> str:
-    """``e11.200x001`` -> ``E11200X001``: upper case, no dot, no spaces."""
-    return code.strip().upper().replace(".", "").replace(" ", "")
+    """``e11.200x001`` -> ``E11200X001``: NFKC (full-width letters, digits and dots
+    become ASCII), upper case, no dot,
+    no spaces; dagger and asterisk marks removed. Use :func:`split_codes` for text that may hold a pair."""
+    if not code.isascii():
+        code = unicodedata.normalize("NFKC", code)
+    return _MARKS.sub("", code).strip().upper().replace(".", "").replace(" ", "")
+
+
+def split_codes(text: str) -> list[str]:
+    """The normalised codes in one coding's code text: ``E11.2†N08.3*`` -> ``["E112", "N083"]``."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return [code for part in _MARKS.split(text) if (code := normalise_code(part))]
+
+
+def status_key(text: str) -> str:
+    """A status spelling as looked up in ``verification_synonyms``: NFKC, trimmed, lower case, ``_`` and
+    spaces as ``-``."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return "-".join(text.strip().lower().replace("_", " ").split())
 
 
 def _feature(entry: dict[str, Any]) -> Feature:
@@ -124,11 +154,24 @@ def load(directory: Path = HERE) -> Catalog:
     for feature in features.values():
         for prefix in feature.icd10:
             prefixes.setdefault(prefix, []).append(feature.name)
+    reading = manifest.get("reading") or {}
+    synonyms = {
+        status_key(str(spelling)): code
+        for code, spellings in (reading.get("verification_synonyms") or {}).items()
+        for spelling in [code, *spellings]
+    }
+    not_counting = tuple(reading.get("not_counting_verification") or ("refuted", "entered-in-error"))
+    unknown = [code for code in not_counting if code not in synonyms.values()]
+    if synonyms and unknown:
+        raise ValueError(f"not_counting_verification: unknown statuses {unknown}")
     return Catalog(
         version=f"{manifest['version']}+{digest.hexdigest()[:10]}",
         features=features,
         prefixes={prefix: tuple(names) for prefix, names in prefixes.items()},
         prefix_lengths=tuple(sorted({len(prefix) for prefix in prefixes})),
+        not_counting_verification=not_counting,
+        verification_synonyms=synonyms,
+        code_systems={str(uri): str(family) for uri, family in (manifest.get("code_systems") or {}).items()},
     )
 
 

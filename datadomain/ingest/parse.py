@@ -9,20 +9,35 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from hashlib import sha256
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 import orjson
 
-from datadomain import identity
-from datadomain.catalog import normalise_code
+from datadomain import catalog, identity
+from datadomain.catalog import split_codes, status_key
 
 # FHIR R4 id datatype; ids and references are therefore safe to write into COPY text unescaped.
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.1"
-ICD10_SYSTEMS = {"http://hl7.org/fhir/sid/icd-10": "icd10", "http://hl7.org/fhir/sid/icd-10-cm": "icd10cm"}
+# A reference to a Patient: relative, absolute (``https://host/fhir/Patient/id``) or versioned
+# (``.../Patient/id/_history/3``); the group is the id.
+_PATIENT_REFERENCE = re.compile(
+    r"(?:[^/]+:/(?:/[^/]+)+/)?Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?"
+)
+# Clinical dates are calendar dates in the bureau's time zone: a dateTime in another zone is converted.
+LOCAL_ZONE = ZoneInfo("Asia/Shanghai")
+MAX_CODES = 8  # ICD-10-family codes kept per Condition (space-separated in ``code``)
+CODES_MAX_CHARS = 120
+# onsetAge units (UCUM, as FHIR Age requires) -> interval unit, and the largest value accepted.
+# (interval unit, factor, largest count)
+_AGE_UNITS = {"a": ("years", 1, 150), "mo": ("months", 1, 1800), "wk": ("days", 7, 55_000), "d": ("days", 1, 55_000),
+              "h": ("hours", 0, 0), "min": ("hours", 0, 0)}  # fmt: skip
+_AGE_WORDS = {"year": "a", "years": "a", "yr": "a", "month": "mo", "months": "mo", "week": "wk", "weeks": "wk",
+              "day": "d", "days": "d", "hour": "h", "hours": "h", "minute": "min", "minutes": "min"}  # fmt: skip
 LOINC = "http://loinc.org"
 BP_PANEL, SYSTOLIC, DIASTOLIC = "85354-9", "8480-6", "8462-4"
 HBA1C_CODES = {"4548-4", "17856-6"}
@@ -59,6 +74,9 @@ class ConditionRow(NamedTuple):
     verification_status: str
     clinical_status: str
     onset_date: date | None
+    # onsetAge as a PostgreSQL interval literal (``"52 years"``, ``"30 days"``): the writer adds it to the
+    # subject's birth date. Staged only, never stored.
+    onset_age: str | None = None
 
 
 class EncounterRow(NamedTuple):
@@ -92,6 +110,7 @@ Row = PatientRow | ConditionRow | EncounterRow | ObservationRow
 class Parser:
     pepper: bytes
     today: date
+    catalog: catalog.Catalog = field(default_factory=catalog.current)
 
     def parse(self, line: bytes | str) -> Row:
         # PostgreSQL text cannot hold NUL; a raw NUL is invalid JSON anyway, an escaped one is refused here.
@@ -152,26 +171,74 @@ class Parser:
 
     def condition(self, resource: dict[str, Any], resource_id: str) -> ConditionRow:
         patient_ref = _subject(resource)
-        coding = _pick_coding(resource.get("code"), ICD10_SYSTEMS)
-        if coding is None:
-            raise LineError("unknown_code_system", "no ICD-10 or ICD-10-CM coding")
-        code = normalise_code(str(coding.get("code") or ""))
-        if not code or len(code) > 20 or not code.isalnum():
-            raise LineError("invalid_code", "the ICD-10 code is missing or malformed")
-        onset_raw = resource.get("onsetDateTime") or resource.get("recordedDate")
-        onset = self.past_date(onset_raw) if onset_raw else None
+        family, codes = self.icd10_codes(resource.get("code"))
+        onset, onset_age = self.onset(resource)
         version_id, last_updated = self.meta(resource)
         return ConditionRow(
             resource_id,
             patient_ref,
             version_id,
             last_updated,
-            ICD10_SYSTEMS[coding["system"]],
-            code,
-            _status_code(resource.get("verificationStatus")),
-            _status_code(resource.get("clinicalStatus")),
+            family,
+            " ".join(codes),
+            self.verification(resource.get("verificationStatus")),
+            _status_text(resource.get("clinicalStatus"))[:20],
             onset,
+            onset_age,
         )
+
+    def icd10_codes(self, concept: object) -> tuple[str, list[str]]:
+        """Every code of every ICD-10-family coding (first family found, codes in order, no repeats)."""
+        systems = self.catalog.code_systems
+        family = ""
+        codes: list[str] = []
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        for coding in codings if isinstance(codings, list) else ():
+            if not isinstance(coding, dict):
+                continue
+            system = coding.get("system")
+            if not isinstance(system, str) or system not in systems:
+                continue
+            family = family or systems[system]
+            raw = coding.get("code")
+            for code in split_codes(raw) if isinstance(raw, str) else ():
+                if not (code.isascii() and code.isalnum() and len(code) <= 20):
+                    raise LineError("invalid_code", "an ICD-10 code is malformed")
+                if code not in codes:
+                    codes.append(code)
+        if not family:
+            raise LineError("unknown_code_system", "no ICD-10-family coding")
+        if not codes:
+            raise LineError("invalid_code", "the ICD-10 codings have no code")
+        if len(codes) > MAX_CODES or sum(len(code) + 1 for code in codes) > CODES_MAX_CHARS:
+            raise LineError("invalid_code", "the condition has too many ICD-10 codes")
+        return family, codes
+
+    def verification(self, concept: object) -> str:
+        """The verificationStatus as one catalog code, whatever its encoding ("" when absent)."""
+        text = _status_text(concept)
+        if not text:
+            return ""
+        code = self.catalog.verification_synonyms.get(text)
+        if code is None:
+            raise LineError("unknown_verification_status", "verificationStatus is not a known status")
+        return code
+
+    def onset(self, resource: dict[str, Any]) -> tuple[date | None, str | None]:
+        """onset[x] (dateTime, Period, Age, Range of ages; a String gives no date), else recordedDate."""
+        if (raw := resource.get("onsetDateTime")) is not None:
+            return self.past_date(raw), None
+        if (period := resource.get("onsetPeriod")) is not None:
+            start = period.get("start") or period.get("end")
+            if start:
+                return self.past_date(start), None
+        age = resource.get("onsetAge")
+        if age is None and isinstance(resource.get("onsetRange"), dict):
+            age = resource["onsetRange"].get("low")
+        if age is not None:
+            return None, _age_interval(age)
+        recorded = resource.get("recordedDate")
+        return (self.past_date(recorded) if recorded else None), None
 
     def encounter(self, resource: dict[str, Any], resource_id: str) -> EncounterRow:
         patient_ref = _subject(resource)
@@ -250,7 +317,9 @@ class Parser:
         """FHIR date or dateTime (``2024``, ``2024-05``, ``2024-05-17``, ``2024-05-17T08:00:00+08:00``)."""
         if not isinstance(raw, str) or len(raw) < 4:
             raise LineError("invalid_date", "a date is missing or malformed")
-        text = raw[:10]
+        if len(raw) > 10:
+            return self.local_date(raw)
+        text = raw
         if len(text) == 4:
             text += "-01-01"
         elif len(text) == 7:
@@ -259,6 +328,19 @@ class Parser:
             return date.fromisoformat(text)
         except ValueError:
             raise LineError("invalid_date", "a date is not a real calendar date") from None
+
+    def local_date(self, raw: str) -> date:
+        """The calendar date in Asia/Shanghai of a FHIR dateTime (one without a zone is local already)."""
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            raise LineError("invalid_date", "a dateTime is not a valid date and time") from None
+        if moment.tzinfo is None:
+            return moment.date()
+        try:
+            return moment.astimezone(LOCAL_ZONE).date()
+        except OverflowError:
+            raise LineError("invalid_date", "a dateTime is out of range") from None
 
     def past_date(self, raw: object) -> date:
         value = self.parse_date(raw)
@@ -289,9 +371,30 @@ def _name(names: list[dict[str, Any]]) -> str:
 
 def _subject(resource: dict[str, Any]) -> str:
     reference = (resource.get("subject") or {}).get("reference")
-    if not isinstance(reference, str) or not reference.startswith("Patient/") or not _FHIR_ID.fullmatch(reference, 8):
-        raise LineError("missing_subject", "subject is missing or is not a Patient reference")
-    return reference[8:]
+    if isinstance(reference, str):
+        if reference.startswith("Patient/") and _FHIR_ID.fullmatch(reference, 8):
+            return reference[8:]  # the common form, without a regular expression
+        if len(reference) <= 1000 and (match := _PATIENT_REFERENCE.fullmatch(reference)):
+            return match[1]
+    raise LineError("missing_subject", "subject is missing or is not a Patient reference")
+
+
+def _age_interval(age: object) -> str:
+    """A FHIR Age as an interval literal; the age must be a number of years, months, weeks, days or hours."""
+    if not isinstance(age, dict):
+        raise LineError("invalid_value", "onsetAge is not an Age")
+    value = age.get("value")
+    unit = age.get("code") or age.get("unit")
+    unit = _AGE_WORDS.get(unit.strip().lower(), unit.strip()) if isinstance(unit, str) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or unit not in _AGE_UNITS:
+        raise LineError("invalid_value", "onsetAge has no numeric value in years, months, weeks, days or hours")
+    name, factor, limit = _AGE_UNITS[unit]
+    if not 0 <= value <= 1e6:
+        raise LineError("invalid_value", "onsetAge is out of range")
+    count = int(value) * factor  # whole units reached: 52.7 years is on or after the 52nd birthday
+    if count > limit:
+        raise LineError("invalid_value", "onsetAge is out of range")
+    return "0 days" if name == "hours" else f"{count} {name}"
 
 
 def _pick_coding(concept: object, systems: dict[str, str]) -> dict[str, Any] | None:
@@ -304,15 +407,27 @@ def _pick_coding(concept: object, systems: dict[str, str]) -> dict[str, Any] | N
 
 
 _STATUS_SYSTEMS = {
-    "http://terminology.hl7.org/CodeSystem/condition-ver-status": "ver",
+    "http://terminology.hl7.org/CodeSystem/condition-ver-status": "ver",  # R4
     "http://terminology.hl7.org/CodeSystem/condition-clinical": "clin",
+    "http://hl7.org/fhir/condition-ver-status": "ver",  # STU3 and DSTU2
+    "http://hl7.org/fhir/condition-clinical": "clin",
 }
 _LOINC_SYSTEMS = {LOINC: "loinc"}
 
 
-def _status_code(concept: object) -> str:
-    coding = _pick_coding(concept, _STATUS_SYSTEMS)
-    return str(coding.get("code") or "")[:20] if coding else ""
+def _status_text(concept: object) -> str:
+    """A status in any encoding, as :func:`status_key` gives it: a plain string (STU3), the code of the
+    first coding of the R4 or STU3 status system, else of any coding with a code, else ``text``."""
+    if isinstance(concept, str):
+        return status_key(concept)[:40]
+    if not isinstance(concept, dict):
+        return ""
+    codings = [c for c in concept.get("coding") or () if isinstance(c, dict) and isinstance(c.get("code"), str)]
+    chosen = next((c for c in codings if c.get("system") in _STATUS_SYSTEMS), codings[0] if codings else None)
+    if chosen is not None:
+        return status_key(chosen["code"])[:40]
+    text = concept.get("text")
+    return status_key(text)[:40] if isinstance(text, str) else ""
 
 
 def _quantity(quantity: dict[str, Any]) -> tuple[float, str]:

@@ -33,7 +33,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from datadomain.ingest import writer
-from datadomain.ingest.parse import LineError, Parser, PatientRow, Row
+from datadomain.ingest.parse import LineError, Parser, Row
 from datadomain.ingest.source import BREAKS, LineSource, Rejected, file_break
 from datadomain.models import IngestBatch, IngestCheckpoint, QuarantinedLine
 
@@ -43,6 +43,10 @@ SOURCE_MAX_CHARS = 1000  # IngestCheckpoint.path and QuarantinedLine.source_path
 CONFLICT = (
     "version_conflict",
     "a resource with this id and version was already ingested with different content: the stored one is kept",
+)
+RELINKED = (
+    "relinked_patient",
+    "this Patient id is linked to another resident ID: its records stay with that subject until staff resolve it",
 )
 TYPES = ("Patient", "Condition", "Encounter", "Observation")
 TABLES = {"Patient": writer.PATIENT, "Condition": writer.CONDITION, "Encounter": writer.ENCOUNTER,
@@ -116,12 +120,12 @@ class ParsedBatch:
 
 def parse_batch(parser: Parser, source: str, lines: list[tuple[int, bytes]], last_line: int, copy: bool) -> ParsedBatch:
     """Validate ``lines``. The same resource twice in a batch keeps the newer version (the same version with
-    other content is a conflict: the first is kept); the same resident ID under two Patient ids keeps the
-    first. With ``copy``, rows are turned into PostgreSQL COPY text here."""
+    other content is a conflict: the first is kept); the same resident ID under several Patient ids links
+    them all to one subject (record linkage, see the writer). With ``copy``, rows are turned into PostgreSQL
+    COPY text here."""
     rejects: list[tuple[int, str, str]] = []
     superseded: Counter[str] = Counter()
     buckets: dict[str, dict[str, tuple[int, Row]]] = {kind: {} for kind in TYPES}
-    owners: dict[str, str] = {}
     for number, raw in lines:
         try:
             row = parser.parse(raw)
@@ -129,9 +133,6 @@ def parse_batch(parser: Parser, source: str, lines: list[tuple[int, bytes]], las
             rejects.append((number, reject.code, reject.reason))
             continue
         kind = type(row).__name__.removesuffix("Row")
-        if isinstance(row, PatientRow) and owners.setdefault(row.resident_id, row.resource_id) != row.resource_id:
-            rejects.append((number, "duplicate_resident_id", "the resident ID belongs to another Patient resource"))
-            continue
         bucket = buckets[kind]
         seen = bucket.get(row.resource_id)
         if seen is not None:
@@ -371,12 +372,12 @@ class Ingester:
             written = batch_writer.write(TABLES[kind], payload)
             for number in written.dangling:
                 rejects.append((number, "dangling_subject", "the subject Patient is not in the domain store"))
-            for number in written.duplicates:
-                rejects.append((number, "duplicate_resident_id", "the resident ID belongs to another Patient resource"))
+            for number in written.relinked:
+                rejects.append((number, *RELINKED))
             rejects.extend((number, *CONFLICT) for number in written.conflicts)
             self.summary.inserted[kind] += written.inserted
             self.summary.updated[kind] += written.updated
-            refused = len(written.dangling) + len(written.duplicates) + len(written.conflicts)
+            refused = len(written.dangling) + len(written.relinked) + len(written.conflicts)
             self.summary.unchanged[kind] += len(payload.lines) - refused - written.inserted - written.updated
         for _, code, _ in rejects:
             self.summary.quarantined[code] += 1

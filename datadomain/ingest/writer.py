@@ -15,11 +15,12 @@ Table and column names in the SQL below are module constants, never input: hence
 
 from __future__ import annotations
 
+import calendar
 import io
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db import connection
@@ -32,6 +33,7 @@ class Table:
     name: str
     fields: tuple[str, ...]  # the parsed row's fields; records start with resource_id, patient_ref
     pg_types: tuple[str, ...]
+    staged_only: tuple[str, ...] = ()  # parsed fields that are not stored (``onset_age``)
 
     @property
     def is_patient(self) -> bool:
@@ -40,7 +42,9 @@ class Table:
     @property
     def columns(self) -> tuple[str, ...]:
         """Stored columns: ``patient_ref`` becomes ``patient_id``."""
-        return tuple("patient_id" if name == "patient_ref" else name for name in self.fields)
+        return tuple(
+            "patient_id" if name == "patient_ref" else name for name in self.fields if name not in self.staged_only
+        )
 
     @property
     def content(self) -> tuple[str, ...]:
@@ -58,8 +62,11 @@ PATIENT = Table(
 CONDITION = Table(
     "datadomain_condition",
     ConditionRow._fields,
-    (*_RECORD_TYPES, "varchar(8)", "varchar(20)", "varchar(20)", "varchar(20)", "date"),
+    (*_RECORD_TYPES, "varchar(8)", "varchar(120)", "varchar(20)", "varchar(20)", "date", "interval"),
+    staged_only=("onset_age",),
 )
+# An onsetAge is resolved against the subject's birth date, which the subject lookup returns anyway.
+_ONSET = "COALESCE({r}onset_date, ({r}subject_birth + {r}onset_age)::date)"
 ENCOUNTER = Table(
     "datadomain_encounter", EncounterRow._fields, (*_RECORD_TYPES, "varchar(16)", "varchar(20)", "date", "date")
 )
@@ -69,13 +76,20 @@ OBSERVATION = Table(
     (*_RECORD_TYPES, "varchar(16)", "varchar(20)", "date", "double precision", "double precision", "varchar(16)"),
 )
 
+# The links of record linkage (datadomain.PatientSource): written from the staged Patient rows.
+SOURCE = Table(
+    "datadomain_patientsource",
+    ("resource_id", "patient_id", "name", "birth_date", "sex", "version_id", "last_updated"),
+    ("varchar(64)", "bigint", "varchar(200)", "date", "varchar(8)", "bigint", "timestamptz"),
+)
+
 
 @dataclass
 class Written:
     inserted: int = 0
     updated: int = 0
     dangling: list[int] = field(default_factory=list)  # line numbers whose subject is unknown
-    duplicates: list[int] = field(default_factory=list)  # lines whose resident ID another Patient holds
+    relinked: list[int] = field(default_factory=list)  # Patient lines moving a linked id to another resident
     conflicts: list[int] = field(default_factory=list)  # lines of a stored version with other content
 
 
@@ -154,6 +168,7 @@ _FORMATTERS: dict[str, Callable[[Any], str]] = {
     ),
     "datadomain_condition": lambda r: (
         f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3].isoformat()}\t{r[4]}\t{r[5]}\t{_text(r[6])}\t{_text(r[7])}\t{_maybe(r[8])}"
+        f"\t{_maybe(r[9])}"
     ),
     "datadomain_encounter": lambda r: (
         f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3].isoformat()}\t{_text(r[4])}\t{_text(r[5])}\t{r[6]}\t{_maybe(r[7])}"
@@ -171,11 +186,12 @@ def copy_text(table: Table, rows: Sequence[tuple[Any, ...]], lines: Sequence[int
     return "".join([f"{formatter(row)}\t{line}\n" for row, line in zip(rows, lines, strict=True)])
 
 
+_SOURCE_COLUMNS = ("resource_id", "patient_id", "name", "birth_date", "sex", "version_id", "last_updated")
+
+
 def _write_postgresql(table: Table, text: str, batch_id: int) -> Written:
     stage = f"dd_stage_{table.name.removeprefix('datadomain_')}"
     definition = ", ".join(f"{c} {t}" for c, t in zip(table.fields, table.pg_types, strict=True))
-    columns = ", ".join((*table.columns, "ingest_batch"))
-    written = Written()
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}, line_number bigint) ON COMMIT DELETE ROWS"
@@ -185,39 +201,75 @@ def _write_postgresql(table: Table, text: str, batch_id: int) -> Written:
             f"COPY {stage} ({', '.join(table.fields)}, line_number) FROM STDIN", io.StringIO(text)
         )
         if table.is_patient:
-            # A resident ID already stored under another Patient id: refuse the line, keep the stored one.
-            cursor.execute(
-                f"DELETE FROM {stage} s USING datadomain_patient p"
-                " WHERE p.resident_id = s.resident_id AND p.resource_id <> s.resource_id RETURNING s.line_number"
-            )
-            written.duplicates = sorted(line for (line,) in cursor.fetchall())
-            resolved = f"resolved AS (SELECT s.*, 0 AS patient_id FROM {stage} s)"
-            selected = ", ".join(table.fields)
-        else:
-            # One index probe per staged row resolves Patient/<id>; unresolved rows are the dangling ones.
-            resolved = (
-                f"resolved AS MATERIALIZED (SELECT s.*, p.id AS patient_id FROM {stage} s"
-                " LEFT JOIN datadomain_patient p ON p.resource_id = s.patient_ref)"
-            )
-            selected = ", ".join(table.columns)
-        # Every CTE sees the table as it was before the statement: a conflict is with the stored row.
-        stored = ", ".join(f"t.{column}" for column in table.content)
-        staged = ", ".join(f"r.{column}" for column in table.content)
-        cursor.execute(
-            f"WITH {resolved}, up AS (INSERT INTO {table.name} ({columns})"
-            f" SELECT {selected}, {int(batch_id)} FROM resolved WHERE patient_id IS NOT NULL"
-            f" ON CONFLICT (resource_id) DO UPDATE SET {_update_set(table)} WHERE {_newer(table)}"
-            " RETURNING (xmax = 0) AS inserted),"
-            f" conflicts AS (SELECT r.line_number FROM resolved r JOIN {table.name} t ON t.resource_id = r.resource_id"
-            " WHERE r.patient_id IS NOT NULL AND t.version_id = r.version_id AND t.last_updated = r.last_updated"
-            f" AND ({stored}) IS DISTINCT FROM ({staged}))"
-            " SELECT (SELECT count(*) FILTER (WHERE inserted) FROM up), (SELECT count(*) FILTER (WHERE NOT inserted)"
-            " FROM up), (SELECT coalesce(array_agg(line_number), ARRAY[]::bigint[]) FROM resolved"
-            " WHERE patient_id IS NULL), (SELECT coalesce(array_agg(line_number), ARRAY[]::bigint[]) FROM conflicts)"
+            return _link_postgresql(cursor, stage, batch_id)
+        # One index probe per staged row resolves Patient/<id> through the links of every source;
+        # unresolved rows are the dangling ones.
+        resolved = (
+            f"resolved AS MATERIALIZED (SELECT s.*, l.patient_id, l.birth_date AS subject_birth FROM {stage} s"
+            " LEFT JOIN datadomain_patientsource l ON l.resource_id = s.patient_ref)"
         )
-        written.inserted, written.updated, missing, conflicts = cursor.fetchone()
-    written.dangling = sorted(missing)
+        return _upsert_postgresql(cursor, table, resolved, batch_id, "patient_id IS NOT NULL", missing=True)
+
+
+def _expression(table: Table, column: str, prefix: str = "") -> str:
+    if table.name == CONDITION.name and column == "onset_date":
+        return _ONSET.format(r=prefix)
+    return f"{prefix}{column}"
+
+
+def _upsert_postgresql(cursor: Any, table: Table, resolved: str, batch_id: int, where: str, missing: bool) -> Written:
+    """Upsert the rows of the CTE ``resolved`` that satisfy ``where``; count, and find the conflicts."""
+    written = Written()
+    columns = ", ".join((*table.columns, "ingest_batch"))
+    selected = ", ".join(_expression(table, column) for column in table.columns)
+    # Every CTE sees the table as it was before the statement: a conflict is with the stored row.
+    stored = ", ".join(f"t.{column}" for column in table.content)
+    staged = ", ".join(_expression(table, column, "r.") for column in table.content)
+    cursor.execute(
+        f"WITH {resolved}, up AS (INSERT INTO {table.name} ({columns})"
+        f" SELECT {selected}, {int(batch_id)} FROM resolved WHERE {where}"
+        f" ON CONFLICT (resource_id) DO UPDATE SET {_update_set(table)} WHERE {_newer(table)}"
+        " RETURNING (xmax = 0) AS inserted),"
+        f" conflicts AS (SELECT r.line_number FROM resolved r JOIN {table.name} t ON t.resource_id = r.resource_id"
+        f" WHERE r.{where} AND t.version_id = r.version_id AND t.last_updated = r.last_updated"
+        f" AND ({stored}) IS DISTINCT FROM ({staged}))"
+        " SELECT (SELECT count(*) FILTER (WHERE inserted) FROM up), (SELECT count(*) FILTER (WHERE NOT inserted)"
+        " FROM up), (SELECT coalesce(array_agg(line_number), ARRAY[]::bigint[]) FROM resolved"
+        f" WHERE {'NOT (' + where + ')' if missing else 'false'}),"
+        " (SELECT coalesce(array_agg(line_number), ARRAY[]::bigint[]) FROM conflicts)"
+    )
+    written.inserted, written.updated, dangling, conflicts = cursor.fetchone()
+    written.dangling = sorted(dangling)
     written.conflicts = sorted(conflicts)
+    return written
+
+
+def _link_postgresql(cursor: Any, stage: str, batch_id: int) -> Written:
+    """Patients: a linked source id that now names another resident ID is refused (its records belong to
+    the first); the first source of a new resident ID creates the subject (``datadomain_patient``, kept
+    up to date by that source's newer versions); every source is upserted into the links."""
+    cursor.execute(
+        f"DELETE FROM {stage} s USING datadomain_patientsource l, datadomain_patient p"
+        " WHERE l.resource_id = s.resource_id AND p.id = l.patient_id AND p.resident_id <> s.resident_id"
+        " RETURNING s.line_number"
+    )
+    relinked = sorted(line for (line,) in cursor.fetchall())
+    primary = (
+        f"primary_rows AS (SELECT DISTINCT ON (s.resident_id) s.* FROM {stage} s WHERE NOT EXISTS"
+        " (SELECT 1 FROM datadomain_patient p WHERE p.resident_id = s.resident_id AND p.resource_id <> s.resource_id)"
+        " ORDER BY s.resident_id, s.line_number)"
+    )
+    cursor.execute(
+        f"WITH {primary} INSERT INTO datadomain_patient ({', '.join((*PATIENT.columns, 'ingest_batch'))})"
+        f" SELECT {', '.join(PATIENT.columns)}, {int(batch_id)} FROM primary_rows"
+        f" ON CONFLICT (resource_id) DO UPDATE SET {_update_set(PATIENT)} WHERE {_newer(PATIENT)}"
+    )
+    resolved = (
+        f"resolved AS MATERIALIZED (SELECT s.*, p.id AS patient_id FROM {stage} s"
+        " JOIN datadomain_patient p ON p.resident_id = s.resident_id)"
+    )
+    written = _upsert_postgresql(cursor, SOURCE, resolved, batch_id, "patient_id IS NOT NULL", missing=False)
+    written.relinked = relinked
     return written
 
 
@@ -257,25 +309,86 @@ def _select_in(sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
 
 
 def _write_generic(table: Table, rows: Sequence[tuple[Any, ...]], lines: Sequence[int], batch_id: int) -> Written:
-    written = Written()
     pairs = list(zip(rows, lines, strict=True))
     if table.is_patient:
-        owners = dict(
-            _select_in(
-                "SELECT resident_id, resource_id FROM datadomain_patient WHERE resident_id IN ({placeholders})",
-                [row[1] for row, _ in pairs],
-            )
+        return _link_generic(pairs, batch_id)
+    refs = sorted({row[1] for row, _ in pairs})
+    links = {
+        ref: (patient_id, birth)
+        for ref, patient_id, birth in _select_in(
+            "SELECT resource_id, patient_id, birth_date FROM datadomain_patientsource"
+            " WHERE resource_id IN ({placeholders})",
+            refs,
         )
-        written.duplicates = [line for row, line in pairs if owners.get(row[1], row[0]) != row[0]]
-        pairs = [(row, line) for row, line in pairs if owners.get(row[1], row[0]) == row[0]]
-    else:
-        refs = sorted({row[1] for row, _ in pairs})
-        patient_ids = dict(
-            _select_in("SELECT resource_id, id FROM datadomain_patient WHERE resource_id IN ({placeholders})", refs)
+    }
+    dangling = [line for row, line in pairs if row[1] not in links]
+    resolved = []
+    for row, line in pairs:
+        if row[1] not in links:
+            continue
+        patient_id, birth = links[row[1]]
+        values = (row[0], patient_id, *row[2 : len(table.columns)])
+        if table.name == CONDITION.name and row.onset_age is not None:
+            values = (*values[:-1], _plus_age(_as_date(birth), row.onset_age))
+        resolved.append((values, line))
+    written = _upsert_generic(table, resolved, batch_id)
+    written.dangling = dangling
+    return written
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _plus_age(birth: date, interval: str) -> date:
+    """``birth`` plus an interval literal of the parser (``"52 years"``, ``"7 months"``, ``"30 days"``)."""
+    count_text, unit = interval.split()
+    count = int(count_text)
+    if unit == "days":
+        return birth + timedelta(days=count)
+    months = birth.month - 1 + (count * 12 if unit == "years" else count)
+    year, month = birth.year + months // 12, months % 12 + 1
+    return date(year, month, min(birth.day, calendar.monthrange(year, month)[1]))
+
+
+def _link_generic(pairs: list[tuple[tuple[Any, ...], int]], batch_id: int) -> Written:
+    """The SQLite form of :func:`_link_postgresql`."""
+    linked = dict(
+        _select_in(
+            "SELECT l.resource_id, p.resident_id FROM datadomain_patientsource l"
+            " JOIN datadomain_patient p ON p.id = l.patient_id WHERE l.resource_id IN ({placeholders})",
+            [row[0] for row, _ in pairs],
         )
-        written.dangling = [line for row, line in pairs if row[1] not in patient_ids]
-        pairs = [((row[0], patient_ids[row[1]], *row[2:]), line) for row, line in pairs if row[1] in patient_ids]
-    version_at = table.fields.index("version_id")
+    )
+    relinked = [line for row, line in pairs if linked.get(row[0], row[1]) != row[1]]
+    pairs = [(row, line) for row, line in pairs if linked.get(row[0], row[1]) == row[1]]
+    owners = dict(
+        _select_in(
+            "SELECT resident_id, resource_id FROM datadomain_patient WHERE resident_id IN ({placeholders})",
+            [row[1] for row, _ in pairs],
+        )
+    )
+    primary: dict[str, tuple[tuple[Any, ...], int]] = {}
+    for row, line in pairs:
+        if owners.get(row[1], row[0]) == row[0]:
+            primary.setdefault(row[1], (row, line))
+    _upsert_generic(PATIENT, list(primary.values()), batch_id)
+    subjects = dict(
+        _select_in(
+            "SELECT resident_id, id FROM datadomain_patient WHERE resident_id IN ({placeholders})",
+            [row[1] for row, _ in pairs],
+        )
+    )
+    sources = [((row[0], subjects[row[1]], row[2], row[3], row[4], row[7], row[8]), line) for row, line in pairs]
+    written = _upsert_generic(SOURCE, sources, batch_id)
+    written.relinked = relinked
+    return written
+
+
+def _upsert_generic(table: Table, pairs: Sequence[tuple[tuple[Any, ...], int]], batch_id: int) -> Written:
+    """Upsert ``pairs`` (rows in ``table.columns`` order, line numbers): newer versions replace stored ones."""
+    written = Written()
+    version_at = table.columns.index("version_id")
     content_at = [table.columns.index(column) for column in table.content]
     existing = {
         found[0]: ((found[1], _stored_datetime(found[2])), tuple(map(_stored, found[3:])))

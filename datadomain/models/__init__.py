@@ -7,7 +7,7 @@ Raw-record models never leave this app: an import-linter contract forbids ``insu
 
 from datadomain.models.consent import Consent
 from datadomain.models.features import EncryptedFeatureVector
-from datadomain.models.identity import Patient
+from datadomain.models.identity import Patient, PatientSource
 from datadomain.models.ingest import IngestBatch, IngestCheckpoint, QuarantinedLine
 from datadomain.models.keys import ComparisonGrant, CustodianKey
 from datadomain.models.records import Condition, Encounter, Observation
@@ -23,5 +23,6 @@ __all__ = [
     "IngestCheckpoint",
     "Observation",
     "Patient",
+    "PatientSource",
     "QuarantinedLine",
 ]

@@ -46,10 +46,11 @@ class Record(models.Model):
 
 
 class Condition(Record):
-    """A diagnosis, its code normalised (upper case, no dot; e.g. ``E11200X001``)."""
+    """A diagnosis, its codes normalised (upper case, no dot; e.g. ``E11200X001``)."""
 
-    code_system = models.CharField(_("code system"), max_length=8)  # "icd10" or "icd10cm"
-    code = models.CharField(_("code"), max_length=20)
+    code_system = models.CharField(_("code system"), max_length=8)  # "icd10", "icd10cm" or "icd10cn"
+    # Every ICD-10-family code of the Condition, normalised, space-separated (``I10 I509``).
+    code = models.CharField(_("code"), max_length=120)
     verification_status = models.CharField(_("verification status"), max_length=20, blank=True)
     clinical_status = models.CharField(_("clinical status"), max_length=20, blank=True)
     onset_date = models.DateField(_("onset or recorded date"), null=True, blank=True)

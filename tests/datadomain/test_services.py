@@ -150,7 +150,7 @@ def test_unknown_features_and_subjects_are_domain_errors() -> None:
 def test_catalog_names_and_version() -> None:
     names = selectors.catalog_feature_names()
     assert {"charlson.chf", "elix.chf", "age.acci_points", "enc.inpatient_12m", "obs.hba1c_ge_6_5"} <= set(names)
-    assert selectors.catalog_version().startswith("2026.1+")
+    assert selectors.catalog_version().startswith("2026.2+")
 
 
 # --- encrypted features --------------------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""Record linkage: a subject is one resident ID, whatever the number of hospitals' Patient ids.
+
+The ingest links every source Patient id with the subject's resident ID (``PatientSource``) and counts
+the records of every source. What it cannot decide alone is surfaced here, for bureau staff and for the
+request path:
+
+- **conflicting demographics**: a source whose name, or sex, differs from the subject's first source may
+  be a different person whose hospital mistyped the resident ID. The link shows in the admin and holds
+  the subject until a coder confirms it (the confirmation is a digest of the demographics confirmed, so a
+  later change opens the link again);
+- **records not yet linked**: records quarantined as ``dangling_subject`` that reference one of the
+  subject's source Patient ids (they arrived before their Patient) hold the subject until they are
+  re-processed.
+
+A held subject gets no feature vector (``held``): its requests are refused, never answered on partial
+or possibly foreign records. The check runs after consent verification, so it adds no existence oracle
+to admission.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from django.db.models import F, Q
+from django.utils import timezone
+
+from datadomain.models import PatientSource, QuarantinedLine
+
+
+def demographics_digest(source_name: str, source_sex: str, subject_name: str, subject_sex: str) -> str:
+    text = "\x1f".join((source_name, source_sex, subject_name, subject_sex))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def differing_fields(source_name: str, source_sex: str, subject_name: str, subject_sex: str) -> list[str]:
+    """Which demographics differ (names compared without spaces; an unknown sex differs from nothing)."""
+    fields = []
+    if "".join(source_name.split()) != "".join(subject_name.split()):
+        fields.append("name")
+    if source_sex != subject_sex and "unknown" not in (source_sex, subject_sex):
+        fields.append("sex")
+    return fields
+
+
+def _other_sources(patient_ids: Iterable[int]) -> list[tuple[str, int, str, str, str, str, str]]:
+    return list(
+        PatientSource.objects.filter(patient_id__in=list(patient_ids))
+        .exclude(resource_id=F("patient__resource_id"))
+        .values_list("resource_id", "patient_id", "name", "sex", "patient__name", "patient__sex", "confirmed")
+    )
+
+
+def open_conflicts(patient_ids: Iterable[int]) -> set[int]:
+    """Subjects with a linked source whose demographics differ and are not confirmed as they are now."""
+    held: set[int] = set()
+    for _, patient_id, name, sex, subject_name, subject_sex, confirmed in _other_sources(patient_ids):
+        if differing_fields(name, sex, subject_name, subject_sex) and confirmed != demographics_digest(
+            name, sex, subject_name, subject_sex
+        ):
+            held.add(patient_id)
+    return held
+
+
+def unlinked_records(patient_ids: Iterable[int]) -> set[int]:
+    """Subjects with open ``dangling_subject`` lines that reference one of their source Patient ids."""
+    sources = list(
+        PatientSource.objects.filter(patient_id__in=list(patient_ids)).values_list("resource_id", "patient_id")
+    )
+    if (
+        not sources
+        or not QuarantinedLine.objects.filter(reason_code="dangling_subject", resolved_at__isnull=True).exists()
+    ):
+        return set()
+    held: set[int] = set()
+    for resource_id, patient_id in sources:
+        reference = Q(raw_line__contains=f'Patient/{resource_id}"') | Q(raw_line__contains=f"Patient/{resource_id}/_")
+        if QuarantinedLine.objects.filter(reference, reason_code="dangling_subject", resolved_at__isnull=True).exists():
+            held.add(patient_id)
+    return held
+
+
+def held(patient_ids: Iterable[int]) -> set[int]:
+    """Subjects whose records are incompletely or doubtfully linked: no vector, no answer."""
+    ids = list(patient_ids)
+    return open_conflicts(ids) | unlinked_records(ids)
+
+
+def confirm(resource_id: str, *, by: str) -> bool:
+    """A coder confirms that a linked source is the same person as it reads now. False if nothing differs."""
+    source = PatientSource.objects.select_related("patient").filter(resource_id=resource_id).first()
+    if source is None:
+        return False
+    values = (source.name, source.sex, source.patient.name, source.patient.sex)
+    if not differing_fields(*values):
+        return False
+    source.confirmed, source.confirmed_by, source.confirmed_at = demographics_digest(*values), by, timezone.now()
+    source.save(update_fields=["confirmed", "confirmed_by", "confirmed_at"])
+    return True
