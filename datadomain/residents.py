@@ -227,3 +227,14 @@ def resident_consent_withdraw(*, subject_key: str, insurer_slug: str) -> int:
     return len(
         consent_withdrawal_record(subject_key=subject_key, insurer_slug=insurer_slug, at=timezone.now(), by="resident")
     )
+
+
+def contact_set_for_subject(*, subject_key: str, phone: str) -> bool:
+    """:func:`contact_set` for a subject the domain knows (the demo); False when it knows none."""
+    from datadomain.models.identity import Patient
+
+    patient_id = Patient.objects.filter(subject_key=subject_key).values_list("pk", flat=True).first()
+    if patient_id is None:
+        return False
+    contact_set(subject_key=subject_key, patient_id=patient_id, phone=phone)
+    return True

@@ -18,13 +18,15 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from audit.roles import AUDITOR, KEY_OFFICER, MODEL_REVIEWER, PRIVACY_OFFICER, staff_roles_ensure
 from datadomain import custodian
 from datadomain.ingest.runner import Ingester
+from datadomain.residents import contact_set_for_subject
 from datadomain.selectors import subject_is_known
 from datadomain.services import subject_key_for
 from datadomain.synthetic import generate
 from insurer_portal.models import ApiKey, Insurer, InsurerUser
 from insurer_portal.services import api_key_create, api_key_revoke, insurer_ensure, portal_user_create
-from underwriting.models import RatingManual, UnderwritingRequest
+from underwriting.models import ConsentMode, RatingManual, UnderwritingRequest
 from underwriting.reference import builtin_manual_paths
+from underwriting.services.confirmations import consent_policy_set
 from underwriting.services.manuals import manual_approve, manual_upload
 from underwriting.services.requests import Applicant, ConsentEvidence, request_submit
 
@@ -163,6 +165,7 @@ def portal_admin_ensure(seeded: Seeded, insurer: Insurer) -> None:
 
 def requests_ensure(seeded: Seeded, insurer: Insurer, folder: Path, *, count: int = 12) -> None:
     """A few requests through the whole pipeline (in-process without a broker), across the manuals."""
+    resident_demo_ensure(seeded, folder, index=count)
     if UnderwritingRequest.objects.filter(insurer=insurer).exists():
         return
     manuals = [path.stem for path in builtin_manual_paths()]
@@ -200,3 +203,37 @@ def _demo_people(folder: Path, count: int) -> list[tuple[str, str]]:
             if len(people) == count:
                 break
     return people
+
+
+DEMO_RESIDENT_PHONE = "+8613800138000"
+DEMO_RESIDENT_INSURER = "demo-health"
+
+
+def resident_demo_ensure(seeded: Seeded, folder: Path, *, index: int) -> None:
+    """A demo resident with a phone number, and a request from an insurer in resident-confirmation mode
+    waiting for them, so that the resident page (/residents/) can be tried at once."""
+    people = _demo_people(folder, index + 1)
+    if len(people) <= index:
+        return
+    resident_id, name = people[index]
+    contact_set_for_subject(subject_key=subject_key_for(resident_id), phone=DEMO_RESIDENT_PHONE)
+    insurer, _ = insurer_ensure(slug=DEMO_RESIDENT_INSURER, name="示范健康 Demo Health")
+    consent_policy_set(insurer_id=insurer.pk, mode=ConsentMode.RESIDENT, confirmation_hours=72, actor="seed_demo")
+    if not UnderwritingRequest.objects.filter(insurer=insurer).exists():
+        request_submit(
+            insurer_id=insurer.pk, insurer_slug=insurer.slug, reference="DEMO-RESIDENT-0001",
+            applicant=Applicant(resident_id=resident_id, name=name), manual_slug="charlson-acci",
+            consent=ConsentEvidence(
+                reference="DEMO-RESIDENT-CONSENT", signed_at=timezone.now(), expires_at=None,
+                scope=["underwriting"], artifact_sha256="0" * 64,
+            ),
+        )  # fmt: skip
+    where = (
+        f"the files under {settings.RESIDENT_MESSAGE_DIR}"
+        if settings.RESIDENT_MESSAGE_BACKEND == "file"
+        else "this terminal (the server's output)"
+    )
+    seeded.say(
+        f"Resident page: http://127.0.0.1:8000/residents/ - sign in as demo resident {resident_id} ({name}); "
+        f"one-time codes appear in {where}, as '[resident message to {DEMO_RESIDENT_PHONE}] ...'."
+    )

@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from audit.models import AuditEntry
 from audit.services import audit_record
 from underwriting import selectors
+from underwriting.admin_consent import ConsentConfirmationAdmin, ConsentPolicyAdmin  # noqa: F401 - registered there
 from underwriting.admin_flags import MisuseFlagAdmin, RateLimitOverrideAdmin  # noqa: F401 - registered there
 from underwriting.admin_webhooks import WebhookDeliveryAdmin, WebhookEndpointAdmin  # noqa: F401 - registered there
 from underwriting.downloads import csv_download

@@ -25,7 +25,7 @@ from audit.services import audit_record, subject_ref
 from datadomain import residents as domain_residents
 from datadomain import services as domain
 from underwriting.errors import UnderwritingError
-from underwriting.models import ConsentConfirmation, RejectReason, RequestStatus, UnderwritingRequest
+from underwriting.models import ConsentConfirmation, ConsentPolicy, RejectReason, RequestStatus, UnderwritingRequest
 from underwriting.services.dispatch import stage_wake_on_commit
 from underwriting.services.state import transition, transition_many
 from underwriting.services.webhooks import webhooks_enqueue_for_requests
@@ -168,3 +168,19 @@ def confirmations_expire(*, now: datetime | None = None) -> int:
             total += len(moved)
         if len(due) < EXPIRE_CHUNK:
             return total
+
+
+@transaction.atomic
+def consent_policy_set(*, insurer_id: int, mode: str, confirmation_hours: int, actor: str) -> None:
+    """The bureau sets how an insurer proves consent (admin); audited. Requests already made keep theirs."""
+    ConsentPolicy.objects.update_or_create(
+        insurer_id=insurer_id,
+        defaults={"mode": mode, "confirmation_hours": confirmation_hours, "updated_by": actor[:150]},
+    )
+    audit_record(
+        action="consent.policy_set",
+        actor=actor,
+        target_type="insurer",
+        target_id=str(insurer_id),
+        detail={"mode": mode, "confirmation_hours": confirmation_hours},
+    )
