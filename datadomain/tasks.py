@@ -4,6 +4,7 @@ work that reads or writes raw records runs under the domain's database role, nev
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 
 @shared_task(name="datadomain.tasks.reprocess_quarantined", acks_late=True, ignore_result=True)
@@ -20,7 +21,7 @@ def reprocess_quarantined(line_ids: list[int]) -> int:
     autoretry_for=(Exception,),
     retry_backoff=True,
     retry_backoff_max=30,
-    max_retries=3,
+    max_retries=settings.SMS_GATEWAY_RETRIES,
     ignore_result=True,
 )
 def resident_code_send(code_id: str) -> bool:

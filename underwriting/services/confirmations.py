@@ -39,6 +39,10 @@ def _not_found() -> UnderwritingError:
 
 
 def _pending_for(*, request_id: uuid.UUID | str, subject_key: str, now: datetime) -> ConsentConfirmation:
+    try:
+        request_id = uuid.UUID(str(request_id))
+    except ValueError:
+        raise _not_found() from None
     confirmation = (
         ConsentConfirmation.objects.select_for_update()
         .select_related("request", "request__insurer")
