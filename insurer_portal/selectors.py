@@ -80,10 +80,28 @@ class BatchProgress:
     total: int
     finished: int
     by_status: dict[str, int]
+    refused: int = 0  # valid rows the submission itself refused (no request was made)
 
     @property
     def percent(self) -> int:
         return 100 if self.total == 0 else math.floor(100 * self.finished / self.total)
+
+    @property
+    def submitted(self) -> int:
+        return sum(self.by_status.values()) + self.refused
+
+    @property
+    def completed(self) -> int:
+        return self.by_status.get(RequestStatus.COMPLETED, 0)
+
+    @property
+    def not_completed(self) -> int:
+        """Finished without a tier: rejected, unrated, failed, or refused at submission."""
+        return self.finished - self.completed
+
+    @property
+    def in_progress(self) -> int:
+        return self.submitted - self.finished
 
 
 def batch_progress(batch: Batch) -> BatchProgress:
@@ -91,7 +109,7 @@ def batch_progress(batch: Batch) -> BatchProgress:
     statuses = Counter(batch.rows.filter(errors=[]).exclude(request=None).values_list("request__status", flat=True))
     refused = batch.rows.filter(request=None).exclude(errors=[]).count() - (batch.total_rows - batch.valid_rows)
     terminal = sum(count for status, count in statuses.items() if status in _TERMINAL) + max(refused, 0)
-    return BatchProgress(total=batch.valid_rows, finished=terminal, by_status=dict(statuses))
+    return BatchProgress(total=batch.valid_rows, finished=terminal, by_status=dict(statuses), refused=max(refused, 0))
 
 
 _TERMINAL = {RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.UNRATED, RequestStatus.FAILED}

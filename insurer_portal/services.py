@@ -252,7 +252,9 @@ def batch_cancel(*, batch: Batch) -> bool:
 
 
 # Rows submitted together: one submission chunk (a fixed number of queries) and one update of their rows.
+# The first chunk is small, so the progress bar moves within a second of the start.
 BATCH_RUN_CHUNK = 200
+BATCH_FIRST_CHUNK = 20
 
 
 def batch_run(*, batch_id: int) -> None:
@@ -267,8 +269,11 @@ def batch_run(*, batch_id: int) -> None:
         return
     insurer = batch.insurer
     rows = batches.unseal(bytes(batch.sealed_rows), insurer_id=insurer.pk)
-    for start in range(0, len(rows), BATCH_RUN_CHUNK):
-        chunk = rows[start : start + BATCH_RUN_CHUNK]
+    first = min(BATCH_FIRST_CHUNK, BATCH_RUN_CHUNK)
+    for start in [0, *range(first, len(rows), BATCH_RUN_CHUNK)]:
+        chunk = rows[start : start + (first if start == 0 else BATCH_RUN_CHUNK)]
+        if not chunk:
+            break
         outcomes = requests_submit_many(
             insurer_id=insurer.pk, insurer_slug=insurer.slug, items=[_batch_item(batch, row) for row in chunk]
         )

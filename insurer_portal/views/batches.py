@@ -17,6 +17,7 @@ from insurer_portal.forms import BatchUploadForm
 from insurer_portal.models import Batch, InsurerUser
 from insurer_portal.views.access import portal_view
 from underwriting.downloads import csv_writer, xlsx_download
+from underwriting.models import RequestStatus
 
 RESULT_COLUMNS = [
     "line", "reference", "resident_id_masked", "manual", "status", "reason", "tier", "label", "decision",
@@ -86,10 +87,12 @@ def batch_cancel(request: HttpRequest, membership: InsurerUser, batch_id: int) -
     return redirect("portal:batches")
 
 
-def _result_rows(batch: Batch) -> list[list[object]]:
+def _result_rows(batch: Batch, *, without_tier_only: bool = False) -> list[list[object]]:
     out: list[list[object]] = []
     for row in batch.rows.select_related("request__manual"):
         uw = row.request
+        if without_tier_only and uw is not None and uw.status == RequestStatus.COMPLETED:
+            continue
         out.append(
             [
                 row.line,
@@ -112,8 +115,10 @@ def _result_rows(batch: Batch) -> list[list[object]]:
 @portal_view()
 def batch_download(request: HttpRequest, membership: InsurerUser, batch_id: int, fmt: str) -> HttpResponse:
     batch = _load(membership, batch_id)
-    rows = _result_rows(batch)
-    stem = f"batch-{batch.pk}-results"
+    # ?only=without-tier: the rows to look at again (errors, rejected, unrated, failed), nothing else.
+    without_tier_only = request.GET.get("only") == "without-tier"
+    rows = _result_rows(batch, without_tier_only=without_tier_only)
+    stem = f"batch-{batch.pk}-{'without-tier' if without_tier_only else 'results'}"
     if fmt == "xlsx":
         # References are the insurer's own text: cells are neutralised and typed as text (formula injection).
         return xlsx_download([RESULT_COLUMNS, *rows], filename=f"{stem}.xlsx")

@@ -208,3 +208,33 @@ def test_a_batch_runs_in_chunks_and_a_rerun_counts_nothing_twice(
     assert batch.submitted_rows == 5
     assert UnderwritingRequest.objects.count() == 5
     assert [row.errors for row in BatchRow.objects.filter(batch=batch)] == [["idempotency_conflict"]] + [[]] * 4
+
+
+def test_progress_tells_rows_with_a_tier_from_rows_without_and_offers_those_alone(
+    uw_client: Client,
+    alice: dict[str, str],
+    approved_manuals: list[RatingManual],
+    custodian_key: Any,
+    run_on_commit: Any,
+) -> None:
+    # Five rows for one applicant: the per-(insurer, subject) limit lets three through, two are rejected.
+    table = [list(COLUMNS)] + [
+        [f"P-{i}", ALICE_ID, ALICE_NAME, "charlson-acci", "C-1", "2026-01-01", "", SHA] for i in range(5)
+    ]
+    uw_client.post("/portal/batches/", {"file": csv_file(table)})
+    batch = Batch.objects.get()
+    with run_on_commit():
+        uw_client.post(f"/portal/batches/{batch.pk}/start/")
+    from insurer_portal.selectors import batch_progress
+
+    progress = batch_progress(batch)
+    assert (progress.total, progress.submitted) == (5, 5)
+    assert progress.not_completed == 2  # never hidden inside "5 of 5 finished"
+    page = uw_client.get(f"/portal/batches/{batch.pk}/progress/").content.decode()
+    assert "without a tier" in page or "没有等级" in page
+    only = uw_client.get(f"/portal/batches/{batch.pk}/results.csv?only=without-tier")
+    lines = only.content.decode("utf-8-sig").splitlines()
+    assert len(lines) == 1 + 2
+    assert all(",rejected," in line for line in lines[1:])
+    everything = uw_client.get(f"/portal/batches/{batch.pk}/results.csv").content.decode("utf-8-sig").splitlines()
+    assert len(everything) == 1 + 5
