@@ -78,3 +78,21 @@ def test_the_page_is_in_chinese_by_default_and_english_on_request(db: None) -> N
     assert '<html lang="zh-hans">' in Client().get("/residents/sign-in").content.decode()
     english = Client(headers={"accept-language": "en"}).get("/residents/sign-in").content.decode()
     assert "Send me a code" in english
+
+
+def test_the_forms_tie_errors_to_their_fields(db: None, django_capture_on_commit_callbacks: Any) -> None:
+    client = Client(headers={"accept-language": "en"})
+    page = client.post("/residents/sign-in", {"resident_id": "12345"}).content.decode()
+    assert 'aria-invalid="true"' in page
+    assert 'aria-describedby="id_resident_id_helptext id_resident_id_error"' in page
+    assert 'id="id_resident_id_error"' in page
+    assert 'id="id_resident_id_helptext"' in page
+    assert '<label for="id_resident_id">' in page
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/residents/sign-in", {"resident_id": ALICE_ID})
+    page = client.post("/residents/sign-in/code", {"code": "12ab"}).content.decode()
+    assert 'autocomplete="one-time-code"' in page
+    assert 'inputmode="numeric"' in page
+    assert 'aria-describedby="id_code_error"' in page
+    assert 'id="id_code_error"' in page
+    assert "style=" not in page  # the Content-Security-Policy refuses inline styles
