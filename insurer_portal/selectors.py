@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncMonth
@@ -15,7 +16,7 @@ from django.utils import timezone
 from insurer_portal.models import ApiKey, Batch, InsurerUser
 from underwriting import selectors as uw_selectors
 from underwriting.charts import DayCount
-from underwriting.models import RequestStatus, UnderwritingRequest, WebhookDelivery, WebhookEndpoint
+from underwriting.models import RejectReason, RequestStatus, UnderwritingRequest, WebhookDelivery, WebhookEndpoint
 
 
 def membership_for(user: User | AnonymousUser) -> InsurerUser | None:
@@ -211,3 +212,21 @@ def usage_per_month(*, insurer_id: int, months: int = 12) -> list[MonthUsage]:
         )
         for row in rows
     ]
+
+
+def own_limit_retry_date(*, insurer_id: int, subject_key: str) -> date | None:
+    """The first day the insurer's own per-applicant limit lets a new request about this subject through,
+    counted from the insurer's own requests only (never another insurer's); None when the insurer is under
+    its limit (then the bureau's limit across insurers stopped it, whose date is not the insurer's to know)."""
+    window = timedelta(days=settings.UNDERWRITING_RATE_LIMIT_DAYS)
+    since = timezone.now() - window
+    made = list(
+        UnderwritingRequest.objects.filter(insurer_id=insurer_id, subject_key=subject_key, created_at__gte=since)
+        .exclude(reason__in=[RejectReason.RATE_LIMITED, RejectReason.MANUAL_NOT_APPROVED])
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+    )
+    limit = int(settings.UNDERWRITING_RATE_LIMIT_COUNT)
+    if len(made) < limit:
+        return None
+    return timezone.localdate(made[len(made) - limit] + window)

@@ -138,3 +138,27 @@ def test_dashboard_draws_the_charts(
     assert page.count("<svg") >= 2
     assert "charlson-acci" in page
     assert "p99" in page
+
+
+def test_a_rate_limited_rejection_says_the_limit_the_retry_date_and_the_override_route(
+    uw_client: Client, insurer: Insurer, alice: dict[str, str], approved_manuals: list[RatingManual], settings: Any
+) -> None:
+    from django.utils import timezone
+
+    from tests.underwriting.conftest import client_for, request_body
+
+    settings.UNDERWRITING_RATE_LIMIT_COUNT = 2
+    api = client_for(insurer)
+    for index in range(3):
+        api.post("/api/v1/underwriting-requests", request_body(alice, reference=f"LIM-{index}"), format="json")
+    first = UnderwritingRequest.objects.get(reference="LIM-0")
+    limited = UnderwritingRequest.objects.get(reference="LIM-2")
+    assert limited.reason == "rate_limited"
+    page = uw_client.get(f"/portal/requests/{limited.pk}/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "What to do next" in page
+    assert "at most 2 requests about one applicant in 30 days" in page
+    retry = timezone.localdate(first.created_at + timezone.timedelta(days=30))
+    assert f"from {retry:%Y-%m-%d}" in page
+    assert "override" in page
+    accepted = uw_client.get(f"/portal/requests/{first.pk}/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "What to do next" not in accepted
