@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from ops import db_roles, db_zones
+from ops.logging import JsonFormatter, RedactPersonalData, RequestIdFilter
 
 POSTGRES = connection.vendor == "postgresql"
 DENIED = "42501"  # insufficient_privilege: "permission denied for ..." and "must be owner of ..."
@@ -92,3 +94,30 @@ def _drop_roles(made: Roles) -> None:
         for role in made.names.values():
             cursor.execute(f"DROP OWNED BY {quote(role)}")
             cursor.execute(f"DROP ROLE {quote(role)}")
+
+
+class EveryLogLine(logging.Handler):
+    """Every record of every logger, formatted as production writes it (JSON, with the filters)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.setFormatter(JsonFormatter())
+        self.addFilter(RequestIdFilter())
+        self.addFilter(RedactPersonalData())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """The lines production would have logged during the test (every logger, at DEBUG)."""
+    handler = EveryLogLine()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler.lines
+    root.removeHandler(handler)
+    root.setLevel(level)

@@ -245,32 +245,6 @@ def test_a_utf8_key_in_the_header_equals_the_same_key_in_a_batch_item(
 # --- 16: resident IDs and names never reach the logs, however the URL spells them ----------------------
 
 
-class Captured(logging.Handler):
-    """Every record of every logger, formatted as production writes it (JSON, with the filters)."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.setFormatter(JsonFormatter())
-        self.addFilter(RequestIdFilter())
-        self.addFilter(RedactPersonalData())
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    handler = Captured()
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield handler.lines
-    root.removeHandler(handler)
-    root.setLevel(level)
-
-
 RESIDENT = fhir.resident_id(date(1983, 6, 9), sequence=357)
 NAME = "欧阳明月"
 

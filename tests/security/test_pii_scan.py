@@ -8,7 +8,6 @@ malformed input that looks like a resident ID, another insurer's and unknown obj
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -21,7 +20,6 @@ from rest_framework.test import APIClient
 from config.celery import app as celery_app
 from datadomain import custodian
 from insurer_portal.models import Insurer, InsurerUser
-from ops.logging import JsonFormatter, RedactPersonalData, RequestIdFilter
 from tests import fhir
 from tests.portal.conftest import _portal_settings, member, signed_in  # noqa: F401
 from tests.underwriting.conftest import (  # noqa: F401
@@ -40,32 +38,6 @@ from underwriting.services.webhooks import webhook_endpoint_create
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/underwriting-requests"
 DIAGNOSES = ["I50.0", "E11.200x001", "I21.9", "C34.1", "N18.5"]
-
-
-class Everything(logging.Handler):
-    """Every log record of every logger, formatted as production writes it (JSON, with the filters)."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.setFormatter(JsonFormatter())
-        self.addFilter(RequestIdFilter())
-        self.addFilter(RedactPersonalData())
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    handler = Everything()
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield handler.lines
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.fixture
