@@ -98,7 +98,11 @@ def _insurer_names(slugs: set[str]) -> dict[str, str]:
 @never_cache
 @resident_required
 def home(request: HttpRequest, subject: str) -> HttpResponse:
-    consents = domain_residents.resident_consents_active(subject_key=subject)
+    # Withdrawal is per insurer: one line per insurer (its newest consent), however many records it holds.
+    consents = list(
+        {c.insurer_slug: c for c in reversed(domain_residents.resident_consents_active(subject_key=subject))}.values()
+    )
+    consents.sort(key=lambda c: c.signed_at, reverse=True)
     names = _insurer_names({c.insurer_slug for c in consents})
     context = {
         "pending": selectors.pending_for(subject_key=subject),
