@@ -18,9 +18,10 @@ from django.views.decorators.http import require_POST
 
 from audit.approvals import ApprovalError, approval_request
 from audit.models import Approval
-from datadomain import linkage, selectors, services, tasks
+from datadomain import linkage, mapping, selectors, services, tasks
 from datadomain.errors import DomainError
 from datadomain.models import (
+    CodeMapping,
     Consent,
     CustodianKey,
     EncryptedFeatureVector,
@@ -28,6 +29,7 @@ from datadomain.models import (
     Patient,
     PatientSource,
     QuarantinedLine,
+    UnmappedCode,
 )
 
 
@@ -95,6 +97,92 @@ class PatientSourceAdmin(ReadOnlyAdmin):
 
 
 LINK_FIELDS = {"name": _("name"), "sex": _("sex")}
+
+
+@admin.register(CodeMapping)
+class CodeMappingAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Mapping tables per source (``datadomain.mapping``): CSV import and proposals, four-eyes approval;
+    an approved change is applied by the data domain (the affected subjects' vectors become stale)."""
+
+    list_display = ["source", "local_code", "icd10", "status", "proposed_by", "decided_by", "decided_at", "note"]
+    list_filter = ["status", "source"]
+    search_fields = ["local_code", "=icd10"]
+    fields = ["source", "local_code", "icd10", "note"]
+    actions = ["approve", "reject"]
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: CodeMapping, form: Any, change: bool) -> None:
+        try:
+            saved = mapping.propose(
+                source=obj.source, local_code=obj.local_code, icd10=obj.icd10, note=obj.note,
+                by=request.user.get_username(),
+            )  # fmt: skip
+        except DomainError as error:
+            raise PermissionDenied(error.message) from None
+        obj.pk = saved.pk
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.import_view)
+        return [path("import/", view, name="datadomain_codemapping_import"), *super().get_urls()]
+
+    @method_decorator(require_POST)
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        upload = request.FILES.get("file")
+        if upload is None or upload.size is None or upload.size > mapping.IMPORT_MAX_BYTES:
+            self.message_user(request, _("Choose a CSV file of at most 4 MiB."), messages.ERROR)
+        else:
+            result = mapping.import_csv(upload.read(), by=request.user.get_username())
+            self.message_user(
+                request, _("Mapping changes proposed: %(count)d") % {"count": result.proposed}, messages.SUCCESS
+            )
+            for line, message in result.errors[:20]:
+                self.message_user(
+                    request, _("Line %(line)d: %(message)s") % {"line": line, "message": message}, messages.ERROR
+                )
+        return HttpResponseRedirect(reverse("admin:datadomain_codemapping_changelist"))
+
+    @admin.action(description=_("Approve the selected changes (a second coder)"))
+    def approve(self, request: HttpRequest, queryset: QuerySet[CodeMapping]) -> None:
+        applied = []
+        for change in queryset.filter(status=CodeMapping.Status.PENDING):
+            try:
+                mapping.approve(change.pk, by=request.user.get_username())
+            except DomainError as error:
+                self.message_user(request, error.message, messages.ERROR)
+                continue
+            applied.append((change.source, change.local_code))
+        # Stamping the mapped records writes raw records: the data domain's queue does it.
+        transaction.on_commit(lambda: tasks.mapping_apply.delay(applied))
+        self.message_user(request, _("Changes approved: %(count)d") % {"count": len(applied)}, messages.SUCCESS)
+
+    @admin.action(description=_("Reject the selected changes"))
+    def reject(self, request: HttpRequest, queryset: QuerySet[CodeMapping]) -> None:
+        for change in queryset.filter(status=CodeMapping.Status.PENDING):
+            mapping.reject(change.pk, by=request.user.get_username())
+
+
+@admin.register(UnmappedCode)
+class UnmappedCodeAdmin(ReadOnlyAdmin):
+    """The queue of local codes and texts in use, unmapped first by the records they hold, and the
+    coverage per source (a snapshot the data domain refreshes after each ingest and mapping change)."""
+
+    list_display = ["source", "local_code", "records", "mapped", "refreshed_at"]
+    list_filter = ["mapped", "source"]
+    search_fields = ["local_code"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        rows = [
+            {"source": row.source, "records": row.records, "mapped": row.mapped, "percent": round(100 * row.share, 1)}
+            for row in mapping.coverage()
+        ]
+        return super().changelist_view(request, {**(extra_context or {}), "coverage": rows})
 
 
 @admin.register(QuarantinedLine)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 
 from datadomain import catalog as catalog_module
+from datadomain import mapping
 from datadomain.catalog import Catalog, Feature, SubjectRecords
 from datadomain.models import Condition, Encounter, Observation, Patient
 
@@ -39,11 +40,19 @@ def records_for(patient_ids: Sequence[int], features: Sequence[Feature], as_of: 
             Condition.objects.filter(patient_id__in=patient_ids)
             .exclude(verification_status__in=not_counting)
             .exclude(onset_date__gt=as_of)
-            .values_list("patient_id", "code")
+            .values_list("patient_id", "code", "local_source", "local_code")
             .distinct()
         )
-        for patient_id, code in rows:
-            codes[patient_id].extend(code.split())  # every ICD-10-family code of the Condition
+        local: list[tuple[int, tuple[str, str]]] = []
+        for patient_id, code, local_source, local_code in rows:
+            if code:
+                codes[patient_id].extend(code.split())  # every ICD-10-family code of the Condition
+            else:
+                local.append((patient_id, (local_source, local_code)))
+        if local:  # local codes and diagnosis texts, through the source's mapping table (datadomain.mapping)
+            mapped = mapping.active_map(key for _, key in local)
+            for patient_id, key in local:
+                codes[patient_id].extend(mapped.get(key, ()))
     lookback = _lookback(features, "encounter_count")
     if lookback is not None:
         query = Encounter.objects.filter(patient_id__in=patient_ids, period_start__lte=as_of).exclude(

@@ -16,6 +16,15 @@ def reprocess_quarantined(line_ids: list[int]) -> int:
     return sum(quarantine_reprocess(quarantined_id=pk) for pk in line_ids)
 
 
+@shared_task(name="datadomain.tasks.mapping_apply", acks_late=True, ignore_result=True)
+def mapping_apply(keys: list[tuple[str, str]]) -> int:
+    """After approved mapping changes: stamp the records they map, so the affected subjects' vectors are
+    recomputed (datadomain.mapping.apply). Safe to run twice."""
+    from datadomain.mapping import apply
+
+    return sum(apply(source, local_code) for source, local_code in keys)
+
+
 @shared_task(
     name="datadomain.tasks.resident_code_send",
     autoretry_for=(Exception,),

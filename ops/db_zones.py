@@ -108,6 +108,10 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     "datadomain.Patient": {WEB: "SELECT DELETE", DOMAIN: ALL},
     # Record linkage (datadomain.linkage): staff confirm a link with differing demographics in the admin.
     "datadomain.PatientSource": {DOMAIN: ALL, WEB: "SELECT DELETE UPDATE(confirmed, confirmed_by, confirmed_at)"},
+    # Mapping tables per source (datadomain.mapping): coders propose and approve in the admin; the domain
+    # reads them to extract features and keeps the queue snapshot the admin lists.
+    "datadomain.CodeMapping": {WEB: "SELECT INSERT UPDATE", DOMAIN: "SELECT"},
+    "datadomain.UnmappedCode": {DOMAIN: ALL, WEB: "SELECT"},
     # The phone number held for a person: read by the domain alone, which sends residents their codes and
     # notices (datadomain.residents). The web may delete it with the person (erasure), never read it.
     "datadomain.PatientContact": {DOMAIN: ALL, WEB: "DELETE SELECT(patient_id)"},

@@ -7,7 +7,9 @@ and returns integer features. See ``catalog.yaml`` for the rules and the other f
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -72,6 +74,7 @@ class Catalog:
     not_counting_verification: tuple[str, ...] = ("refuted", "entered-in-error")
     verification_synonyms: dict[str, str] = field(default_factory=dict, repr=False)  # spelling -> code
     code_systems: dict[str, str] = field(default_factory=dict, repr=False)  # system URI -> family
+    text_map: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)  # text_key -> codes
 
     def names(self) -> list[str]:
         return list(self.features)
@@ -108,6 +111,18 @@ def split_codes(text: str) -> list[str]:
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
     return [code for part in _MARKS.split(text) if (code := normalise_code(part))]
+
+
+_TRAILING = "\u3002\u3001.,;: "  # after NFKC: the ideographic full stop and comma, ASCII punctuation
+TEXT_KEY_MAX = 200
+
+
+def text_key(text: str) -> str:
+    """A local code or diagnosis text as mapping tables key it: NFKC (full-width forms become ASCII),
+    whitespace collapsed to one space, lower case, trailing punctuation removed, at most 200 characters."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return " ".join(text.lower().split()).rstrip(_TRAILING)[:TEXT_KEY_MAX]
 
 
 def status_key(text: str) -> str:
@@ -154,6 +169,12 @@ def load(directory: Path = HERE) -> Catalog:
     for feature in features.values():
         for prefix in feature.icd10:
             prefixes.setdefault(prefix, []).append(feature.name)
+    text_map: dict[str, tuple[str, ...]] = {}
+    if manifest.get("text_map"):
+        content = (directory / manifest["text_map"]).read_bytes()
+        digest.update(content)
+        for row in csv.DictReader(io.StringIO(content.decode("utf-8"))):
+            text_map[text_key(row["name"])] = tuple(split_codes(row["icd10"]))
     reading = manifest.get("reading") or {}
     synonyms = {
         status_key(str(spelling)): code
@@ -172,6 +193,7 @@ def load(directory: Path = HERE) -> Catalog:
         not_counting_verification=not_counting,
         verification_synonyms=synonyms,
         code_systems={str(uri): str(family) for uri, family in (manifest.get("code_systems") or {}).items()},
+        text_map=text_map,
     )
 
 

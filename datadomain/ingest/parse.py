@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from datadomain import catalog, identity
-from datadomain.catalog import split_codes, status_key
+from datadomain.catalog import split_codes, status_key, text_key
 
 # FHIR R4 id datatype; ids and references are therefore safe to write into COPY text unescaped.
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -74,6 +74,8 @@ class ConditionRow(NamedTuple):
     verification_status: str
     clinical_status: str
     onset_date: date | None
+    local_source: str  # a Condition without ICD-10 coding: its mapping source and local code or text
+    local_code: str
     # onsetAge as a PostgreSQL interval literal (``"52 years"``, ``"30 days"``): the writer adds it to the
     # subject's birth date. Staged only, never stored.
     onset_age: str | None = None
@@ -111,6 +113,8 @@ class Parser:
     pepper: bytes
     today: date
     catalog: catalog.Catalog = field(default_factory=catalog.current)
+    # Local code systems that have a mapping table (datadomain.mapping), read once per run.
+    local_systems: frozenset[str] = frozenset()
 
     def parse(self, line: bytes | str) -> Row:
         # PostgreSQL text cannot hold NUL; a raw NUL is invalid JSON anyway, an escaped one is refused here.
@@ -171,7 +175,15 @@ class Parser:
 
     def condition(self, resource: dict[str, Any], resource_id: str) -> ConditionRow:
         patient_ref = _subject(resource)
-        family, codes = self.icd10_codes(resource.get("code"))
+        concept = resource.get("code")
+        try:
+            family, codes = self.icd10_codes(concept)
+            local_source = local_code = ""
+        except LineError as error:
+            if error.code != "unknown_code_system":
+                raise
+            family, codes = "local", []
+            local_source, local_code = self.local(resource, concept, error)
         onset, onset_age = self.onset(resource)
         version_id, last_updated = self.meta(resource)
         return ConditionRow(
@@ -184,8 +196,29 @@ class Parser:
             self.verification(resource.get("verificationStatus")),
             _status_text(resource.get("clinicalStatus"))[:20],
             onset,
+            local_source,
+            local_code,
             onset_age,
         )
+
+    def local(self, resource: dict[str, Any], concept: object, error: LineError) -> tuple[str, str]:
+        """A Condition without an ICD-10-family coding: the first coding of a local system that has a
+        mapping table, else the diagnosis text (source ``text:`` + ``meta.source``); neither: ``error``."""
+        if not isinstance(concept, dict):
+            raise error
+        codings = concept.get("coding")
+        for coding in codings if isinstance(codings, list) else ():
+            if isinstance(coding, dict) and coding.get("system") in self.local_systems:
+                code = coding.get("code")
+                key = text_key(code) if isinstance(code, str) else ""
+                if key:
+                    return str(coding["system"]), key
+        text = concept.get("text")
+        key = text_key(text) if isinstance(text, str) else ""
+        if not key:
+            raise error
+        origin = (resource.get("meta") or {}).get("source")
+        return "text:" + (text_key(origin) if isinstance(origin, str) else ""), key
 
     def icd10_codes(self, concept: object) -> tuple[str, list[str]]:
         """Every code of every ICD-10-family coding (first family found, codes in order, no repeats)."""

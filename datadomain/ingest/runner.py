@@ -32,6 +32,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from datadomain import mapping
 from datadomain.ingest import writer
 from datadomain.ingest.parse import LineError, Parser, Row
 from datadomain.ingest.source import BREAKS, LineSource, Rejected, file_break
@@ -156,9 +157,9 @@ def parse_batch(parser: Parser, source: str, lines: list[tuple[int, bytes]], las
 _worker_parser: Parser | None = None
 
 
-def _init_worker(pepper: bytes, today: date) -> None:
+def _init_worker(pepper: bytes, today: date, local_systems: frozenset[str]) -> None:
     global _worker_parser
-    _worker_parser = Parser(pepper=pepper, today=today)
+    _worker_parser = Parser(pepper=pepper, today=today, local_systems=local_systems)
 
 
 def _parse_in_worker(source: str, lines: list[tuple[int, bytes]], last_line: int, copy: bool) -> ParsedBatch:
@@ -210,7 +211,7 @@ class Ingester:
     ) -> None:
         self.pepper = str(settings.SUBJECT_PEPPER).encode()
         self.today = timezone.localdate()
-        self.parser = Parser(pepper=self.pepper, today=self.today)
+        self.parser = Parser(pepper=self.pepper, today=self.today, local_systems=mapping.local_systems())
         self.batch_size = batch_size
         self.max_line_bytes = int(settings.INGEST_MAX_LINE_BYTES)
         self.restart = restart
@@ -224,7 +225,9 @@ class Ingester:
         pool = None
         if self.workers > 0:
             context = multiprocessing.get_context("fork")
-            pool = context.Pool(self.workers, initializer=_init_worker, initargs=(self.pepper, self.today))
+            pool = context.Pool(
+                self.workers, initializer=_init_worker, initargs=(self.pepper, self.today, self.parser.local_systems)
+            )
         try:
             # One pipeline across all files: the database never waits for a new file's first batch.
             inflight: deque[tuple[Work, AsyncResult[ParsedBatch]]] = deque()
@@ -249,6 +252,8 @@ class Ingester:
             # per-subject and per-chunk feature queries use their indexes before autovacuum catches up.
             with connection.cursor() as cursor:
                 cursor.execute(f"ANALYZE {', '.join(table.name for table in TABLES.values())}")
+        if self.summary.inserted["Condition"] or self.summary.updated["Condition"]:
+            mapping.refresh()  # the queue of local codes and texts, with their records
         self.summary.seconds = time.monotonic() - started
         return self.summary
 

@@ -62,7 +62,17 @@ PATIENT = Table(
 CONDITION = Table(
     "datadomain_condition",
     ConditionRow._fields,
-    (*_RECORD_TYPES, "varchar(8)", "varchar(120)", "varchar(20)", "varchar(20)", "date", "interval"),
+    (
+        *_RECORD_TYPES,
+        "varchar(8)",
+        "varchar(120)",
+        "varchar(20)",
+        "varchar(20)",
+        "date",
+        "varchar(200)",
+        "varchar(200)",
+        "interval",
+    ),
     staged_only=("onset_age",),
 )
 # An onsetAge is resolved against the subject's birth date, which the subject lookup returns anyway.
@@ -168,7 +178,7 @@ _FORMATTERS: dict[str, Callable[[Any], str]] = {
     ),
     "datadomain_condition": lambda r: (
         f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3].isoformat()}\t{r[4]}\t{r[5]}\t{_text(r[6])}\t{_text(r[7])}\t{_maybe(r[8])}"
-        f"\t{_maybe(r[9])}"
+        f"\t{_text(r[9])}\t{_text(r[10])}\t{_maybe(r[11])}"
     ),
     "datadomain_encounter": lambda r: (
         f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3].isoformat()}\t{_text(r[4])}\t{_text(r[5])}\t{r[6]}\t{_maybe(r[7])}"
@@ -329,7 +339,8 @@ def _write_generic(table: Table, rows: Sequence[tuple[Any, ...]], lines: Sequenc
         patient_id, birth = links[row[1]]
         values = (row[0], patient_id, *row[2 : len(table.columns)])
         if table.name == CONDITION.name and row.onset_age is not None:
-            values = (*values[:-1], _plus_age(_as_date(birth), row.onset_age))
+            at = table.columns.index("onset_date")
+            values = (*values[:at], _plus_age(_as_date(birth), row.onset_age), *values[at + 1 :])
         resolved.append((values, line))
     written = _upsert_generic(table, resolved, batch_id)
     written.dangling = dangling

@@ -10,9 +10,11 @@ from datadomain.models.features import EncryptedFeatureVector
 from datadomain.models.identity import Patient, PatientSource
 from datadomain.models.ingest import IngestBatch, IngestCheckpoint, QuarantinedLine
 from datadomain.models.keys import ComparisonGrant, CustodianKey
+from datadomain.models.mapping import CodeMapping, UnmappedCode
 from datadomain.models.records import Condition, Encounter, Observation
 
 __all__ = [
+    "CodeMapping",
     "ComparisonGrant",
     "Condition",
     "Consent",
@@ -25,4 +27,5 @@ __all__ = [
     "Patient",
     "PatientSource",
     "QuarantinedLine",
+    "UnmappedCode",
 ]

@@ -54,11 +54,18 @@ class Condition(Record):
     verification_status = models.CharField(_("verification status"), max_length=20, blank=True)
     clinical_status = models.CharField(_("clinical status"), max_length=20, blank=True)
     onset_date = models.DateField(_("onset or recorded date"), null=True, blank=True)
+    # A Condition without an ICD-10-family coding: its local code (or diagnosis text) and source, mapped
+    # at extraction through the source's mapping table (datadomain.mapping); ``code`` is then empty.
+    local_source = models.CharField(_("local source"), max_length=200, blank=True, db_default="")
+    local_code = models.CharField(_("local code or text"), max_length=200, blank=True, db_default="")
 
     class Meta(Record.Meta):
         verbose_name = _("condition")
         verbose_name_plural = _("conditions")
-        indexes = [models.Index(fields=["patient", "code"], name="dd_condition_patient_code")]
+        indexes = [
+            models.Index(fields=["patient", "code"], name="dd_condition_patient_code"),
+            models.Index(fields=["local_source", "local_code"], condition=models.Q(code=""), name="dd_condition_local"),
+        ]
 
 
 class Encounter(Record):

@@ -138,7 +138,7 @@ def test_a_linked_patient_id_cannot_be_moved_to_another_resident(tmp_path: Path)
 
 def test_changing_a_reading_rule_changes_the_catalog_version(tmp_path: Path) -> None:
     source = catalog.HERE
-    for name in ("catalog.yaml", "charlson.yaml", "elixhauser.yaml", "general.yaml"):
+    for name in ("catalog.yaml", "charlson.yaml", "elixhauser.yaml", "general.yaml", "zh_diagnosis_names.csv"):
         (tmp_path / name).write_bytes((source / name).read_bytes())
     before = load(tmp_path)
     text = (tmp_path / "catalog.yaml").read_text()
@@ -146,3 +146,19 @@ def test_changing_a_reading_rule_changes_the_catalog_version(tmp_path: Path) -> 
     after = load(tmp_path)
     assert "provisional" not in after.not_counting_verification
     assert after.version != before.version  # stored vectors of the old version are recomputed
+
+
+def test_one_coder_cannot_change_what_a_code_means_alone(tmp_path: Path) -> None:
+    from datadomain import mapping
+    from datadomain.errors import DomainError
+    from datadomain.models import CodeMapping
+
+    rid = resident_id(BORN)
+    text = {**condition("c1", "p1", "I10"), "code": {"text": "心功能不全"}}
+    ingest(tmp_path, "a.ndjson", [patient("p1", BORN, rid=rid), text])
+    change = mapping.propose(source="text:", local_code="心功能不全", icd10="C78.0", by="mallory")
+    with pytest.raises(DomainError):
+        mapping.approve(change.pk, by="mallory")
+    mapping.apply("text:", "心功能不全")
+    assert CodeMapping.objects.get().status == "pending"
+    assert features(rid)["charlson.metacanc"] == 0  # the applicant's tier did not move
