@@ -155,6 +155,9 @@ def confirmations_expire(*, now: datetime | None = None) -> int:
             due = list(
                 ConsentConfirmation.objects.select_for_update(skip_locked=True)
                 .filter(status=ConsentConfirmation.Status.PENDING, expires_at__lte=now)
+                # Not the model's ordering (created_at): the scoring zone, which runs the sweeper, may read
+                # only request_id, status and expires_at here (ops/db_zones.py).
+                .order_by("expires_at")
                 .values_list("request_id", flat=True)[:EXPIRE_CHUNK]
             )
             if not due:
