@@ -333,14 +333,16 @@ def _write_generic(table: Table, rows: Sequence[tuple[Any, ...]], lines: Sequenc
     }
     dangling = [line for row, line in pairs if row[1] not in links]
     resolved = []
+    age_at = table.fields.index("onset_age") if "onset_age" in table.fields else None
+    onset_at = table.columns.index("onset_date") if age_at is not None else 0
     for row, line in pairs:
         if row[1] not in links:
             continue
         patient_id, birth = links[row[1]]
         values = (row[0], patient_id, *row[2 : len(table.columns)])
-        if table.name == CONDITION.name and row.onset_age is not None:
-            at = table.columns.index("onset_date")
-            values = (*values[:at], _plus_age(_as_date(birth), row.onset_age), *values[at + 1 :])
+        if age_at is not None and row[age_at] is not None:
+            onset = _plus_age(_as_date(birth), row[age_at])
+            values = (*values[:onset_at], onset, *values[onset_at + 1 :])
         resolved.append((values, line))
     written = _upsert_generic(table, resolved, batch_id)
     written.dangling = dangling

@@ -26,7 +26,7 @@ STU3_VER = "http://hl7.org/fhir/condition-ver-status"
 CHARLSON = ["charlson.metacanc", "charlson.aids", "charlson.chf", "age.acci_points"]
 
 
-def ingest(tmp_path: Path, name: str, resources: list[dict[str, Any]]) -> None:
+def ingest(tmp_path: Path, name: str, resources: list[dict[str, Any] | bytes]) -> None:
     Ingester().run([write_ndjson(tmp_path / name, resources)])
 
 
