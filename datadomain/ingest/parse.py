@@ -28,6 +28,7 @@ RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.1"
 _PATIENT_REFERENCE = re.compile(
     r"(?:[^/]+:/(?:/[^/]+)+/)?Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?"
 )
+_DROP_DOTS = str.maketrans("", "", ". ")
 # Clinical dates are calendar dates in the bureau's time zone: a dateTime in another zone is converted.
 LOCAL_ZONE = ZoneInfo("Asia/Shanghai")
 MAX_CODES = 8  # ICD-10-family codes kept per Condition (space-separated in ``code``)
@@ -194,7 +195,7 @@ class Parser:
             family,
             " ".join(codes),
             self.verification(resource.get("verificationStatus")),
-            _status_text(resource.get("clinicalStatus"))[:20],
+            status_key(_status_text(resource.get("clinicalStatus")))[:20],
             onset,
             local_source,
             local_code,
@@ -234,7 +235,14 @@ class Parser:
                 continue
             family = family or systems[system]
             raw = coding.get("code")
-            for code in split_codes(raw) if isinstance(raw, str) else ():
+            if not isinstance(raw, str):
+                continue
+            simple = raw.translate(_DROP_DOTS).upper()
+            if simple.isascii() and simple.isalnum() and len(simple) <= 20:  # the common case: one plain code
+                if simple not in codes:
+                    codes.append(simple)
+                continue
+            for code in split_codes(raw):
                 if not (code.isascii() and code.isalnum() and len(code) <= 20):
                     raise LineError("invalid_code", "an ICD-10 code is malformed")
                 if code not in codes:
@@ -252,7 +260,10 @@ class Parser:
         text = _status_text(concept)
         if not text:
             return ""
-        code = self.catalog.verification_synonyms.get(text)
+        synonyms = self.catalog.verification_synonyms
+        code = synonyms.get(text)
+        if code is None:
+            code = synonyms.get(status_key(text))
         if code is None:
             raise LineError("unknown_verification_status", "verificationStatus is not a known status")
         return code
@@ -364,6 +375,9 @@ class Parser:
 
     def local_date(self, raw: str) -> date:
         """The calendar date in Asia/Shanghai of a FHIR dateTime (one without a zone is local already)."""
+        if raw.endswith("+08:00") and raw[:4] >= "1992" and raw[10:11] == "T":
+            # Already Beijing time, and Shanghai has kept +08:00 all year since 1992: the date part.
+            return self.parse_date(raw[:10])
         try:
             moment = datetime.fromisoformat(raw)
         except ValueError:
@@ -449,18 +463,24 @@ _LOINC_SYSTEMS = {LOINC: "loinc"}
 
 
 def _status_text(concept: object) -> str:
-    """A status in any encoding, as :func:`status_key` gives it: a plain string (STU3), the code of the
-    first coding of the R4 or STU3 status system, else of any coding with a code, else ``text``."""
+    """A status in any encoding, as sent (see :func:`status_key` for its normal form): a plain string
+    (STU3), the code of the first coding of the R4 or STU3 status system, else of any coding with a code,
+    else ``text``. At most 40 characters."""
     if isinstance(concept, str):
-        return status_key(concept)[:40]
+        return concept[:40]
     if not isinstance(concept, dict):
         return ""
-    codings = [c for c in concept.get("coding") or () if isinstance(c, dict) and isinstance(c.get("code"), str)]
-    chosen = next((c for c in codings if c.get("system") in _STATUS_SYSTEMS), codings[0] if codings else None)
-    if chosen is not None:
-        return status_key(chosen["code"])[:40]
+    codings = concept.get("coding")
+    if isinstance(codings, list) and codings:
+        first = codings[0]
+        if isinstance(first, dict) and first.get("system") in _STATUS_SYSTEMS and isinstance(first.get("code"), str):
+            return first["code"][:40]  # the common case
+        found = [c for c in codings if isinstance(c, dict) and isinstance(c.get("code"), str)]
+        chosen = next((c for c in found if c.get("system") in _STATUS_SYSTEMS), found[0] if found else None)
+        if chosen is not None:
+            return str(chosen["code"])[:40]
     text = concept.get("text")
-    return status_key(text)[:40] if isinstance(text, str) else ""
+    return text[:40] if isinstance(text, str) else ""
 
 
 def _quantity(quantity: dict[str, Any]) -> tuple[float, str]:
