@@ -80,3 +80,14 @@ def held(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     for module in (dispatch, pipeline):
         monkeypatch.setattr(module, "stage_wake", lambda stage: woken.append(stage) or True)
     return woken
+
+
+@pytest.fixture(autouse=True)
+def _default_language() -> Iterator[None]:
+    """Each test starts in the default language: a request with Accept-Language activates its language in
+    the thread and leaves it there, so tests would otherwise depend on the one that ran before."""
+    from django.utils import translation
+
+    translation.deactivate()
+    yield
+    translation.deactivate()

@@ -29,6 +29,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
+from django.utils import translation
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import AuditEntry
@@ -89,6 +90,13 @@ class FakeDNS:
 
     def answer(self, name: str, *answers: list[str]) -> None:
         self.answers[name] = [list(a) for a in answers]
+
+
+@pytest.fixture(autouse=True)
+def _english() -> Iterator[None]:
+    """The outcomes below are compared with their English wording."""
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture
@@ -388,7 +396,8 @@ def test_redirects_are_not_followed(
     assert receiver_v6.hits == 0
     assert delivery.status == WebhookDelivery.Status.PENDING  # a failed attempt, retried
     assert delivery.last_status_code == status
-    assert "redirects are not followed" in delivery.outcome_for_insurer()
+    with translation.override("en"):
+        assert "redirects are not followed" in delivery.outcome_for_insurer()
     page = portal_admin.post(f"/portal/admin/webhooks/{endpoint.pk}/test/", follow=True, HTTP_ACCEPT_LANGUAGE="en")
     assert f"Test event not delivered: HTTP {status} (redirects are not followed)." in page.content.decode()
     assert receiver_v6.hits == 0
@@ -427,7 +436,9 @@ def test_failed_deliveries_look_the_same_to_the_insurer(
         seen, details, messages = set(), set(), set()
         for kind, endpoint in endpoints.items():
             delivery = deliver_once(endpoint, company)
-            seen.add((delivery.status, delivery.attempts, delivery.last_status_code, delivery.outcome_for_insurer(),
+            with translation.override("en"):
+                outcome = delivery.outcome_for_insurer()
+            seen.add((delivery.status, delivery.attempts, delivery.last_status_code, outcome,
                       (delivery.next_attempt_at - delivery.created_at).total_seconds() // 5))  # fmt: skip
             details.add(delivery.last_error)
             page = portal_admin.get(f"/portal/admin/webhooks/{endpoint.pk}/", HTTP_ACCEPT_LANGUAGE="en").content
