@@ -298,6 +298,21 @@ def consent_is_valid(*, consent_id: int, purpose: str = "underwriting", at: date
     return RecordedConsent.of(consent, withdrawn_at=stopped).is_valid(purpose=purpose, at=at)
 
 
+def consent_problems(
+    *, consent_ids: Sequence[int], purpose: str = "underwriting", at: datetime
+) -> dict[int, ConsentProblem]:
+    """:func:`consent_is_valid` for many consents in a few queries: why each one that does not cover
+    ``purpose`` at ``at`` does not (``withdrawn`` or ``invalid``). Consents that cover it are left out, and
+    so are consents no longer stored (their subject was erased: the caller finds no records either)."""
+    consents = list(Consent.objects.filter(pk__in=set(consent_ids)))
+    problems: dict[int, ConsentProblem] = {}
+    for consent, stopped in zip(consents, _consents_stopped_at(consents), strict=True):
+        problem = RecordedConsent.of(consent, withdrawn_at=stopped).problem(purpose=purpose, at=at)
+        if problem is not None:
+            problems[consent.pk] = problem
+    return problems
+
+
 def _consents_stopped_at(consents: Sequence[Consent]) -> list[datetime | None]:
     """When each consent stops counting, in order: its own withdrawal, or the earliest withdrawal for its
     subject and insurer (or for every insurer) that it was signed before. One query, and a second one

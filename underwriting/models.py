@@ -95,6 +95,9 @@ class RejectReason(models.TextChoices):
     # Also the end of every request nobody could confirm (unknown ID, wrong name, no phone held): to the
     # insurer it looks exactly like a resident who did not answer (docs/privacy.md, section 7).
     CONSENT_EXPIRED = "consent_expired", _("the resident did not confirm consent in time")
+    # The consent a request was admitted on was withdrawn (or ended) before its records were read: the
+    # extraction stage checks it again (services/pipeline.py) and stops the request there.
+    CONSENT_WITHDRAWN = "consent_withdrawn", _("consent was withdrawn before the assessment")
 
 
 class UnderwritingRequest(models.Model):

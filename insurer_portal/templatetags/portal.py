@@ -119,5 +119,9 @@ def rejection_help(uw: Any) -> str:
             "Nobody confirmed in time. Check the resident ID and name, ask the applicant to watch for the "
             "bureau's message, then submit a new request."
         ),
+        "consent_withdrawn": gettext(
+            "The applicant withdrew consent before the assessment; nothing was assessed. Only a new consent "
+            "the applicant gives can go ahead."
+        ),
     }
     return str(help_texts.get(uw.reason, ""))

@@ -57,7 +57,7 @@ def test_guessing_a_code_hits_the_lock_out_before_the_right_code_is_tried(
     settings: Any,
 ) -> None:
     settings.RESIDENT_CODE_SENDS = 100  # only the wrong-code lock is under test here
-    attacker = Client()
+    attacker = Client(headers={"accept-language": "en"})  # the page answers in Chinese by default
     ask_code(attacker, ALICE_ID, django_capture_on_commit_callbacks)
     [real] = codes_sent_to(ALICE_PHONE)
     wrong = [f"{n:06d}" for n in range(1000) if f"{n:06d}" != real]

@@ -104,7 +104,10 @@ def test_a_request_that_cannot_be_extracted_fails_alone(
         stage_drain("extract")
         stage_drain("score")
     statuses = dict(UnderwritingRequest.objects.filter(pk__in=ids).values_list("pk", "status"))
-    assert statuses[erased.pk] == RequestStatus.FAILED
+    # Erasure withdraws the subject's consent: extraction's consent check stops the request (rejected,
+    # consent_withdrawn) before it looks for the erased records.
+    assert statuses[erased.pk] == RequestStatus.REJECTED
+    assert UnderwritingRequest.objects.get(pk=erased.pk).reason == "consent_withdrawn"
     assert [statuses[UnderwritingRequest.objects.get(pk=pk).pk] for pk in (ids[0], ids[2])] == ["completed"] * 2
     assert held == ["extract"] * 3 + ["score"]
 

@@ -47,7 +47,7 @@ from securecompute.scoring import encrypted_score, score_bound
 from securecompute.tiering import TieringState, build_tier_query, tier_index_from_answer, tiering_params
 from underwriting import selectors, tasks
 from underwriting.manual_format import ManualDocument
-from underwriting.models import RequestStatus, ScoringInput, TieringSecret, UnderwritingRequest
+from underwriting.models import RejectReason, RequestStatus, ScoringInput, TieringSecret, UnderwritingRequest
 from underwriting.services.dispatch import enqueue, enqueue_on_commit, stage_wake, stage_wake_on_commit, stage_woken
 from underwriting.services.state import fail, transition_many
 from underwriting.services.webhooks import webhooks_enqueue_for_request, webhooks_enqueue_for_requests
@@ -90,6 +90,7 @@ class Claimed:
     manual_id: int | None
     subject_key: str
     as_of: date
+    consent_id: int | None = None
 
     def document(self) -> ManualDocument:
         if self.manual_id is None:
@@ -102,7 +103,7 @@ def _claim(status: str, *, limit: int, ids: Iterable[str] | None = None) -> list
     rows = UnderwritingRequest.objects.select_for_update(skip_locked=True).filter(status=status)
     if ids is not None:
         rows = rows.filter(pk__in=list(ids))
-    fields = ["pk", "manual_id", "subject_key", "as_of"]
+    fields = ["pk", "manual_id", "subject_key", "as_of", "consent_id"]
     return [Claimed(*row) for row in rows.order_by("updated_at").values_list(*fields)[:limit]]
 
 
@@ -110,9 +111,12 @@ def _extract_chunk(limit: int) -> int:
     """Encrypted feature vectors of a chunk of subjects (a few queries in all) and the grants that
     authorise their comparisons, handed to scoring. Runs in the data domain's zone."""
     with transaction.atomic():
-        requests = _claim(RequestStatus.EXTRACTING, limit=limit)
-        if not requests:
+        claimed = _claim(RequestStatus.EXTRACTING, limit=limit)
+        if not claimed:
             return 0
+        requests = _consent_still_given(claimed)
+        if not requests:
+            return len(claimed)
         key_id, public_key = keyring.active_public_key()
         inputs: list[ScoringInput] = []
         failed: dict[uuid.UUID, str] = {}
@@ -135,7 +139,29 @@ def _extract_chunk(limit: int) -> int:
         if moved:
             stage_wake_on_commit("score")
         _fail_many(failed, from_status=RequestStatus.EXTRACTING, what="extracted")
-    return len(requests)
+    return len(claimed)
+
+
+def _consent_still_given(requests: list[Claimed]) -> list[Claimed]:
+    """The requests whose consent still covers underwriting now; the others are rejected
+    (``consent_withdrawn``) before any record of their subject is read. Consent may be withdrawn after
+    admission or the resident's approval (the resident page, staff, an insurer's notice) while a request
+    waits for extraction; this is the last moment that can stop it. A request admitted without a consent
+    record (none is made without one) is not held back here."""
+    problems = domain.consent_problems(
+        consent_ids=[r.consent_id for r in requests if r.consent_id is not None], at=timezone.now()
+    )
+    stopped = [r.pk for r in requests if r.consent_id is not None and r.consent_id in problems]
+    if not stopped:
+        return requests
+    rejected = transition_many(
+        {pk: {} for pk in stopped},
+        from_status=RequestStatus.EXTRACTING,
+        to_status=RequestStatus.REJECTED,
+        reason=RejectReason.CONSENT_WITHDRAWN,
+    )
+    webhooks_enqueue_for_requests(request_ids=rejected)
+    return [r for r in requests if r.pk not in set(stopped)]
 
 
 def _authorise_group(

@@ -29,7 +29,8 @@ ALLOWED = {
     },
     # The resident approves (on to extraction), declines or lets it expire (rejected): services/confirmations.
     RequestStatus.AWAITING_CONSENT: {RequestStatus.EXTRACTING, RequestStatus.REJECTED},
-    RequestStatus.EXTRACTING: {RequestStatus.SCORING},
+    # Extraction checks the request's consent again and stops it if it was withdrawn meanwhile.
+    RequestStatus.EXTRACTING: {RequestStatus.SCORING, RequestStatus.REJECTED},
     RequestStatus.SCORING: {RequestStatus.TIERING},
     RequestStatus.TIERING: {RequestStatus.COMPLETED},
 }
