@@ -39,6 +39,7 @@ from datadomain.models import (
     QuarantinedLine,
 )
 from datadomain.models.consent import ConsentWithdrawal
+from datadomain.models.identity import MessageDelivery, PatientContact, ResidentCode
 from datadomain.selectors import key_retire_refusal
 from securecompute.binding import TagMaterial, new_mac_key, tag_material
 from securecompute.paillier import modulus
@@ -427,6 +428,8 @@ class Erasure:
     quarantined_lines: int
     consents_withdrawn: int
     consent_forms: int
+    # The resident page's rows: the phone number held, sign-in codes and message outcomes.
+    resident_contact: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -435,7 +438,8 @@ class Erasure:
 @transaction.atomic
 def subject_erase(*, resident_id: str, by: str, detail: dict[str, int] | None = None) -> Erasure:
     """Erase one subject on request (PIPL Art. 47): encrypted vectors, clinical records, quarantined input
-    lines that name them, stored consent forms and the identity row (resident ID, name, birth date) go;
+    lines that name them, stored consent forms, the identity row (resident ID, name, birth date) and the
+    resident page's rows (phone number, sign-in codes, message outcomes) go;
     consents are withdrawn and kept as pseudonymous evidence of past lawful processing. The audit event
     names the subject by the first digits of its pseudonymous key only. ``detail``: counts the caller
     adds to the event (e.g. requests anonymised by underwriting)."""
@@ -451,6 +455,7 @@ def subject_erase(*, resident_id: str, by: str, detail: dict[str, int] | None = 
         .values_list("artifact_sha256", flat=True)
     )
     forms = sum(consent_artifact_delete(digest=digest) for digest in digests - shared)
+    contact = sum(model.objects.filter(subject_key=key).delete()[0] for model in (ResidentCode, MessageDelivery))
     patient = Patient.objects.filter(subject_key=key).values_list("pk", "resource_id").first()
     counts = {"vectors": 0, "conditions": 0, "encounters": 0, "observations": 0, "identity": 0}
     lines = QuarantinedLine.objects.filter(raw_line__contains=normalised)
@@ -460,8 +465,15 @@ def subject_erase(*, resident_id: str, by: str, detail: dict[str, int] | None = 
         for name, model in (("conditions", Condition), ("encounters", Encounter), ("observations", Observation)):
             counts[name] = model.objects.filter(patient_id=patient_id).delete()[0]
         counts["vectors"] = EncryptedFeatureVector.objects.filter(patient_id=patient_id).delete()[0]
+        contact += PatientContact.objects.filter(patient_id=patient_id).delete()[0]  # by patient: web reads no more
         counts["identity"] = Patient.objects.filter(pk=patient_id).delete()[1].get(Patient._meta.label, 0)
-    erasure = Erasure(quarantined_lines=lines.delete()[0], consents_withdrawn=withdrawn, consent_forms=forms, **counts)
+    erasure = Erasure(
+        quarantined_lines=lines.delete()[0],
+        consents_withdrawn=withdrawn,
+        consent_forms=forms,
+        resident_contact=contact,
+        **counts,
+    )
     audit_record(
         action="subject.erase",
         actor=by,

@@ -116,10 +116,14 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     # notices (datadomain.residents). The web may delete it with the person (erasure), never read it.
     "datadomain.PatientContact": {DOMAIN: ALL, WEB: "DELETE SELECT(patient_id)"},
     # Resident sign-in attempts: the web creates them and checks typed codes against the keyed hash, the
-    # domain writes the hash when it sends a code.
-    "datadomain.ResidentCode": {WEB: "SELECT INSERT UPDATE(used_at, failures)", DOMAIN: "SELECT UPDATE(code_hash)"},
-    # Messages to residents (no number, no text): written by the domain, read by staff in the admin.
-    "datadomain.MessageDelivery": {DOMAIN: "SELECT INSERT UPDATE", WEB: "SELECT"},
+    # domain writes the hash when it sends a code; the web's erasure of a subject deletes them.
+    "datadomain.ResidentCode": {
+        WEB: "SELECT INSERT DELETE UPDATE(used_at, failures)",
+        DOMAIN: "SELECT UPDATE(code_hash)",
+    },
+    # Messages to residents (no number, no text): written by the domain, read by staff in the admin,
+    # deleted with the subject (erasure, web).
+    "datadomain.MessageDelivery": {DOMAIN: "SELECT INSERT UPDATE", WEB: "SELECT DELETE"},
     # Raw records: the domain alone reads them. The web's erasure of a subject (PIPL Art. 47, admin) deletes
     # a patient's rows, which needs the patient column to filter on and nothing else.
     "datadomain.Condition": {DOMAIN: ALL, WEB: "DELETE SELECT(patient_id)"},
