@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import unicodedata
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +15,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -30,6 +33,8 @@ from underwriting.errors import UnderwritingError
 from underwriting.models import RequestStatus, UnderwritingRequest
 from underwriting.serializers import RequestOutputSerializer
 from underwriting.services import notify
+from underwriting.services.consent_artifacts import CONTENT_TYPES as CONSENT_ARTIFACT_TYPES
+from underwriting.services.consent_artifacts import consent_artifact_upload
 from underwriting.services.requests import (
     Applicant,
     ConsentEvidence,
@@ -504,3 +509,92 @@ def _wait_seconds(value: str | None) -> float:
     if not 0 <= seconds <= MAX_WAIT_SECONDS:
         raise ValidationError({"wait": [f"A number of seconds from 0 to {MAX_WAIT_SECONDS}."]})
     return seconds
+
+
+class ConsentArtifactJsonSerializer(serializers.Serializer[Any]):
+    content_base64 = serializers.CharField(
+        help_text="The signed form, base64-encoded (standard alphabet, with padding).", trim_whitespace=True
+    )
+    content_type = serializers.ChoiceField(
+        choices=list(CONSENT_ARTIFACT_TYPES), required=False, help_text="Optional; checked against the content."
+    )
+
+    def validate_content_base64(self, value: str) -> bytes:
+        limit = int(settings.CONSENT_ARTIFACT_MAX_BYTES)
+        if len(value) > (limit + 2) // 3 * 4 + 4:
+            raise serializers.ValidationError(f"The file is larger than {limit} bytes.")
+        try:
+            return base64.b64decode("".join(value.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise serializers.ValidationError("This is not valid base64.") from None
+
+
+class ConsentArtifactMultipartSerializer(serializers.Serializer[Any]):
+    file = serializers.FileField(help_text="The signed form: a PDF, JPEG or PNG file.")
+
+
+class ConsentArtifactOutputSerializer(serializers.Serializer[Any]):
+    sha256 = serializers.CharField(help_text="Give this as consent.artifact_sha256 in your requests.")
+    size = serializers.IntegerField()
+    content_type = serializers.ChoiceField(choices=list(CONSENT_ARTIFACT_TYPES))
+
+
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="consent_artifacts_create",
+        summary="Upload a signed consent form",
+        description=(
+            "For insurers whose consent is proved by the signed form (consent mode `form`): send the form "
+            "itself, as `multipart/form-data` (one part named `file`) or as JSON with the content in base64. "
+            "The bureau keeps it in its consent store and answers its SHA-256, which your requests give as "
+            "`consent.artifact_sha256`. PDF, JPEG or PNG, judged from the content; at most "
+            "`CONSENT_ARTIFACT_MAX_BYTES` (2 MiB by default). Sending the same form again answers the same."
+        ),
+        request={
+            "multipart/form-data": ConsentArtifactMultipartSerializer,
+            "application/json": ConsentArtifactJsonSerializer,
+        },
+        responses={
+            201: ConsentArtifactOutputSerializer,
+            400: OpenApiResponse(description="No file, an empty or oversized file, or not a PDF, JPEG or PNG"),
+            413: OpenApiResponse(description="Body larger than the API accepts"),
+            415: OpenApiResponse(description="Neither multipart/form-data nor JSON"),
+        },
+        examples=[
+            OpenApiExample(
+                "Stored",
+                value={
+                    "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "size": 48213,
+                    "content_type": "application/pdf",
+                },
+                response_only=True,
+            )
+        ],
+    )
+)
+class ConsentArtifactApi(InsurerAPIView):
+    parser_classes = [MultiPartParser, JSONParser]
+
+    def post(self, request: Request) -> Response:
+        if request.content_type.startswith("multipart/"):
+            if len(request.FILES.getlist("file")) > 1 or len(request.FILES) > 1:
+                raise ValidationError({"file": ["Send one file, in the part named file."]})
+            serializer: serializers.Serializer[Any] = ConsentArtifactMultipartSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            upload = serializer.validated_data["file"]
+            if upload.size > int(settings.CONSENT_ARTIFACT_MAX_BYTES):
+                raise ValidationError(
+                    {"file": [f"The file is larger than {settings.CONSENT_ARTIFACT_MAX_BYTES} bytes."]}
+                )
+            content, declared = upload.read(), str(upload.content_type or "")
+        else:
+            serializer = ConsentArtifactJsonSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            content = serializer.validated_data["content_base64"]
+            declared = str(serializer.validated_data.get("content_type", ""))
+        stored = consent_artifact_upload(
+            insurer_id=self.principal().insurer.pk, content=content, declared_type=declared
+        )
+        body = {"sha256": stored.sha256, "size": stored.size, "content_type": stored.content_type}
+        return Response(ConsentArtifactOutputSerializer(body).data, status=status.HTTP_201_CREATED)

@@ -205,6 +205,9 @@ EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.cons
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="portal@localhost")
 # Signed consent forms uploaded in the portal: kept only here, inside the data domain, by SHA-256.
 CONSENT_STORE_DIR = Path(env.str("CONSENT_STORE_DIR", default=str(VAR_DIR / "consent-artifacts")))
+# Signed forms sent through the API (POST /api/v1/consent-artifacts): PDF, JPEG or PNG up to this size.
+# The API's body limit (DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MB) applies first; base64 adds a third.
+CONSENT_ARTIFACT_MAX_BYTES = env.int("CONSENT_ARTIFACT_MAX_BYTES", default=2 * 1024 * 1024)
 PORTAL_BATCH_MAX_ROWS = env.int("PORTAL_BATCH_MAX_ROWS", default=1000)
 # An uploaded XLSX whose parts declare more than this, unpacked, is refused before it is read (zip bombs).
 PORTAL_BATCH_MAX_UNCOMPRESSED_BYTES = env.int("PORTAL_BATCH_MAX_UNCOMPRESSED_BYTES", default=20 * 1024 * 1024)
