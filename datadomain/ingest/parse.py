@@ -474,7 +474,7 @@ def _status_text(concept: object) -> str:
     if isinstance(codings, list) and codings:
         first = codings[0]
         if isinstance(first, dict) and first.get("system") in _STATUS_SYSTEMS and isinstance(first.get("code"), str):
-            return first["code"][:40]  # the common case
+            return str(first["code"])[:40]  # the common case
         found = [c for c in codings if isinstance(c, dict) and isinstance(c.get("code"), str)]
         chosen = next((c for c in found if c.get("system") in _STATUS_SYSTEMS), found[0] if found else None)
         if chosen is not None:
