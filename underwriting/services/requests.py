@@ -356,7 +356,7 @@ def _check_identity_and_consent(drafts: list[_Draft], submitter: _Submitter, now
             _await_resident(draft, reachable=check.outcome == "matched", submitter=submitter, now=now)
             continue
         draft.request.consent_id = consent.consent_id
-        problem = consent.problem(purpose="underwriting", at=now)
+        problem: str | None = consent.problem(purpose="underwriting", at=now)
         if (
             problem is None
             and submitter.consent_mode == ConsentMode.FORM
@@ -501,11 +501,15 @@ def _audit_events(draft: _Draft) -> list[Event]:
         "manual": request.manual_slug,
         "subject": subject_ref(request.subject_key),
     }
-    verified = {"from": str(RequestStatus.VERIFYING), "to": str(request.status), "reason": request.reason}
+    verified: dict[str, object] = {
+        "from": str(RequestStatus.VERIFYING),
+        "to": str(request.status),
+        "reason": request.reason,
+    }
     if draft.failure is not None:  # for bureau staff: which check failed (the insurer sees the reason alone)
         verified.update(identity=draft.failure.identity, consent=draft.failure.consent)
     if draft.confirmation is not None:  # for bureau staff: whether the resident can be asked at all
-        verified.update(reachable=draft.confirmation.reachable)
+        verified["reachable"] = draft.confirmation.reachable
     return [
         Event("request.received", f"insurer:{request.insurer_id}", kind, pk, received),
         Event("request.transition", "", kind, pk, {"from": "received", "to": "verifying", "reason": ""}),
