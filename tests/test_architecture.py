@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-PACKAGES = ["config", "ops", "insurer_portal", "underwriting", "datadomain", "audit", "securecompute"]
+PACKAGES = ["config", "ops", "residents", "insurer_portal", "underwriting", "datadomain", "audit", "securecompute"]
 SKELETON = ["datadomain/models.py", "datadomain/custodian.py", "securecompute/private.py"]
 
 
@@ -64,6 +64,8 @@ def test_a_clean_skeleton_passes(skeleton: Path) -> None:
         ("underwriting/upward.py", "import insurer_portal\n", "Dependencies point one way"),
         ("audit/upward.py", "import datadomain\n", "Dependencies point one way"),
         ("insurer_portal/records.py", "import datadomain.models\n", "never import the data domain's models"),
+        ("residents/records.py", "import datadomain.models\n", "never import the data domain's models"),
+        ("insurer_portal/upward.py", "import residents\n", "Dependencies point one way"),
         ("underwriting/records.py", "from datadomain import models\n", "never import the data domain's models"),
         ("underwriting/keys.py", "import securecompute.private\n", "Only datadomain.custodian loads a private key"),
         ("datadomain/features.py", "import securecompute.private\n", "Only datadomain.custodian loads a private key"),

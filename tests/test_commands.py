@@ -16,7 +16,8 @@ def test_seed_demo_is_idempotent(settings) -> None:  # type: ignore[no-untyped-d
     call_command("seed_demo", stdout=StringIO())
     call_command("seed_demo", stdout=StringIO())
     assert get_user_model().objects.filter(is_superuser=True).count() == 1
-    assert Insurer.objects.count() == 1
+    # The demo insurer, and one that asks residents to confirm consent themselves.
+    assert sorted(Insurer.objects.values_list("slug", flat=True)) == ["demo-health", "demo-life"]
 
 
 def test_seed_demo_refuses_without_a_password(settings) -> None:  # type: ignore[no-untyped-def]
