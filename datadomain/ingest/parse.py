@@ -63,6 +63,8 @@ class PatientRow(NamedTuple):
     resident_id_masked: str
     version_id: int
     last_updated: datetime
+    # Staged, not stored with the patient: the writer keeps it in datadomain.PatientContact (identity zone).
+    phone: str = ""
 
 
 class ConditionRow(NamedTuple):
@@ -172,6 +174,7 @@ class Parser:
             identity.mask_normalised(resident_id),
             version_id,
             last_updated,
+            _phone(resource.get("telecom"), self.today),
         )
 
     def condition(self, resource: dict[str, Any], resource_id: str) -> ConditionRow:
@@ -403,6 +406,47 @@ def _resident_id(identifiers: list[dict[str, Any]]) -> str | None:
             value = identifier.get("value")
             return value if isinstance(value, str) else None
     return None
+
+
+_PHONE_NOISE = re.compile(r"[\s\-().\u00a0/]")
+_PHONE = re.compile(r"\+?[0-9]{5,15}")
+
+
+def _phone(telecom: Any, today: date) -> str:
+    """The number to text the resident at, from ``Patient.telecom``: a ``phone`` or ``sms`` contact point
+    not marked ``old`` and not ended before ``today``, a ``mobile`` one first, then ``sms``, then by
+    ``rank``, then in order. Normalised (separators dropped, ``00`` as ``+``, a Chinese mobile number given
+    ``+86``); '' when there is none or it is not a plausible number. A bad number never refuses the
+    patient: only sign-in codes need it."""
+    if not isinstance(telecom, list):
+        return ""
+    candidates = []
+    for order, point in enumerate(telecom):
+        if not isinstance(point, dict) or point.get("system") not in ("phone", "sms") or point.get("use") == "old":
+            continue
+        end = (point.get("period") or {}).get("end") if isinstance(point.get("period"), dict) else None
+        if isinstance(end, str) and end[:10] < today.isoformat():
+            continue
+        number = _normalised_phone(point.get("value"))
+        if not number:
+            continue
+        rank = point.get("rank")
+        rank = rank if isinstance(rank, int) and not isinstance(rank, bool) and rank > 0 else 1 << 31
+        candidates.append((point.get("use") != "mobile", point.get("system") != "sms", rank, order, number))
+    return min(candidates)[-1] if candidates else ""
+
+
+def _normalised_phone(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 64:
+        return ""
+    number = _PHONE_NOISE.sub("", value.strip().removeprefix("tel:"))
+    if number.startswith("00"):
+        number = "+" + number[2:]
+    if re.fullmatch(r"1[3-9][0-9]{9}", number):
+        number = "+86" + number
+    elif re.fullmatch(r"861[3-9][0-9]{9}", number):
+        number = "+" + number
+    return number if _PHONE.fullmatch(number) else ""
 
 
 def _name(names: list[dict[str, Any]]) -> str:

@@ -20,7 +20,7 @@ import io
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.db import connection
@@ -57,7 +57,8 @@ PATIENT = Table(
     "datadomain_patient",
     PatientRow._fields,
     ("varchar(64)", "varchar(18)", "varchar(200)", "date", "varchar(8)", "varchar(64)", "varchar(18)", "bigint",
-     "timestamptz"),
+     "timestamptz", "varchar(32)"),
+    staged_only=("phone",),  # kept in datadomain_patientcontact (_contacts_*), not with the patient
 )  # fmt: skip
 CONDITION = Table(
     "datadomain_condition",
@@ -174,7 +175,7 @@ def _maybe(value: object) -> str:
 # or backslash, checked by the parser) and codes are alphanumeric; every other text field is escaped.
 _FORMATTERS: dict[str, Callable[[Any], str]] = {
     "datadomain_patient": lambda r: (
-        f"{r[0]}\t{r[1]}\t{_text(r[2])}\t{r[3]}\t{r[4]}\t{r[5]}\t{r[6]}\t{r[7]}\t{r[8].isoformat()}"
+        f"{r[0]}\t{r[1]}\t{_text(r[2])}\t{r[3]}\t{r[4]}\t{r[5]}\t{r[6]}\t{r[7]}\t{r[8].isoformat()}\t{_text(r[9])}"
     ),
     "datadomain_condition": lambda r: (
         f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3].isoformat()}\t{r[4]}\t{r[5]}\t{_text(r[6])}\t{_text(r[7])}\t{_maybe(r[8])}"
@@ -280,7 +281,28 @@ def _link_postgresql(cursor: Any, stage: str, batch_id: int) -> Written:
     )
     written = _upsert_postgresql(cursor, SOURCE, resolved, batch_id, "patient_id IS NOT NULL", missing=False)
     written.relinked = relinked
+    _contacts_postgresql(cursor, stage)
     return written
+
+
+# The phone number held for a subject (datadomain.PatientContact) follows the subject's own record: a
+# staged Patient row sets it (or, without a number, removes it) only when it is the version now stored as
+# the subject, so an older version sent again, or another hospital's copy, never replaces it.
+def _contacts_postgresql(cursor: Any, stage: str) -> None:
+    current = (
+        f"current AS MATERIALIZED (SELECT DISTINCT ON (p.id) p.id AS patient_id, p.subject_key, s.phone FROM {stage} s"
+        " JOIN datadomain_patient p ON p.resident_id = s.resident_id AND p.resource_id = s.resource_id"
+        " AND p.version_id = s.version_id AND p.last_updated = s.last_updated ORDER BY p.id, s.line_number DESC)"
+    )
+    cursor.execute(
+        f"WITH {current}, gone AS (DELETE FROM datadomain_patientcontact c USING current"
+        " WHERE c.patient_id = current.patient_id AND current.phone = '')"
+        " INSERT INTO datadomain_patientcontact (patient_id, subject_key, phone, updated_at)"
+        " SELECT patient_id, subject_key, phone, now() FROM current WHERE phone <> ''"
+        " ON CONFLICT (patient_id) DO UPDATE SET phone = EXCLUDED.phone, subject_key = EXCLUDED.subject_key,"
+        " updated_at = EXCLUDED.updated_at WHERE datadomain_patientcontact.phone <> EXCLUDED.phone"
+        " OR datadomain_patientcontact.subject_key <> EXCLUDED.subject_key"
+    )
 
 
 # --- other databases (SQLite) ----------------------------------------------------------------------
@@ -385,7 +407,8 @@ def _link_generic(pairs: list[tuple[tuple[Any, ...], int]], batch_id: int) -> Wr
     for row, line in pairs:
         if owners.get(row[1], row[0]) == row[0]:
             primary.setdefault(row[1], (row, line))
-    _upsert_generic(PATIENT, list(primary.values()), batch_id)
+    stored_width = len(PATIENT.columns)  # the staged phone is not a patient column
+    _upsert_generic(PATIENT, [(row[:stored_width], line) for row, line in primary.values()], batch_id)
     subjects = dict(
         _select_in(
             "SELECT resident_id, id FROM datadomain_patient WHERE resident_id IN ({placeholders})",
@@ -395,7 +418,43 @@ def _link_generic(pairs: list[tuple[tuple[Any, ...], int]], batch_id: int) -> Wr
     sources = [((row[0], subjects[row[1]], row[2], row[3], row[4], row[7], row[8]), line) for row, line in pairs]
     written = _upsert_generic(SOURCE, sources, batch_id)
     written.relinked = relinked
+    _contacts_generic(pairs)
     return written
+
+
+def _contacts_generic(pairs: list[tuple[tuple[Any, ...], int]]) -> None:
+    """The SQLite form of :func:`_contacts_postgresql`."""
+    stored = {
+        found[0]: found[1:]
+        for found in _select_in(
+            "SELECT resident_id, id, subject_key, resource_id, version_id, last_updated FROM datadomain_patient"
+            " WHERE resident_id IN ({placeholders})",
+            [row[1] for row, _ in pairs],
+        )
+    }
+    current: dict[int, tuple[str, str]] = {}
+    for row, _ in sorted(pairs, key=lambda pair: pair[1]):  # the last line of a subject's version wins
+        found = stored.get(row[1])
+        if found is None:
+            continue
+        patient_id, subject_key, resource_id, version_id, last_updated = found
+        if (resource_id, version_id, _stored_datetime(last_updated)) == (row[0], row[7], _adapt(row[8])):
+            current[patient_id] = (subject_key, row[9])
+    if not current:
+        return
+    now = _adapt(datetime.now(tz=UTC))
+    with connection.cursor() as cursor:
+        gone = [(patient_id,) for patient_id, (_, phone) in current.items() if not phone]
+        if gone:
+            cursor.executemany("DELETE FROM datadomain_patientcontact WHERE patient_id = %s", gone)
+        kept = [(patient_id, key, phone, now) for patient_id, (key, phone) in current.items() if phone]
+        if kept:
+            cursor.executemany(
+                "INSERT INTO datadomain_patientcontact (patient_id, subject_key, phone, updated_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (patient_id) DO UPDATE SET phone = excluded.phone,"
+                " subject_key = excluded.subject_key, updated_at = excluded.updated_at",
+                kept,
+            )
 
 
 def _upsert_generic(table: Table, pairs: Sequence[tuple[tuple[Any, ...], int]], batch_id: int) -> Written:
