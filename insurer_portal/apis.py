@@ -511,6 +511,16 @@ def _wait_seconds(value: str | None) -> float:
     return seconds
 
 
+class ConsentArtifactThrottle(ApiKeyRateThrottle):
+    """Uploads per API key (API_CONSENT_ARTIFACT_THROTTLE_RATE) and per insurer
+    (API_INSURER_CONSENT_ARTIFACT_THROTTLE_RATE): every upload is kept, so they bound how fast one key or
+    one insurer can grow the consent store."""
+
+    scope = "api_consent_artifacts"
+    key_rate_setting = "API_CONSENT_ARTIFACT_THROTTLE_RATE"
+    insurer_rate_setting = "API_INSURER_CONSENT_ARTIFACT_THROTTLE_RATE"
+
+
 class ConsentArtifactJsonSerializer(serializers.Serializer[Any]):
     content_base64 = serializers.CharField(
         help_text="The signed form, base64-encoded (standard alphabet, with padding).", trim_whitespace=True
@@ -575,6 +585,7 @@ class ConsentArtifactOutputSerializer(serializers.Serializer[Any]):
 )
 class ConsentArtifactApi(InsurerAPIView):
     parser_classes = [MultiPartParser, JSONParser]
+    throttle_classes = [ApiKeyRateThrottle, ConsentArtifactThrottle]
 
     def post(self, request: Request) -> Response:
         if request.content_type.startswith("multipart/"):

@@ -424,6 +424,10 @@ FLAG_MISMATCH_COUNT = env.int("FLAG_MISMATCH_COUNT", default=10)
 # over all its keys (insurer_portal/authentication.py). An insurer has at most API_MAX_ACTIVE_KEYS unrevoked keys.
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="600/min")
 API_INSURER_THROTTLE_RATE = env.str("API_INSURER_THROTTLE_RATE", default="1200/min")
+# Signed-form uploads (POST /api/v1/consent-artifacts), besides the limits above: each is stored, so a key
+# or an insurer cannot fill the consent store (429 with Retry-After past either).
+API_CONSENT_ARTIFACT_THROTTLE_RATE = env.str("API_CONSENT_ARTIFACT_THROTTLE_RATE", default="30/min")
+API_INSURER_CONSENT_ARTIFACT_THROTTLE_RATE = env.str("API_INSURER_CONSENT_ARTIFACT_THROTTLE_RATE", default="2000/day")
 API_MAX_ACTIVE_KEYS = env.int("API_MAX_ACTIVE_KEYS", default=5)
 # Items in one POST /api/v1/underwriting-requests/batch (submitted in chunks of 200, one transaction each).
 API_BATCH_MAX_ITEMS = env.int("API_BATCH_MAX_ITEMS", default=500)

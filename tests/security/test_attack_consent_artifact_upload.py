@@ -152,3 +152,25 @@ def test_a_form_uploaded_as_multipart_or_base64_proves_consent_in_form_mode(
     )
     assert accepted.status_code == 202
     assert UnderwritingRequest.objects.get(pk=accepted.json()["id"]).status == "extracting"
+
+
+def test_a_flood_of_uploads_is_stopped_per_key_and_per_insurer(
+    insurer: Insurer,  # noqa: F811
+    store: Path,
+    settings: Any,
+) -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.API_CONSENT_ARTIFACT_THROTTLE_RATE = "3/min"
+    settings.API_INSURER_CONSENT_ARTIFACT_THROTTLE_RATE = "5/day"
+    api = client_for(insurer)
+    answers = [upload(api, PDF + str(n).encode()).status_code for n in range(5)]
+    assert answers == [201, 201, 201, 429, 429]
+    refused = upload(api, PDF + b"again")
+    assert int(refused["Retry-After"]) > 0
+    # A second key of the same insurer gets the rest of the insurer's budget, then nothing.
+    second = client_for(insurer)
+    assert [upload(second, PDF + b"k2-" + str(n).encode()).status_code for n in range(3)] == [201, 201, 429]
+    assert len(stored_files(store)) == 5
+    cache.clear()
