@@ -16,6 +16,7 @@ from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from audit.admin_readonly import ViewOnlyAdminMixin
 from audit.approvals import ApprovalError, approval_request
 from audit.models import Approval
 from datadomain import linkage, mapping, selectors, services, tasks
@@ -33,19 +34,10 @@ from datadomain.models import (
 )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(ViewOnlyAdminMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     """Shown, never edited or deleted here: the web's database role could not write these tables anyway
     (ops/db_zones.py), and a patient's deletion page would read their clinical records. Erasure goes through
     the subject-rights page, corrections through the data domain."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Patient)

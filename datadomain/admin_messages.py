@@ -4,23 +4,14 @@ number or the text; the subject by its pseudonymous key only."""
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 
+from audit.admin_readonly import ViewOnlyAdminMixin
 from datadomain.models.identity import MessageDelivery
 
 
 @admin.register(MessageDelivery)
-class MessageDeliveryAdmin(admin.ModelAdmin[MessageDelivery]):
+class MessageDeliveryAdmin(ViewOnlyAdminMixin, admin.ModelAdmin[MessageDelivery]):
     list_display = ["created_at", "kind", "subject_ref", "backend", "status", "attempts", "last_error"]
     list_filter = ["status", "kind", "backend"]
     exclude = ["subject_key"]
     readonly_fields = ["kind", "subject_ref", "backend", "status", "attempts", "last_error", "created_at"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False

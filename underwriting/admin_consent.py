@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from audit.admin_readonly import ViewOnlyAdminMixin
 from datadomain.admin_messages import MessageDeliveryAdmin  # noqa: F401 - registered there
 from underwriting.models import ConsentConfirmation, ConsentPolicy
 from underwriting.services.confirmations import consent_policy_set
@@ -29,7 +30,7 @@ class ConsentPolicyAdmin(admin.ModelAdmin[ConsentPolicy]):
 
 
 @admin.register(ConsentConfirmation)
-class ConsentConfirmationAdmin(admin.ModelAdmin[ConsentConfirmation]):
+class ConsentConfirmationAdmin(ViewOnlyAdminMixin, admin.ModelAdmin[ConsentConfirmation]):
     list_display = ["request_id", "insurer", "subject_ref", "reachable", "status", "expires_at", "decided_at"]
     list_filter = ["status", "reachable"]
     readonly_fields = ["request", "subject_ref", "reachable", "status", "expires_at", "decided_at", "created_at"]
@@ -42,12 +43,3 @@ class ConsentConfirmationAdmin(admin.ModelAdmin[ConsentConfirmation]):
 
     def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
         return super().get_queryset(request).select_related("request__insurer")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
