@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from django.db import DatabaseError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -62,8 +63,12 @@ class StateCollector(Collector):
             yield depth
         yield up
         if database:
+            try:
+                counts = selectors.requests_by_status()
+            except DatabaseError:  # reachable but not migrated (yet): the scrape itself must not fail
+                return
             states = GaugeMetricFamily("underwriting_requests", "Underwriting requests by status.", labels=["status"])
-            for status, count in selectors.requests_by_status().items():
+            for status, count in counts.items():
                 states.add_metric([status], float(count))
             yield states
 

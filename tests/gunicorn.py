@@ -57,7 +57,8 @@ class Server:
             return "(no log)"
 
 
-def _database_url() -> str:
+def database_url() -> str:
+    """DATABASE_URL of the test database the calling test uses (PostgreSQL, or the SQLite file)."""
     settings_dict = connection.settings_dict
     if "postgresql" not in settings_dict["ENGINE"]:
         return f"sqlite:///{settings_dict['NAME']}"
@@ -84,7 +85,7 @@ def gunicorn_server(
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": settings_module,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "TEST_WORKER_DATABASE_NAME": str(connection.settings_dict["NAME"]),
         "LOG_FORMAT": "json",
         **(extra_env or {}),

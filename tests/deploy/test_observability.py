@@ -92,3 +92,21 @@ def test_readyz_marks_no_queue_stale_when_tasks_run_in_process(client: Client, s
     assert body["checks"]["broker"] == "in-process"
     assert body["queues"]
     assert [row["queue"] for row in body["queues"] if row["stale"]] == []
+
+
+@pytest.mark.django_db
+def test_metrics_answer_while_the_database_is_reachable_but_not_migrated(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import ProgrammingError
+
+    from ops import selectors
+
+    def missing_table() -> dict[str, int]:
+        raise ProgrammingError('relation "underwriting_underwritingrequest" does not exist')
+
+    monkeypatch.setattr(selectors, "requests_by_status", missing_table)
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert b'underwriting_dependency_up{dependency="database"} 1.0' in response.content
+    assert b"underwriting_requests{" not in response.content

@@ -29,6 +29,7 @@ from insurer_portal.models import Insurer
 from ops.logging import JsonFormatter, RedactPersonalData, RequestIdFilter, decoded, redact_path
 from tests import fhir
 from tests.deploy.test_production_settings import production_env, run_python
+from tests.gunicorn import database_url
 from tests.underwriting.conftest import (  # noqa: F401
     ALICE_ID,
     ALICE_NAME,
@@ -325,16 +326,18 @@ print(json.dumps({{"status": response.status_code, "metrics": "underwriting_http
 
 
 def probe_metrics(*, env_token: str, sent_token: str) -> dict[str, Any]:
-    result = run_python(METRICS_PROBE.format(token=sent_token), production_env(METRICS_TOKEN=env_token))
+    # The test database (its tables exist), not whatever DATABASE_URL names outside the test run.
+    env = production_env(METRICS_TOKEN=env_token, DATABASE_URL=database_url())
+    result = run_python(METRICS_PROBE.format(token=sent_token), env)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def test_production_metrics_without_a_token_are_closed() -> None:
+def test_production_metrics_without_a_token_are_closed(db: None) -> None:
     assert probe_metrics(env_token="", sent_token="") == {"status": 404, "metrics": False}
 
 
-def test_production_metrics_answer_the_scraper_with_the_token() -> None:
+def test_production_metrics_answer_the_scraper_with_the_token(db: None) -> None:
     token = "scrape-" + "9f" * 16
     assert probe_metrics(env_token=token, sent_token="") == {"status": 404, "metrics": False}
     assert probe_metrics(env_token=token, sent_token="wrong") == {"status": 404, "metrics": False}
