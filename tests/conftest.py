@@ -8,6 +8,7 @@ from django.db import connection
 
 from config.celery import app as celery_app
 from tests.services import require_redis
+from tests.webhook_receiver import Receiver, start_receiver
 from tests.workers import WorkerPool
 
 
@@ -91,3 +92,11 @@ def _default_language() -> Iterator[None]:
     translation.deactivate()
     yield
     translation.deactivate()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on loopback that records what it was sent (tests/webhook_receiver.py)."""
+    server = start_receiver()
+    yield server
+    server.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from datadomain.residents import contact_set_for_subject, resident_code_send
 from datadomain.services import subject_key_for
 from tests.population import make_population
 from tests.underwriting.conftest import request_body
-from tests.webhook_receiver import Receiver, start_receiver
+from tests.webhook_receiver import Receiver
 from underwriting.models import ConsentConfirmation, ConsentMode, RequestStatus, UnderwritingRequest
 from underwriting.services.confirmations import consent_policy_set
 from underwriting.services.webhooks import SIGNATURE_HEADER, verify_signature, webhook_endpoint_create
@@ -42,13 +42,6 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> 
             return value
         time.sleep(0.2)
     raise AssertionError(f"not within {timeout}s: {what}")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = start_receiver()
-    yield receiver
-    receiver.stop()
 
 
 @pytest.fixture

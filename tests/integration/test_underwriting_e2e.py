@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from datadomain.selectors import subject_features
 from datadomain.services import subject_key_for
 from tests.population import make_population
 from tests.underwriting.conftest import request_body
-from tests.webhook_receiver import Receiver, start_receiver
+from tests.webhook_receiver import Receiver
 from tests.workers import WorkerPool
 from underwriting.models import RequestStatus, UnderwritingRequest
 from underwriting.reference import builtin_documents, evaluate
@@ -44,13 +43,6 @@ class Captured:
     def add(self, body: bytes) -> bytes:
         self.bodies.append(body)
         return body
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = start_receiver()
-    yield receiver
-    receiver.stop()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -13,18 +12,11 @@ from django.test import Client
 
 from insurer_portal.models import ApiKey, Insurer, InsurerUser
 from insurer_portal.services import api_key_create
-from tests.webhook_receiver import Receiver, start_receiver
+from tests.webhook_receiver import Receiver
 from underwriting.models import UnderwritingRequest, WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
 ADMIN_PAGES = ["/portal/admin/users/", "/portal/admin/api-keys/", "/portal/admin/webhooks/", "/portal/admin/usage/"]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = start_receiver()
-    yield server
-    server.stop()
 
 
 def test_underwriters_do_not_see_admin_pages(uw_client: Client) -> None:

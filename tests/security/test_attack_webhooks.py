@@ -130,13 +130,6 @@ def no_allow_list(settings: Any) -> None:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = start_receiver()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
 def receiver_v6() -> Iterator[Receiver]:
     receiver = start_receiver("::1")
     yield receiver

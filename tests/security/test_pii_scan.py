@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -32,19 +32,12 @@ from tests.underwriting.conftest import (  # noqa: F401
     request_body,
     reviewer,
 )
-from tests.webhook_receiver import Receiver, start_receiver
+from tests.webhook_receiver import Receiver
 from underwriting.services.webhooks import webhook_endpoint_create
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/underwriting-requests"
 DIAGNOSES = ["I50.0", "E11.200x001", "I21.9", "C34.1", "N18.5"]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = start_receiver()
-    yield receiver
-    receiver.stop()
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from io import StringIO
 from typing import Any
 
@@ -10,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from insurer_portal.models import Insurer
-from tests.webhook_receiver import Receiver, start_receiver
+from tests.webhook_receiver import Receiver
 from underwriting.models import RequestStatus, UnderwritingRequest, WebhookDelivery
 from underwriting.services.webhooks import (
     SIGNATURE_HEADER,
@@ -25,13 +24,6 @@ from underwriting.services.webhooks import (
 from underwriting.webhook_secrets import SecretUnreadableError
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = start_receiver()
-    yield receiver
-    receiver.stop()
 
 
 def completed_request(insurer: Insurer) -> UnderwritingRequest:
