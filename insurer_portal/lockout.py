@@ -110,7 +110,9 @@ def username_of(request: HttpRequest, credentials: dict[str, Any] | None = None)
     return normalise_username(request.POST.get("username", ""))
 
 
-def _address(request: HttpRequest) -> str:
+def counted_address(request: HttpRequest) -> str:
+    """The client address as lock-outs count it: from TRUSTED_PROXIES only (ops.client_address), an
+    IPv4-mapped IPv6 address as its IPv4, any other IPv6 address as its /64."""
     AxesProxyHandler.update_request(request)  # sets axes_ip_address (ops.client_address) once per request
     return _address_counted(str(getattr(request, "axes_ip_address", None) or ""))
 
@@ -133,7 +135,7 @@ def _key(scope: str, *values: str) -> str:
 
 
 def _counters(request: HttpRequest, username: str) -> list[_Counter]:
-    address = _address(request)
+    address = counted_address(request)
     pair, by_address, by_account = (
         _key("account-address", username, address), _key("address", address), _key("account", username)
     )  # fmt: skip
@@ -239,7 +241,7 @@ def failure_record(request: HttpRequest, username: str) -> LockState:
     if state.locked:
         logger.warning("sign-in locked out: %s at its limit", ", ".join(reached) or "a counter")
         request.axes_locked_out = True  # type: ignore[attr-defined]  # AxesMiddleware answers 429
-        user_locked_out.send("axes", request=request, username=username, ip_address=_address(request))
+        user_locked_out.send("axes", request=request, username=username, ip_address=counted_address(request))
     return state
 
 

@@ -12,29 +12,12 @@ All are kept RESIDENT_LOCKOUT_SECONDS after their last count.
 
 from __future__ import annotations
 
-import ipaddress
-
-from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
-from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
 
 from insurer_portal.counters import counter_add, counter_subtract
 
 _SALT = "residents.lockout.counter"
-
-
-def address_of(request: HttpRequest) -> str:
-    """The client's address as the sign-in lock-out sees it (ops.client_address, TRUSTED_PROXIES)."""
-    AxesProxyHandler.update_request(request)
-    raw = str(getattr(request, "axes_ip_address", None) or "")
-    try:
-        address = ipaddress.ip_address(raw.strip())
-    except ValueError:
-        return raw
-    if address.version == 6:  # one host usually holds a whole /64
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
 
 
 def _key(scope: str, *values: str) -> str:

@@ -18,6 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from datadomain import residents as domain_residents
+from insurer_portal.lockout import counted_address
 from insurer_portal.models import Insurer
 from residents import lockout, selectors
 from residents.forms import CodeForm, ResidentIdForm
@@ -54,7 +55,7 @@ def start(request: HttpRequest) -> HttpResponse:
         from datadomain import services as domain
 
         subject = domain.subject_key_for(form.cleaned_data["resident_id"])
-        if not lockout.attempt_begin(subject_key=subject, address=lockout.address_of(request), kind="send"):
+        if not lockout.attempt_begin(subject_key=subject, address=counted_address(request), kind="send"):
             form.add_error(None, _("Too many codes were asked for. Try again later."))
         else:
             code_id = domain_residents.resident_code_create(subject_key=subject)
@@ -71,7 +72,7 @@ def verify(request: HttpRequest) -> HttpResponse:
         return redirect("residents:start")
     form = CodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        address = lockout.address_of(request)
+        address = counted_address(request)
         if not lockout.attempt_begin(subject_key=subject, address=address, kind="check"):
             form.add_error(None, _("Too many wrong codes. Try again later."))
         else:

@@ -342,3 +342,21 @@ def test_the_admin_sign_in_locks_out_like_the_portal(chief: User, client: Client
     elsewhere = Client(REMOTE_ADDR="198.51.100.30")
     assert elsewhere.post(ADMIN_LOGIN, both_right).status_code == 302
     assert elsewhere.get("/admin/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("peer", "counted"),
+    [
+        ("::ffff:198.51.100.1", "198.51.100.1"),  # a dual-stack socket's IPv4 client: its own IPv4, not ::/64
+        ("::ffff:198.51.100.2", "198.51.100.2"),
+        ("2001:db8:77:1::9", "2001:db8:77:1::/64"),
+        ("198.51.100.1", "198.51.100.1"),
+    ],
+)
+def test_every_lock_out_counts_the_same_client_address(peer: str, counted: str, settings: Any) -> None:
+    """The portal, admin and resident sign-ins share one reading of the address, so IPv4 clients seen
+    through a dual-stack socket never share one counter (they would all fall in ::/64)."""
+    from insurer_portal.lockout import counted_address
+
+    settings.TRUSTED_PROXIES = []
+    assert counted_address(RequestFactory().get("/", REMOTE_ADDR=peer)) == counted
