@@ -16,7 +16,7 @@ from django.utils import timezone
 from insurer_portal.models import ApiKey, Batch, InsurerUser
 from underwriting import selectors as uw_selectors
 from underwriting.charts import DayCount
-from underwriting.models import RejectReason, RequestStatus, UnderwritingRequest, WebhookDelivery, WebhookEndpoint
+from underwriting.models import RequestStatus, UnderwritingRequest, WebhookDelivery, WebhookEndpoint
 
 
 def membership_for(user: User | AnonymousUser) -> InsurerUser | None:
@@ -221,8 +221,8 @@ def own_limit_retry_date(*, insurer_id: int, subject_key: str) -> date | None:
     window = timedelta(days=settings.UNDERWRITING_RATE_LIMIT_DAYS)
     since = timezone.now() - window
     made = list(
-        UnderwritingRequest.objects.filter(insurer_id=insurer_id, subject_key=subject_key, created_at__gte=since)
-        .exclude(reason__in=[RejectReason.RATE_LIMITED, RejectReason.MANUAL_NOT_APPROVED])
+        uw_selectors.requests_counted_against_limits()
+        .filter(insurer_id=insurer_id, subject_key=subject_key, created_at__gte=since)
         .order_by("created_at")
         .values_list("created_at", flat=True)
     )

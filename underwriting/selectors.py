@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from datadomain import selectors as domain
 from underwriting.manual_format import ManualDocument, parse_manual
-from underwriting.models import FlagKind, MisuseFlag, RatingManual, RequestStatus, UnderwritingRequest
+from underwriting.models import FlagKind, MisuseFlag, RatingManual, RejectReason, RequestStatus, UnderwritingRequest
 
 
 def known_feature_names() -> set[str]:
@@ -251,3 +251,13 @@ def open_flags_by_kind() -> list[tuple[str, str, int]]:
         .order_by()
     )
     return [(str(kind), str(label), int(counts.get(kind, 0))) for kind, label in FlagKind.choices]
+
+
+# Refusals that come before the limits and say nothing about the person: they do not count against them.
+UNCOUNTED_REASONS = (RejectReason.RATE_LIMITED, RejectReason.MANUAL_NOT_APPROVED)
+
+
+def requests_counted_against_limits() -> QuerySet[UnderwritingRequest]:
+    """The requests the per-subject and per-(insurer, subject) limits count: every one but the refusals
+    made before the limits were checked (UNCOUNTED_REASONS)."""
+    return UnderwritingRequest.objects.exclude(status=RequestStatus.REJECTED, reason__in=UNCOUNTED_REASONS)

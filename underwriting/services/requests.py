@@ -388,10 +388,6 @@ def _consent_input(subject_key: str, consent: ConsentEvidence) -> domain.Consent
     )  # fmt: skip
 
 
-# Refusals that come before the limits and say nothing about the person: they do not count against them.
-UNCOUNTED_REASONS = (RejectReason.RATE_LIMITED, RejectReason.MANUAL_NOT_APPROVED)
-
-
 def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> None:
     """Two limits bound what repeated requests reveal about a person (DESIGN.md, "Leakage over time").
 
@@ -413,8 +409,8 @@ def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> N
     window = now - timedelta(days=settings.UNDERWRITING_RATE_LIMIT_DAYS)
     month = now - timedelta(days=settings.UNDERWRITING_SUBJECT_LIMIT_DAYS)
     counted = (
-        UnderwritingRequest.objects.filter(subject_key__in=subjects, created_at__gte=now - timedelta(days=365))
-        .exclude(status=RequestStatus.REJECTED, reason__in=UNCOUNTED_REASONS)
+        selectors.requests_counted_against_limits()
+        .filter(subject_key__in=subjects, created_at__gte=now - timedelta(days=365))
         .values("subject_key")
         .annotate(
             year=Count("id"),
