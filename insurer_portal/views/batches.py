@@ -29,18 +29,15 @@ RESULT_COLUMNS = [
 def batch_list(request: HttpRequest, membership: InsurerUser) -> HttpResponse:
     form = BatchUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        upload = form.cleaned_data["file"]
-        if upload.size > 5 * 1024 * 1024:
-            form.add_error("file", _("The file is larger than 5 MB."))
+        upload = form.cleaned_data["file"]  # size and kind checked by the form
+        try:
+            batch = services.batch_create(
+                insurer=membership.insurer, user=membership.user, filename=upload.name, content=upload.read()
+            )
+        except BatchFileError as exc:
+            form.add_error("file", str(exc))
         else:
-            try:
-                batch = services.batch_create(
-                    insurer=membership.insurer, user=membership.user, filename=upload.name, content=upload.read()
-                )
-            except BatchFileError as exc:
-                form.add_error("file", str(exc))
-            else:
-                return redirect("portal:batch-detail", batch_id=batch.pk)
+            return redirect("portal:batch-detail", batch_id=batch.pk)
     history = Paginator(selectors.batches_for_insurer(insurer_id=membership.insurer_id), 20)
     page = history.get_page(request.GET.get("page"))
     return render(request, "portal/batches/list.html", {"membership": membership, "form": form, "page": page})
