@@ -11,7 +11,7 @@ from django.db.models import Count
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from datadomain import catalog
+from datadomain import catalog, linkage
 from datadomain.errors import DomainError
 from datadomain.extraction import features_for_patients
 from datadomain.models import Consent, CustodianKey, EncryptedFeatureVector, Patient
@@ -62,6 +62,14 @@ def subject_birth_date(subject_key: str) -> date | None:
 
 def subject_is_known(subject_key: str) -> bool:
     return Patient.objects.filter(subject_key=subject_key).exists()
+
+
+def subjects_held(*, subject_keys: Sequence[str]) -> set[str]:
+    """The known subjects among ``subject_keys`` whose records are incompletely or doubtfully linked
+    (``datadomain.linkage.held``): they get no feature vector until bureau staff resolve the link or the
+    held records are re-read."""
+    patients = dict(Patient.objects.filter(subject_key__in=list(subject_keys)).values_list("pk", "subject_key"))
+    return {patients[pk] for pk in linkage.held(patients)} if patients else set()
 
 
 # --- custodian keys --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -132,7 +133,9 @@ class UnderwritingRequest(models.Model):
     decision = models.CharField(_("decision"), max_length=16, blank=True, default="")
     table_rating = models.CharField(_("table rating"), max_length=16, blank=True, default="")
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
-    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    # Set by the submitting service from the same clock reading as a rejection's completed_at, so that
+    # completed_at is never earlier (auto_now_add would read the clock again, later, at the INSERT).
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False, db_index=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
     completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
 
@@ -163,12 +166,15 @@ class UnderwritingRequest(models.Model):
 
 class VerificationFailure(models.Model):
     """Which check failed for a request refused as ``not_verified``: for bureau staff (the admin's audit
-    trail, misuse flags) and never for the insurer, who gets the same reason whichever it was."""
+    trail, misuse flags) and never for the insurer, who gets the same reason whichever it was. ``held``:
+    refused at extraction because the subject's records are incompletely linked (services/pipeline.py)."""
 
     class Identity(models.TextChoices):
         MATCHED = "matched", _("name matches the resident ID")
         MISMATCH = "mismatch", _("name does not match the resident ID")
         UNKNOWN = "unknown", _("resident ID unknown to the data domain")
+        # Found at extraction, after verification: the subject's records are held (record linkage).
+        HELD = "held", _("records incompletely linked or held in the data domain")
 
     class Consent(models.TextChoices):
         VALID = "valid", _("valid")

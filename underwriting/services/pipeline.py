@@ -14,8 +14,10 @@ to ``requests_finalize`` in one message. An idle stack moves a lone request thro
 once; under load a drain finds many requests waiting and the per-request cost falls.
 
 A request whose own data cannot be processed (its subject erased since verification, a ciphertext the
-custodian refuses) turns ``failed`` at once and does not hold back its chunk. Anything else (database,
-broker, no active key) fails the whole chunk, which Celery retries with backoff and the sweeper resumes.
+custodian refuses) turns ``failed`` at once and does not hold back its chunk; one whose subject's records
+are held (incompletely linked, ``datadomain.linkage``) is rejected with admission's neutral reason, the
+cause kept for bureau staff. Anything else (database, broker, no active key) fails the whole chunk, which
+Celery retries with backoff and the sweeper resumes.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from audit.services import Event, audit_record_many
 from datadomain import keyring
+from datadomain import selectors as domain_selectors
 from datadomain import services as domain
 from datadomain.catalog import value_bounds
 from datadomain.errors import DomainError
@@ -47,7 +51,14 @@ from securecompute.scoring import encrypted_score, score_bound
 from securecompute.tiering import TieringState, build_tier_query, tier_index_from_answer, tiering_params
 from underwriting import selectors, tasks
 from underwriting.manual_format import ManualDocument
-from underwriting.models import RejectReason, RequestStatus, ScoringInput, TieringSecret, UnderwritingRequest
+from underwriting.models import (
+    RejectReason,
+    RequestStatus,
+    ScoringInput,
+    TieringSecret,
+    UnderwritingRequest,
+    VerificationFailure,
+)
 from underwriting.services.dispatch import enqueue, enqueue_on_commit, stage_wake, stage_wake_on_commit, stage_woken
 from underwriting.services.state import fail, transition_many
 from underwriting.services.webhooks import webhooks_enqueue_for_request, webhooks_enqueue_for_requests
@@ -168,19 +179,43 @@ def _authorise_group(
     group: list[Claimed], as_of: date, key_id: str, public_key: Any, failed: dict[uuid.UUID, str]
 ) -> list[ScoringInput]:
     """One manual's requests on one date: their subjects' vectors and a grant for each, as scoring inputs;
-    a subject erased since verification is added to ``failed``."""
+    a subject erased since verification is added to ``failed``, one whose records are held is rejected."""
     document = group[0].document()
     vectors = domain.encrypted_feature_vectors(
         subject_keys=[request.subject_key for request in group], feature_names=document.feature_names,
         as_of=as_of, public_key=public_key,
     )  # fmt: skip
     found = [request for request in group if request.subject_key in vectors]
-    failed.update((request.pk, "subject erased since it was verified") for request in group if request not in found)
+    missing = [request for request in group if request not in found]
+    held = domain_selectors.subjects_held(subject_keys=[r.subject_key for r in missing]) if missing else set()
+    _reject_held([request.pk for request in missing if request.subject_key in held])
+    failed.update((r.pk, "subject erased since it was verified") for r in missing if r.subject_key not in held)
     issued = domain.comparison_grants_issue(
         requests=[_grant_request(request, document, vectors[request.subject_key]) for request in found],
         key_id=key_id, public_key=public_key,
     )  # fmt: skip
     return [_scoring_input(r.pk, key_id, vectors[r.subject_key], issued[str(r.pk)]) for r in found]
+
+
+def _reject_held(request_ids: list[uuid.UUID]) -> None:
+    """Requests whose subject's records are held (incompletely or doubtfully linked, datadomain.linkage)
+    are never answered on partial records. The insurer gets admission's neutral ``not_verified``, which
+    says nothing of whether the person exists; bureau staff see the cause (``VerificationFailure``
+    ``held``, the audit trail) and can resolve the link, after which a new request is answered."""
+    rejected = transition_many(
+        {pk: {} for pk in request_ids},
+        from_status=RequestStatus.EXTRACTING,
+        to_status=RequestStatus.REJECTED,
+        reason=RejectReason.NOT_VERIFIED,
+    )
+    held, valid = VerificationFailure.Identity.HELD, VerificationFailure.Consent.VALID
+    VerificationFailure.objects.bulk_create(
+        [VerificationFailure(request_id=pk, identity=held, consent=valid) for pk in rejected], ignore_conflicts=True
+    )
+    audit_record_many(Event("request.records_held", "", "underwriting_request", str(pk), {}) for pk in rejected)
+    for request_id in rejected:
+        logger.warning("underwriting request %s rejected: its subject's records are held (record linkage)", request_id)
+    webhooks_enqueue_for_requests(request_ids=rejected)
 
 
 def _grant_request(request: Claimed, document: ManualDocument, vector: list[Any]) -> domain.GrantRequest:
