@@ -305,6 +305,7 @@ def _new_request(submitter: _Submitter, item: SubmitItem, now: datetime) -> Unde
         manual_slug=item.manual_slug,
         as_of=request_date(now),
         status=RequestStatus.VERIFYING,
+        created_at=now,  # one clock reading with a rejection's completed_at (_settle)
     )
 
 
