@@ -2,7 +2,10 @@
 withdrawal, erasure, and four-eyes explanations of one decision.
 
 The resident ID only ever travels in a POST body (never a URL) and ``sensitive_post_parameters`` keeps it
-out of error reports; messages and audit events name nobody. Thin: every decision is in
+out of error reports; messages and audit events name nobody. The page that answers a POST writes the typed
+ID back into its box (the admin never lets a browser cache its pages), except after an erasure. Erasure
+takes two steps: the first names the subject (masked ID, key prefix) and what goes; the second, with a
+confirmation ticked, erases that subject and no other. Thin: every decision is in
 ``underwriting.services.subjects`` and ``underwriting.services.explain``.
 """
 
@@ -34,23 +37,20 @@ SERVE = "datadomain.serve_subject_rights"
 EXPLAIN = "datadomain.explain_patient"
 
 
-class UnechoedTextInput(forms.TextInput):
-    """A text box that never writes its value back into the page (like a password box, but visible while
-    typing): the resident ID is typed again for each operation rather than kept in the HTML."""
-
-    def format_value(self, value: Any) -> str | None:
-        return None
-
-
 class SubjectForm(forms.Form):
+    # The typed ID is written back into the page the POST answers (so a mistyped one can be corrected and
+    # the next operation needs no retyping); that page is never cached (admin_view) and the ID never
+    # reaches a URL. The browser is asked not to remember it.
     resident_id = forms.CharField(
         label=gettext_lazy("Resident ID"),
         max_length=32,
-        widget=UnechoedTextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "autocapitalize": "characters"}),
     )
     confirm_erasure = forms.BooleanField(
         label=gettext_lazy("I have verified the subject's identity and their request for erasure"), required=False
     )
+    # The key prefix of the subject the confirmation step named: the erasure goes ahead only for that one.
+    erase_subject = forms.CharField(required=False, max_length=12, widget=forms.HiddenInput)
 
     def clean_resident_id(self) -> str:
         value: str = self.cleaned_data["resident_id"]
@@ -64,6 +64,9 @@ class ExplanationAskForm(forms.Form):
     reason = forms.CharField(label=gettext_lazy("Reason"), max_length=300, required=False)
 
 
+SUBJECT_OPS = ("report", "download", "withdraw", "erase_review", "erase", "cancel_erasure")
+
+
 def _subject_op(request: HttpRequest, op: str, form: SubjectForm, context: dict[str, Any]) -> HttpResponseBase | None:
     resident_id, actor = form.cleaned_data["resident_id"], request.user.get_username()
     if op in ("report", "download"):
@@ -74,17 +77,32 @@ def _subject_op(request: HttpRequest, op: str, form: SubjectForm, context: dict[
     elif op == "withdraw":
         count = subjects.subject_withdraw_consent(resident_id=resident_id, by=actor)
         messages.success(request, _("%(count)d consent(s) withdrawn.") % {"count": count})
+    elif op == "erase_review":
+        context["erasure"] = subjects.subject_erasure_preview(resident_id=resident_id)
     elif op == "erase":
-        if not form.cleaned_data["confirm_erasure"]:
-            messages.error(request, _("Tick the confirmation box to erase the subject."))
-            return None
-        erasure = subjects.subject_erase(resident_id=resident_id, by=actor)
+        _erase(request, form, context)
+    return None
+
+
+def _erase(request: HttpRequest, form: SubjectForm, context: dict[str, Any]) -> None:
+    """The erasure itself, only for the subject the confirmation step named and with the box ticked;
+    otherwise the confirmation step again."""
+    resident_id = form.cleaned_data["resident_id"]
+    preview = subjects.subject_erasure_preview(resident_id=resident_id)
+    if form.cleaned_data["erase_subject"] != preview.subject_ref:
+        messages.error(request, _("The resident ID is not the one reviewed: check what will be erased again."))
+    elif not form.cleaned_data["confirm_erasure"]:
+        messages.error(request, _("Tick the confirmation box to erase the subject."))
+    else:
+        erasure = subjects.subject_erase(resident_id=resident_id, by=request.user.get_username())
         messages.success(
             request,
             _("Subject erased: %(vectors)d encrypted vectors and %(records)d records destroyed.")
             % {"vectors": erasure.vectors, "records": erasure.conditions + erasure.encounters + erasure.observations},
         )
-    return None
+        context["erased"] = True
+        return
+    context["erasure"] = preview
 
 
 def _explanation_op(request: HttpRequest, op: str, context: dict[str, Any]) -> None:
@@ -138,7 +156,7 @@ def subject_rights(request: HttpRequest) -> HttpResponseBase:
     if not request.user.has_perm(SERVE):
         raise PermissionDenied
     op = request.POST.get("op", "")
-    form = SubjectForm(request.POST if op in ("report", "download", "withdraw", "erase") else None)
+    form = SubjectForm(request.POST if op in SUBJECT_OPS else None)
     context: dict[str, Any] = {
         **admin.site.each_context(request),
         "title": _("Subject rights requests"),
@@ -155,7 +173,10 @@ def subject_rights(request: HttpRequest) -> HttpResponseBase:
             response = _subject_op(request, op, form, context)
             if response is not None:
                 return response
-            context["form"] = SubjectForm()  # a fresh form: nothing typed is written back, no box stays ticked
+            # The ID stays for the next operation on the same subject, unless the subject is gone; the
+            # confirmation box never stays ticked.
+            kept = {} if context.get("erased") else {"resident_id": form.cleaned_data["resident_id"]}
+            context["form"] = SubjectForm(initial=kept)
     except (UnderwritingError, ApprovalError) as exc:
         messages.error(request, exc.message)
     return TemplateResponse(request, "admin/subject_rights.html", context)

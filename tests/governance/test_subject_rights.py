@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -19,7 +20,8 @@ from audit.services import audit_chain_verify
 from datadomain import services as domain
 from datadomain.models import Condition, Consent, EncryptedFeatureVector, Patient, QuarantinedLine
 from tests.governance.conftest import ALICE_ID, ALICE_NAME, StaffFactory, assert_no_personal_data, signed_in
-from tests.underwriting.conftest import request_body
+from tests import fhir
+from tests.underwriting.conftest import ALICE_BIRTH, request_body
 from underwriting.models import RejectReason, UnderwritingRequest
 
 pytestmark = pytest.mark.django_db
@@ -130,11 +132,14 @@ def test_erasure_destroys_vectors_records_and_identity_and_the_audit_keeps_only_
     assert EncryptedFeatureVector.objects.filter(patient_id=patient_id).exists()  # stored by the pipeline
     assert Condition.objects.filter(patient_id=patient_id).count() == 3
 
-    unconfirmed = post(officer, "erase")
+    review = post(officer, "erase_review")
+    assert review.context["erasure"].subject_ref == SUBJECT_REF
+    assert Patient.objects.filter(pk=patient_id).exists()
+    unconfirmed = post(officer, "erase", erase_subject=SUBJECT_REF)
     assert any("Tick the confirmation box" in message for message in messages_of(unconfirmed))
     assert Patient.objects.filter(pk=patient_id).exists()
 
-    response = post(officer, "erase", confirm_erasure="on")
+    response = post(officer, "erase", erase_subject=SUBJECT_REF, confirm_erasure="on")
     assert any("Subject erased" in message for message in messages_of(response))
     assert not Patient.objects.filter(pk=patient_id).exists()
     assert not EncryptedFeatureVector.objects.filter(patient_id=patient_id).exists()
@@ -158,14 +163,76 @@ def test_erasure_destroys_vectors_records_and_identity_and_the_audit_keeps_only_
     assert len(after.requests) == 2  # what was disclosed to whom stays accountable, under the key alone
 
 
-def test_a_mistyped_resident_id_is_refused_without_repeating_it(officer: Client) -> None:
+def typed_id(response: Any) -> str | None:
+    """The value of the resident ID box on the page, or None when the box is empty."""
+    found = re.search(r'<input[^>]*name="resident_id"[^>]*>', response.content.decode())
+    assert found is not None
+    value = re.search(r'value="([^"]*)"', found.group(0))
+    return value.group(1) if value and value.group(1) else None
+
+
+def test_a_mistyped_resident_id_is_refused_and_kept_for_correction_but_never_in_the_message(officer: Client) -> None:
     mistyped = ALICE_ID[:-1] + ("0" if ALICE_ID[-1] != "0" else "1")
     response = officer.post(PAGE, {"op": "report", "resident_id": mistyped})
     errors = response.context["form"].errors["resident_id"]
     assert errors == ["This is not a valid resident ID."]
     assert "report" not in response.context
-    assert mistyped not in response.content.decode()
+    assert typed_id(response) == mistyped  # kept in the box, to be corrected
+    page = response.content.decode()
+    assert page.count(mistyped) == 1  # in the box only: not in the error, a link or a message
+    assert 'role="alert"' in page.split(mistyped)[0]  # the error is announced, next to the box
+    assert 'aria-invalid="true"' in page
+    assert mistyped not in response["Location" if response.has_header("Location") else "Content-Type"]
+    assert "no-store" in response["Cache-Control"]  # the page holding the ID is never cached
     assert not AuditEntry.objects.filter(action="subject.access_report").exists()
+
+
+def test_the_id_stays_for_the_next_operation_but_not_after_an_erasure(officer: Client, alice: Any) -> None:
+    report = post(officer, "report")
+    assert report.request["PATH_INFO"] == PAGE and "?" not in report.request.get("QUERY_STRING", "?")
+    assert typed_id(report) == ALICE_ID
+    assert typed_id(post(officer, "withdraw")) == ALICE_ID
+    review = post(officer, "erase_review")
+    assert typed_id(review) == ALICE_ID
+    assert 'name="confirm_erasure"' in review.content.decode()
+    assert 'checked' not in re.search(r'<input[^>]*name="confirm_erasure"[^>]*>', review.content.decode()).group(0)
+    assert typed_id(post(officer, "cancel_erasure")) == ALICE_ID
+    erased = post(officer, "erase", erase_subject=SUBJECT_REF, confirm_erasure="on")
+    assert any("Subject erased" in message for message in messages_of(erased))
+    assert typed_id(erased) is None
+    assert ALICE_ID not in erased.content.decode()
+
+
+def test_erasure_needs_the_confirmation_step_that_names_the_subject_and_what_goes(officer: Client, alice: Any) -> None:
+    patient = Patient.objects.get(subject_key=domain.subject_key_for(ALICE_ID))
+    page = post(officer, "erase_review").content.decode()
+    assert "370214********" in page and SUBJECT_REF in page  # names whom
+    for what in ("resident ID, name and birth date", "conditions, encounters and observations",
+                 "encrypted feature vectors", "signed consent forms"):  # fmt: skip
+        assert what in page
+    assert 'class="button-danger"' in page and 'value="erase"' in page
+    # Ticking the box without the confirmation step (no reviewed subject) erases nothing.
+    skipped = post(officer, "erase", confirm_erasure="on")
+    assert any("not the one reviewed" in message for message in messages_of(skipped))
+    assert Patient.objects.filter(pk=patient.pk).exists()
+    # Reviewing one subject and then typing another's ID erases nobody either.
+    other = fhir.resident_id(ALICE_BIRTH, sequence=125)
+    switched = officer.post(
+        PAGE, {"op": "erase", "resident_id": other, "erase_subject": SUBJECT_REF, "confirm_erasure": "on"}
+    )
+    assert any("not the one reviewed" in message for message in messages_of(switched))
+    assert Patient.objects.filter(pk=patient.pk).exists()
+    assert not AuditEntry.objects.filter(action="subject.erase").exists()
+
+
+def test_each_reason_box_has_a_visible_label(officer: Client, two_insurers_asked: list[str]) -> None:
+    page = post(officer, "report").content.decode()
+    boxes = re.findall(r'<input[^>]*name="reason"[^>]*>', page)
+    assert boxes
+    for box in boxes:
+        box_id = re.search(r'id="([^"]+)"', box).group(1)  # type: ignore[union-attr]
+        assert re.search(rf'<label for="{box_id}">[^<]+</label>', page)
+        assert "placeholder" not in box
 
 
 def test_an_explanation_is_asked_for_approved_by_another_officer_and_shown_once(

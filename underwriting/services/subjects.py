@@ -115,6 +115,20 @@ def access_report_rows(report: AccessReport) -> Iterator[list[str]]:
         ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class ErasurePreview:
+    """Whom an erasure would erase, as the confirmation step names them: masked ID and key prefix only."""
+
+    subject_ref: str
+    resident_id_masked: str
+
+
+def subject_erasure_preview(*, resident_id: str) -> ErasurePreview:
+    """Names the subject for the confirmation step before :func:`subject_erase`; reads and records nothing."""
+    key = _subject_key(resident_id)
+    return ErasurePreview(subject_ref=subject_ref(key), resident_id_masked=domain.mask_resident_id(resident_id))
+
+
 def subject_withdraw_consent(*, resident_id: str, by: str) -> int:
     """Withdraw every open consent of the subject; returns how many (each one is audited)."""
     return domain.subject_consents_withdraw(subject_key=_subject_key(resident_id), by=by)
