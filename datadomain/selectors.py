@@ -24,6 +24,12 @@ def catalog_feature_names() -> list[str]:
     return catalog.current().names()
 
 
+def catalog_feature_labels() -> dict[str, str]:
+    """Feature name -> its label from the catalog, in the active language where the catalogue translates it
+    (``datadomain/catalog/labels.py`` keeps the labels in the message catalogue)."""
+    return {name: _(feature.label) for name, feature in catalog.current().features.items()}
+
+
 def catalog_version() -> str:
     """The effective catalog version: declared version plus a hash of the catalog files."""
     return catalog.current().version

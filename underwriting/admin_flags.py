@@ -61,6 +61,11 @@ class MisuseFlagAdmin(admin.ModelAdmin[MisuseFlag]):
             editable = set()
         return [name for name in FLAG_FIELDS if isinstance(name, str) and name not in editable]
 
+    def has_change_permission(self, request: HttpRequest, obj: MisuseFlag | None = None) -> bool:
+        # A closed flag is a record: its page offers no Save (the list's actions still review open ones).
+        closed = obj is not None and obj.status == MisuseFlag.Status.CLOSED
+        return not closed and super().has_change_permission(request, obj)
+
     def save_model(self, request: HttpRequest, obj: MisuseFlag, form: Any, change: bool) -> None:
         # The review goes through the service (who, when, audit), never a bare save of the row.
         flag_review(

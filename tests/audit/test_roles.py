@@ -88,15 +88,17 @@ def test_staff_without_a_role_see_nothing() -> None:
 
 
 def approve(client: Client, manual: RatingManual) -> Any:
-    return client.post(PAGES["manuals"], {"action": "approve_selected", "_selected_action": [manual.pk]})
+    """Through the manual's approval page, with its confirmation ticked (there is no bulk approval)."""
+    url = f"{PAGES['manuals']}{manual.pk}/approve/"
+    return client.post(url, {"confirm": "on", "document_sha256": manual.document_sha256})
 
 
 @pytest.mark.parametrize("role", [roles.AUDITOR, roles.MODEL_REVIEWER])
 def test_only_model_reviewers_approve_manuals(role: str, draft: RatingManual) -> None:
     client, _ = staff_client(role)
     page = client.get(PAGES["manuals"]).content.decode()
-    assert ("approve_selected" in page) is (role == roles.MODEL_REVIEWER)
-    approve(client, draft)
+    assert (f"{draft.pk}/approve/" in page) is (role == roles.MODEL_REVIEWER)
+    assert approve(client, draft).status_code == (302 if role == roles.MODEL_REVIEWER else 403)
     draft.refresh_from_db()
     assert draft.status == ("approved" if role == roles.MODEL_REVIEWER else "draft")
 
