@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from audit.errors import AppError
 from audit.models import Approval
 from audit.services import audit_record
 
@@ -32,13 +33,8 @@ _RESIDENT_ID_LIKE = re.compile(r"\d{17}[\dXx]")
 Staff = AbstractUser | AnonymousUser
 
 
-class ApprovalError(Exception):
-    """A four-eyes rule was broken; ``code`` is machine-readable, ``message`` is for staff."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class ApprovalError(AppError):
+    """A four-eyes rule was broken (:class:`audit.errors.AppError`); ``message`` is for staff."""
 
 
 def may_handle(user: Staff, kind: str) -> bool:

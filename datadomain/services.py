@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Min
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from audit.approvals import Staff, approval_claim
 from audit.models import Approval
@@ -181,7 +182,8 @@ def _evidence_differs(consent: Consent, fields: _ConsentFields) -> bool:
     return any(getattr(consent, name) != value for name, value in fields.items())
 
 
-DIFFERENT_CONSENT = "A different consent was already recorded under this reference."
+# Shown on the portal's form in the user's language (audit.errors.add_to_form), in English in the API.
+DIFFERENT_CONSENT = gettext_noop("A different consent was already recorded under this reference.")
 
 
 def consent_record(
@@ -244,7 +246,7 @@ def consent_record_many(*, insurer_slug: str, evidence: Sequence[ConsentInput]) 
             continue
         consent = records[(item.subject_key, item.reference)]
         if _evidence_differs(consent, fields):
-            results.append(DomainError("invalid_input", DIFFERENT_CONSENT))
+            results.append(DomainError("invalid_input", DIFFERENT_CONSENT, fields={"reference": [DIFFERENT_CONSENT]}))
         else:
             results.append(RecordedConsent.of(consent, withdrawn_at=stopped[id(consent)]))
     return results

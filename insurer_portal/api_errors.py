@@ -1,7 +1,7 @@
 """One JSON error shape for the whole API: ``{"error": {"code", "message", "fields"}}``.
 
-Domain errors map to HTTP here, once. Unexpected exceptions become a bare 500 with no stack trace and
-no input echoed back.
+Every service's refusal (``audit.errors.AppError`` and its subclasses) maps to HTTP here, once, by its
+``code``. Unexpected exceptions become a bare 500 with no stack trace and no input echoed back.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from underwriting.errors import UnderwritingError
+from audit.errors import AppError
 
 logger = logging.getLogger(__name__)
 
+# Any other code is a 400: the client's input was refused.
 STATUS_FOR_CODE = {
     "invalid_input": status.HTTP_400_BAD_REQUEST,
     "idempotency_conflict": status.HTTP_409_CONFLICT,
+    "not_found": status.HTTP_404_NOT_FOUND,
+    "forbidden": status.HTTP_403_FORBIDDEN,
 }
 
 
@@ -33,7 +36,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         # Django's refusals of malformed requests (too many fields, a bad multipart boundary): the client's
         # fault, answered like Django answers them outside the API, never as a 500.
         return error_response(400, "bad_request", "The request could not be read.")
-    if isinstance(exc, UnderwritingError):
+    if isinstance(exc, AppError):
         http_status = STATUS_FOR_CODE.get(exc.code, status.HTTP_400_BAD_REQUEST)
         return error_response(http_status, exc.code, exc.message, exc.fields)
     if isinstance(exc, DatabaseError):
@@ -63,7 +66,7 @@ def body_too_large_response() -> Response:
 
 
 def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+    return {"error": AppError(code, message, fields=fields).as_dict()}
 
 
 def error_response(

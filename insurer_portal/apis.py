@@ -427,8 +427,7 @@ def _batch_item(body: Any) -> SubmitItem | SubmitOutcome:
 
 def _batch_result(index: int, outcome: SubmitOutcome) -> dict[str, Any]:
     if outcome.error is not None:
-        error = outcome.error
-        return {"index": index, "error": {"code": error.code, "message": error.message, "fields": error.fields}}
+        return {"index": index, "error": outcome.error.as_dict()}
     return {"index": index, "request": RequestOutputSerializer(outcome.request).data}
 
 

@@ -15,6 +15,7 @@ from django.db.models import Case, F, JSONField, UUIDField, Value, When
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from audit.errors import AppError
 from audit.services import audit_record
 from insurer_portal import batches, tasks
 from insurer_portal.models import ApiKey, Batch, BatchRow, Insurer, InsurerUser
@@ -24,12 +25,8 @@ from underwriting.services.requests import Applicant, ConsentEvidence, SubmitIte
 from underwriting.services.webhooks import PostResult, post_signed
 
 
-class InsurerError(Exception):
-    """A request about insurers that cannot be carried out; ``code`` is machine-readable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+class InsurerError(AppError):
+    """A request about insurers that cannot be carried out (:class:`audit.errors.AppError`)."""
 
 
 @transaction.atomic

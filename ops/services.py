@@ -10,6 +10,7 @@ from django.db.models import F
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from audit.errors import AppError
 from audit.services import audit_record
 from ops.models import WorkerHeartbeat
 
@@ -33,7 +34,7 @@ def heartbeat_record(*, queue: str, hostname: str) -> WorkerHeartbeat:
     return rows.get()
 
 
-class EnrolmentError(Exception):
+class EnrolmentError(AppError):
     """A staff authenticator cannot be enrolled (unknown user, not staff, or one exists already)."""
 
 
@@ -52,10 +53,12 @@ def staff_totp_enrol(*, username: str, replace: bool = False, operator: str = ""
     added to the staff member's authenticator app in person. Audited; the key never is."""
     user = User.objects.filter(username=username).first()
     if user is None or not user.is_staff:
-        raise EnrolmentError(f"'{username}' is not a staff user.")
+        raise EnrolmentError("not_staff", f"'{username}' is not a staff user.")
     existing = TOTPDevice.objects.filter(user=user)
     if existing.filter(confirmed=True).exists() and not replace:
-        raise EnrolmentError(f"'{username}' already has an authenticator; use --replace to issue a new one.")
+        raise EnrolmentError(
+            "authenticator_exists", f"'{username}' already has an authenticator; use --replace to issue a new one."
+        )
     replaced = existing.count()
     existing.delete()
     device = TOTPDevice.objects.create(user=user, name="staff authenticator", confirmed=True)

@@ -7,10 +7,9 @@ import uuid
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.translation import gettext as _
 
+from audit.errors import add_to_form
 from datadomain.consent_store import consent_artifact_store
-from datadomain.errors import DomainError
 from insurer_portal import selectors
 from insurer_portal.forms import RequestFilterForm, RequestSubmitForm
 from insurer_portal.models import InsurerUser
@@ -21,6 +20,12 @@ from underwriting.models import UnderwritingRequest
 from underwriting.services.requests import Applicant, ConsentEvidence, body_fingerprint, request_submit
 
 PAGE_SIZE = 25
+# The submission's input field paths (as the API names them) and this form's fields.
+SUBMIT_FIELDS = {
+    "applicant.resident_id": "resident_id",
+    "applicant.name": "name",
+    "consent.reference": "consent_reference",
+}
 
 
 def _manual_choices(membership: InsurerUser) -> list[tuple[str, str]]:
@@ -39,9 +44,7 @@ def request_new(request: HttpRequest, membership: InsurerUser) -> HttpResponse:
         try:
             created = _submit(form.cleaned_data, membership, token)
         except UnderwritingError as exc:
-            form.add_error(None, _("The request was refused: %(code)s.") % {"code": exc.code})
-        except DomainError:
-            form.add_error("consent_reference", _("A different consent was already recorded under this reference."))
+            add_to_form(form, exc, fields=SUBMIT_FIELDS)
         else:
             return redirect("portal:request-detail", request_id=created.pk)
     return render(request, "portal/requests/new.html", {"form": form, "membership": membership, "submission": token})

@@ -98,6 +98,26 @@ def test_double_submission_of_one_form_makes_one_request(
     assert UnderwritingRequest.objects.count() == 1
 
 
+@pytest.mark.parametrize(
+    ("language", "message"),
+    [
+        ("en", "A different consent was already recorded under this reference."),
+        ("zh-hans", "此编号下已记录了另一份同意书。"),
+    ],
+)
+def test_a_consent_reference_reused_with_another_form_is_a_form_error(
+    uw_client: Client, alice: dict[str, str], approved_manuals: list[RatingManual], language: str, message: str
+) -> None:
+    uw_client.post("/portal/requests/new/", form_data())
+    other_form = SimpleUploadedFile("consent.pdf", FORM + b" (another)", content_type="application/pdf")
+    response = uw_client.post(
+        "/portal/requests/new/", form_data(reference="APP-101", consent_file=other_form), HTTP_ACCEPT_LANGUAGE=language
+    )
+    assert response.status_code == 200  # the form again, not a rejected request
+    assert response.context["form"].errors["consent_reference"] == [message]
+    assert UnderwritingRequest.objects.count() == 1
+
+
 def test_list_filters_searches_and_says_when_empty(
     uw_client: Client, alice: dict[str, str], approved_manuals: list[RatingManual]
 ) -> None:

@@ -220,8 +220,10 @@ def test_consent_reference_reused_with_other_evidence_is_invalid_input(
 ) -> None:
     submit(api, request_body(alice, reference="A"))
     response = submit(api, request_body(alice, reference="B", artifact_sha256="b" * 64))
-    assert response.status_code == 202
-    assert (response.json()["status"], response.json()["reason"]) == ("rejected", "invalid_input")
+    assert response.status_code == 400  # the insurer's own input, refused like an invalid field: no request
+    error = response.json()["error"]
+    assert (error["code"], list(error["fields"])) == ("invalid_input", ["consent.reference"])
+    assert UnderwritingRequest.objects.count() == 1
 
 
 def test_odd_time_zone_offsets_in_filters_are_handled(api: APIClient) -> None:

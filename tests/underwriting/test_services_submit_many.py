@@ -104,22 +104,23 @@ def test_outcomes_and_reasons_follow_the_checks_in_order(
             item("110105194912310021", reference="bad-id"),
         ],
     )
-    assert [status_of(o) for o in outcomes[:6]] == [
+    assert [status_of(o) for o in outcomes[:5]] == [
         ("extracting", ""),
         ("rejected", "manual_not_approved"),
         ("rejected", "not_verified"),  # unknown ID, wrong name and invalid consent: one answer
         ("rejected", "not_verified"),
         ("rejected", "not_verified"),
-        ("rejected", "invalid_input"),
     ]
-    assert all(o.created for o in outcomes[:6])
-    error = outcomes[6].error
-    assert error is not None
-    assert (error.code, error.fields) == (
+    assert all(o.created for o in outcomes[:5])
+    reused, bad_id = outcomes[5].error, outcomes[6].error
+    assert reused is not None  # the insurer's own input, refused like an invalid field: no request
+    assert (reused.code, list(reused.fields)) == ("invalid_input", ["consent.reference"])
+    assert bad_id is not None
+    assert (bad_id.code, bad_id.fields) == (
         "invalid_input",
         {"applicant.resident_id": ["Not a valid ID."]},
     )
-    assert UnderwritingRequest.objects.count() == 6
+    assert UnderwritingRequest.objects.count() == 5
     saved = {r.reference: r for r in UnderwritingRequest.objects.select_related("manual")}
     assert saved["ok"].manual is not None
     assert saved["ok"].consent_id is not None
@@ -183,7 +184,8 @@ def test_consent_is_recorded_once_per_reference_and_stays_immutable(
     assert Consent.objects.count() == 1
     assert first[0].request.consent_id == first[1].request.consent_id  # type: ignore[union-attr]
     again = submit(insurer, [item(*people[0], reference="c"), item(*people[0], reference="d", sha="d" * 64)])
-    assert [status_of(o) for o in again] == [("extracting", ""), ("rejected", "invalid_input")]
+    assert status_of(again[0]) == ("extracting", "")
+    assert again[1].error is not None and list(again[1].error.fields) == ["consent.reference"]
     assert Consent.objects.count() == 1
     assert AuditEntry.objects.filter(action="consent.record").count() == 1
 

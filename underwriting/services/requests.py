@@ -41,6 +41,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from audit.services import Event, audit_record_many, subject_ref
 from datadomain import residents as domain_residents
@@ -183,24 +184,30 @@ class _Submitter:
 
 @dataclass
 class _Draft:
-    """An item on its way to a request row; ``verdict`` stays None while the item may proceed, else it is
-    a rejection reason. ``failure``: which check refused a ``not_verified`` one, for bureau staff."""
+    """An item on its way to a request row, in the status verification decided for it: ``extracting``
+    while it may proceed, ``rejected`` with a ``reason``, or ``awaiting_consent`` with a ``confirmation``
+    (resident-confirmation mode; ``reachable``: identity matched). ``failure``: which check refused a
+    ``not_verified`` one, for bureau staff. ``error``: the item's input is refused and no request is made."""
 
     index: int
     item: SubmitItem
     request: UnderwritingRequest
     manual: RatingManual | None = None
-    verdict: str | None = None
+    status: RequestStatus = RequestStatus.EXTRACTING
+    reason: RejectReason | None = None
     failure: VerificationFailure | None = None
-    # Resident-confirmation mode: the request waits for the resident (``reachable``: identity matched).
     confirmation: ConsentConfirmation | None = None
+    error: UnderwritingError | None = None
 
-    def decide(self, verdict: str) -> None:
-        self.verdict = str(verdict)
+    def reject(self, reason: RejectReason) -> None:
+        self.status, self.reason = RequestStatus.REJECTED, reason
+
+    def refuse(self, error: UnderwritingError) -> None:
+        self.status, self.error = RequestStatus.REJECTED, error
 
 
 def _pending(drafts: list[_Draft]) -> list[_Draft]:
-    return [draft for draft in drafts if draft.verdict is None]
+    return [draft for draft in drafts if draft.status == RequestStatus.EXTRACTING]
 
 
 def _submit_chunk(submitter: _Submitter, items: Sequence[SubmitItem]) -> list[SubmitOutcome]:
@@ -242,9 +249,15 @@ def _submit_once(submitter: _Submitter, items: Sequence[SubmitItem]) -> list[Sub
             if key:
                 claimed[key] = drafts[-1]
     _verify(drafts, submitter, now)
+    refused = {draft.index: SubmitOutcome(error=draft.error) for draft in drafts if draft.error is not None}
+    drafts = [draft for draft in drafts if draft.error is None]
     _save(drafts, submitter, now)
+    outcomes.update(refused)
     outcomes.update((draft.index, SubmitOutcome(request=draft.request, created=True)) for draft in drafts)
-    outcomes.update((index, _replay(first.request, items[index].body_sha256)) for index, first in repeats)
+    outcomes.update(
+        (index, refused.get(first.index) or _replay(first.request, items[index].body_sha256))
+        for index, first in repeats
+    )
     return [outcomes[index] for index in range(len(items))]
 
 
@@ -279,7 +292,7 @@ def _requests_by_idempotency_key(insurer_id: int, items: Sequence[SubmitItem]) -
 def _replay(existing: UnderwritingRequest, body_sha256: str) -> SubmitOutcome:
     if existing.body_sha256 != body_sha256:
         error = UnderwritingError(
-            "idempotency_conflict", "This Idempotency-Key was already used with a different request body."
+            "idempotency_conflict", gettext_noop("This Idempotency-Key was already used with a different request body.")
         )
         return SubmitOutcome(error=error)
     return SubmitOutcome(request=existing, created=False)
@@ -287,7 +300,9 @@ def _replay(existing: UnderwritingRequest, body_sha256: str) -> SubmitOutcome:
 
 def _invalid_resident_id() -> UnderwritingError:
     return UnderwritingError(
-        "invalid_input", "The request has invalid fields.", fields={"applicant.resident_id": ["Not a valid ID."]}
+        "invalid_input",
+        gettext_noop("The request has invalid fields."),
+        fields={"applicant.resident_id": [gettext_noop("Not a valid ID.")]},
     )
 
 
@@ -313,7 +328,7 @@ def _new_request(submitter: _Submitter, item: SubmitItem, now: datetime) -> Unde
 
 
 def _verify(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
-    """Decide each draft: it proceeds (verdict None) or is rejected with a reason.
+    """Decide each draft: it proceeds (``extracting``), is rejected with a reason, or its input is refused.
 
     Order matters: the manual first (cheap, no personal data), then the rate limits, which look at nothing
     but the subject key and the requests already made, then identity and consent together. Each step looks
@@ -331,7 +346,7 @@ def _check_manuals(drafts: list[_Draft], insurer_slug: str) -> None:
     for draft in drafts:
         draft.manual = manuals.get(draft.item.manual_slug)
         if draft.manual is None:
-            draft.decide(RejectReason.MANUAL_NOT_APPROVED)
+            draft.reject(RejectReason.MANUAL_NOT_APPROVED)
 
 
 def _check_identity_and_consent(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
@@ -348,10 +363,13 @@ def _check_identity_and_consent(drafts: list[_Draft], submitter: _Submitter, now
     evidence = [_consent_input(draft.request.subject_key, draft.item.consent) for draft in drafts]
     recorded = domain.consent_record_many(insurer_slug=submitter.insurer_slug, evidence=evidence)
     for draft, check, consent in zip(drafts, checks, recorded, strict=True):
-        if check is None or isinstance(consent, DomainError):
-            # A malformed ID (refused before, kept as a guard), malformed evidence, or a reference reused
-            # with different evidence (evidence is immutable): the insurer's own input, not the person.
-            draft.decide(RejectReason.INVALID_INPUT)
+        if isinstance(consent, DomainError):
+            # Malformed evidence, or a reference reused with different evidence (evidence is immutable):
+            # the insurer's own input, refused like an invalid field, whoever the person is.
+            draft.refuse(_consent_refused(consent))
+            continue
+        if check is None:  # a malformed ID, refused before submission; kept as a guard
+            draft.reject(RejectReason.INVALID_INPUT)
             continue
         if submitter.consent_mode == ConsentMode.RESIDENT:
             _await_resident(draft, reachable=check.outcome == "matched", submitter=submitter, now=now)
@@ -365,15 +383,22 @@ def _check_identity_and_consent(drafts: list[_Draft], submitter: _Submitter, now
         ):
             problem = VerificationFailure.Consent.NO_FORM
         if check.outcome != "matched" or problem is not None:
-            draft.decide(RejectReason.NOT_VERIFIED)
+            draft.reject(RejectReason.NOT_VERIFIED)
             draft.failure = VerificationFailure(
                 request=draft.request, identity=check.outcome, consent=problem or VerificationFailure.Consent.VALID
             )
 
 
+def _consent_refused(error: DomainError) -> UnderwritingError:
+    """The domain's refusal of the evidence, its fields named as the request's (``consent.reference``)."""
+    fields = {f"consent.{name}": messages for name, messages in error.fields.items()}
+    return UnderwritingError(error.code, error.message, fields=fields or {"consent": [error.message]})
+
+
 def _await_resident(draft: _Draft, *, reachable: bool, submitter: _Submitter, now: datetime) -> None:
     """Resident mode: the insurer's own consent claim proves nothing; the request waits for the resident.
     Whether the resident can be asked (``reachable``) is kept for staff and the resident page only."""
+    draft.status = RequestStatus.AWAITING_CONSENT
     draft.confirmation = ConsentConfirmation(
         request=draft.request,
         subject_key=draft.request.subject_key,
@@ -434,7 +459,7 @@ def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> N
             or this_month >= month_limit
             or (by_insurer >= insurer_limit and override_use(request=draft.request) is None)
         ):
-            draft.decide(RejectReason.RATE_LIMITED)
+            draft.reject(RejectReason.RATE_LIMITED)
         else:
             seen[:] = [count + 1 for count in seen]
 
@@ -455,12 +480,12 @@ def _save(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
     waiting = [draft.confirmation for draft in drafts if draft.confirmation is not None]
     ConsentConfirmation.objects.bulk_create(waiting)
     audit_record_many(event for draft in drafts for event in _audit_events(draft))
-    if any(draft.verdict is None and draft.confirmation is None for draft in drafts):
+    if any(draft.status == RequestStatus.EXTRACTING for draft in drafts):
         # The comparison grant is issued by the data domain when it extracts the features, not here.
         stage_wake_on_commit("extract")
     # The domain tells the matched residents it holds a phone number for; nobody else hears of it.
     domain_residents.residents_notify_on_commit(subject_keys=[c.subject_key for c in waiting if c.reachable])
-    settled = [draft.request.pk for draft in drafts if draft.verdict is not None or draft.confirmation is not None]
+    settled = [draft.request.pk for draft in drafts if draft.status != RequestStatus.EXTRACTING]
     if settled:
         # No ``?wait`` can be waiting for these yet (nobody has their ids), so no wake-up is published.
         webhooks_enqueue_for_requests(request_ids=settled)
@@ -469,14 +494,11 @@ def _save(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
 def _settle(draft: _Draft, now: datetime) -> None:
     """Put the request in the status its verification decided, as the guarded transitions would."""
     request = draft.request
-    if draft.verdict is None and draft.confirmation is not None:
-        request.status, request.manual = RequestStatus.AWAITING_CONSENT, draft.manual
-        return
-    if draft.verdict is None:
-        request.status, request.manual = RequestStatus.EXTRACTING, draft.manual
-        return
-    request.status, request.reason = RequestStatus.REJECTED, draft.verdict
-    request.completed_at = now
+    request.status = draft.status
+    if draft.status == RequestStatus.REJECTED:
+        request.reason, request.completed_at = str(draft.reason), now
+    else:
+        request.manual = draft.manual
 
 
 def _events(draft: _Draft) -> list[RequestEvent]:
