@@ -7,6 +7,7 @@ import binascii
 import unicodedata
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
@@ -21,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from insurer_portal.api_errors import flatten
+from insurer_portal.api_errors import error_body, flatten
 from insurer_portal.authentication import (
     ApiKeyAuthentication,
     ApiKeyBatchItemThrottle,
@@ -155,16 +156,34 @@ class BatchItemsField(serializers.ListField):
         return list(data)
 
 
+def batch_size_messages(limit: int) -> dict[str, Any]:
+    """Why a batch is refused as a whole, each message with the limits (DRF's say "this list", "elements")."""
+    missing = f'Send the batch\'s items as a list under "requests": 1 to {limit} requests.'
+    return {
+        "required": missing,
+        "null": missing,
+        "not_a_list": f'"requests" must be a list of 1 to {limit} requests, not a {{input_type}}.',
+        "empty": f"The batch is empty: send 1 to {limit} requests.",
+        "min_length": f"The batch is empty: send 1 to {limit} requests.",
+        "max_length": (
+            f"A batch holds at most {limit} requests (API_BATCH_MAX_ITEMS): split yours into batches of {limit} "
+            "or fewer."
+        ),
+    }
+
+
 class BatchInputSerializer(serializers.Serializer[Any]):
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         # Built per instance so that the limit is the setting's current value.
+        limit = int(settings.API_BATCH_MAX_ITEMS)
         return {
             "requests": BatchItemsField(
                 child=BatchItemInputSerializer(),
                 allow_empty=False,
                 min_length=1,
-                max_length=settings.API_BATCH_MAX_ITEMS,
-                help_text=f"1 to API_BATCH_MAX_ITEMS ({settings.API_BATCH_MAX_ITEMS}) underwriting requests.",
+                max_length=limit,
+                help_text=f"1 to API_BATCH_MAX_ITEMS ({limit}) underwriting requests.",
+                error_messages=batch_size_messages(limit),
             )
         }
 
@@ -185,6 +204,15 @@ class BatchOutputSerializer(serializers.Serializer[Any]):
     results = BatchResultSerializer(many=True, help_text="one per item, in input order")
 
 
+def example_page_link(position: str, *, reverse: bool = False) -> str:
+    """A page link as the list gives them out (DRF's cursor encoding), for the schema's examples."""
+    tokens = {"r": "1", "p": position} if reverse else {"p": position}
+    cursor = base64.b64encode(urlencode(tokens).encode()).decode()
+    return f"https://underwriting.example.org/api/v1/underwriting-requests?{urlencode({'cursor': cursor})}"
+
+
+EXAMPLE_NEXT_LINK = example_page_link("2026-11-23T02:00:00.120000+00:00")
+EXAMPLE_PREVIOUS_LINK = example_page_link("2026-11-23T02:05:00.310000+00:00", reverse=True)
 INVALID_CURSOR = "Not a cursor this API gave out: use the next or previous link of a page, or start without one."
 
 
@@ -193,6 +221,25 @@ class RequestPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+    cursor_query_description = (
+        "Where the page starts: leave it out for the newest requests, then follow the `next` (older) or "
+        "`previous` (newer) link of the page you have, which carries it."
+    )
+    page_size_query_description = f"Requests per page, 1 to {max_page_size} (default {page_size})."
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        link = {"type": ["string", "null"], "format": "uri"}
+        return {
+            "type": "object",
+            "required": ["next", "previous", "results"],
+            "properties": {
+                "next": {**link, "description": "The next (older) page; null on the last page.",
+                         "example": EXAMPLE_NEXT_LINK},
+                "previous": {**link, "description": "The previous (newer) page; null on the first page.",
+                             "example": EXAMPLE_PREVIOUS_LINK},
+                "results": schema,
+            },
+        }  # fmt: skip
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         """DRF answers an undecodable cursor with 404 and hands a decodable one's position to the database
@@ -273,17 +320,37 @@ class InsurerAPIView(APIView):
         },
         examples=[
             OpenApiExample("Request", value=EXAMPLE_BODY, request_only=True),
-            OpenApiExample("Accepted", value=EXAMPLE_RESPONSE, response_only=True),
+            OpenApiExample("Accepted", value=EXAMPLE_RESPONSE, response_only=True, status_codes=[202]),
         ],
     ),
     get=extend_schema(
         operation_id="underwriting_requests_list",
         summary="List your underwriting requests (newest first)",
         parameters=[
-            OpenApiParameter("status", OpenApiTypes.STR, enum=[s.value for s in RequestStatus]),
-            OpenApiParameter("reference", OpenApiTypes.STR),
-            OpenApiParameter("created_after", OpenApiTypes.DATETIME),
-            OpenApiParameter("created_before", OpenApiTypes.DATETIME),
+            OpenApiParameter(
+                "status",
+                OpenApiTypes.STR,
+                enum=[s.value for s in RequestStatus],
+                description="Only requests in this status (e.g. `completed`, `rejected`); another value is a 400.",
+            ),
+            OpenApiParameter(
+                "reference",
+                OpenApiTypes.STR,
+                description="Only requests with exactly this `reference` (your own, as you submitted it).",
+            ),
+            OpenApiParameter(
+                "created_after",
+                OpenApiTypes.DATETIME,
+                description=(
+                    "Only requests created at or after this ISO 8601 date-time, with its time zone "
+                    "(e.g. `2026-11-01T00:00:00+08:00`); one without a time zone is a 400."
+                ),
+            ),
+            OpenApiParameter(
+                "created_before",
+                OpenApiTypes.DATETIME,
+                description="Only requests created before this ISO 8601 date-time, with its time zone.",
+            ),
         ],
         responses={
             200: RequestOutputSerializer(many=True),
@@ -388,10 +455,30 @@ EXAMPLE_BATCH_RESPONSE = {
             "or its error. A body that is not a list of items, is empty or is too long is refused as a whole."
         ),
         request=BatchInputSerializer,
-        responses={202: BatchOutputSerializer, 400: OpenApiResponse(description="Not a list of 1 to N items")},
+        responses={
+            202: BatchOutputSerializer,
+            400: OpenApiResponse(
+                description=(
+                    "The batch as a whole was refused, nothing was submitted: `requests` is missing, is not a list, "
+                    f"is empty or holds more than API_BATCH_MAX_ITEMS ({settings.API_BATCH_MAX_ITEMS}) items "
+                    "(`fields.requests` says which). An item's own invalid fields are not a 400: they are that "
+                    "item's error in the 202 results."
+                ),
+                examples=[
+                    OpenApiExample(
+                        "Too many items",
+                        value=error_body(
+                            "invalid_input",
+                            "The request has invalid fields.",
+                            {"requests": [batch_size_messages(settings.API_BATCH_MAX_ITEMS)["max_length"]]},
+                        ),
+                    )
+                ],
+            ),
+        },
         examples=[
             OpenApiExample("Batch", value=EXAMPLE_BATCH_BODY, request_only=True),
-            OpenApiExample("Results", value=EXAMPLE_BATCH_RESPONSE, response_only=True),
+            OpenApiExample("Results", value=EXAMPLE_BATCH_RESPONSE, response_only=True, status_codes=[202]),
         ],
     )
 )
@@ -427,7 +514,8 @@ def _batch_item(body: Any) -> SubmitItem | SubmitOutcome:
 
 def _batch_result(index: int, outcome: SubmitOutcome) -> dict[str, Any]:
     if outcome.error is not None:
-        return {"index": index, "error": outcome.error.as_dict()}
+        error = outcome.error
+        return {"index": index, "error": {"code": error.code, "message": error.message, "fields": error.fields}}
     return {"index": index, "request": RequestOutputSerializer(outcome.request).data}
 
 
@@ -436,6 +524,12 @@ def _batch_result(index: int, outcome: SubmitOutcome) -> dict[str, Any]:
         operation_id="underwriting_requests_retrieve",
         summary="Read one underwriting request",
         parameters=[
+            OpenApiParameter(
+                "request_id",
+                OpenApiTypes.UUID,
+                OpenApiParameter.PATH,
+                description="The request's `id`, as the submission answered it.",
+            ),
             OpenApiParameter(
                 "wait",
                 OpenApiTypes.NUMBER,

@@ -241,7 +241,7 @@ STORAGES = {
 
 # --- REST API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "insurer_portal.api_docs.InsurerApiSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
@@ -249,6 +249,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
 }
+# The portal's font stack (static/css/app.css): the API docs load no web fonts.
+SYSTEM_FONTS = 'system-ui, -apple-system, "PingFang SC", "Microsoft YaHei", "Noto Sans CJK SC", sans-serif'
 SPECTACULAR_SETTINGS = {
     "TITLE": "Underwriting API",
     "DESCRIPTION": (
@@ -256,11 +258,31 @@ SPECTACULAR_SETTINGS = {
         "result tier. Raw medical records never leave the data domain."
     ),
     "VERSION": "1.0.0",
+    # 3.1 for the webhooks (insurer_portal.api_docs: the events, their payload, signature and retries).
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": [
+        f"insurer_portal.api_docs.{name}_WEBHOOK"
+        for name in ("AWAITING_CONSENT", "COMPLETED", "REJECTED", "UNRATED", "FAILED", "TEST")
+    ],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "insurer_portal.api_docs.add_guide_and_webhook_headers",
+    ],
     "SERVE_INCLUDE_SCHEMA": False,
-    # Self-hosted Swagger UI and ReDoc assets: no CDN.
+    # Self-hosted Swagger UI and ReDoc assets: no CDN, no web fonts, no online validator.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "REDOC_DIST": "SIDECAR",
+    "REDOC_UI_SETTINGS": {
+        "theme": {
+            "typography": {
+                "fontFamily": SYSTEM_FONTS,
+                "headings": {"fontFamily": SYSTEM_FONTS},
+                "code": {"fontFamily": "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace"},
+            }
+        }
+    },
 }
 
 # --- Celery --------------------------------------------------------------------------------------
@@ -495,15 +517,19 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 # Swagger UI and ReDoc start with inline scripts and ReDoc runs a blob: worker; they hold no personal data.
+# Everything else they load comes from this server (no CDN, no web fonts: templates/api/redoc.html).
 CONTENT_SECURITY_POLICY_DOCS = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF, UNSAFE_INLINE],
         "style-src": [SELF, UNSAFE_INLINE],
         "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
         "worker-src": [SELF, "blob:"],
         "object-src": [NONE],
         "base-uri": [SELF],
+        "form-action": [SELF],
         "frame-ancestors": [NONE],
     }
 }
