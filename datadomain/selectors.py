@@ -88,6 +88,10 @@ class KeyRow:
     created_at: datetime
     vectors: int
 
+    @property
+    def status_label(self) -> str:
+        return str(CustodianKey.Status(self.status).label)
+
 
 @dataclass(frozen=True)
 class ReencryptionProgress:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from ops import admin_totp  # noqa: F401 - registers the staff authenticators' admin
 from ops.models import WorkerHeartbeat
 
 

@@ -235,3 +235,53 @@ def test_read_only_records_offer_no_save_or_delete_even_to_a_superuser(
         f"/admin/underwriting/misuseflag/{closed.pk}/change/",
     ):
         no_save_buttons(root, url)
+
+
+def test_the_catalog_labels_are_all_named_for_translation_and_translated() -> None:
+    from django.utils import translation
+
+    from datadomain import catalog, selectors
+    from datadomain.catalog.labels import LABELS
+
+    assert {feature.label for feature in catalog.current().features.values()} == set(LABELS)
+    with translation.override("zh-hans"):
+        labels = selectors.catalog_feature_labels()
+    assert labels["charlson.chf"] == "充血性心力衰竭"
+    untranslated = [label for label in labels.values() if not re.search(r"[\u4e00-\u9fff]", label)]
+    assert untranslated == []
+
+
+def test_the_admin_index_and_lists_name_every_app_and_model_in_chinese(staff: StaffFactory) -> None:
+    """No raw app label ("Otp_Totp") or English model name on the index; django-otp's pages in Chinese too."""
+    from tests.factories import UserFactory
+    from tests.staff import authenticator
+
+    root = UserFactory(username="root", is_staff=True, is_superuser=True)
+    client = signed_in(root)
+    client.cookies["django_language"] = "zh-hans"
+    index = client.get("/admin/", headers={"accept-language": "zh-hans"}).content.decode()
+    captions = [
+        re.sub(r"<[^>]+>", "", caption).strip() for caption in re.findall(r"<caption>(.*?)</caption>", index, re.S)
+    ]
+    names = [
+        re.sub(r"<[^>]+>", "", name).strip()
+        for name in re.findall(r'<th scope="row"[^>]*>\s*(<a[^>]*>.*?</a>)', index, re.S)
+    ]
+    assert "双因素认证" in captions
+    for text in (*captions, *names):
+        assert re.search(r"[\u4e00-\u9fff]", text), text
+    assert "Otp_Totp" not in index
+    assert "TOTP device" not in index
+    device = authenticator(root)
+    for url in ("/admin/otp_totp/totpdevice/", f"/admin/otp_totp/totpdevice/{device.pk}/change/"):
+        page = client.get(url).content.decode()
+        for english in (
+            "TOTP device",
+            "Otp_Totp",
+            "Created at",
+            "Last used at",
+            "Identity",
+            "Throttling",
+            "Model name",
+        ):
+            assert english not in page, (url, english)
