@@ -10,7 +10,8 @@ request path:
   later change opens the link again);
 - **records not yet linked**: records quarantined as ``dangling_subject`` that reference one of the
   subject's source Patient ids (they arrived before their Patient) hold the subject until they are
-  re-processed.
+  re-read, which ingest does at the end of every run once their Patient is known
+  (``ingest.runner.Ingester.release_held``).
 
 A held subject gets no feature vector (``held``): its requests are refused, never answered on partial
 or possibly foreign records. The check runs after consent verification, so it adds no existence oracle
@@ -22,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from datadomain.models import PatientSource, QuarantinedLine
@@ -63,24 +64,18 @@ def open_conflicts(patient_ids: Iterable[int]) -> set[int]:
 
 
 def unlinked_records(patient_ids: Iterable[int]) -> set[int]:
-    """Subjects with open ``dangling_subject`` lines that reference one of their source Patient ids: one
-    scan of the open dangling lines per 200 source ids, whatever the number of subjects."""
-    open_lines = QuarantinedLine.objects.filter(reason_code="dangling_subject", resolved_at__isnull=True)
-    if not open_lines.exists():
-        return set()
+    """Subjects with open ``dangling_subject`` lines (held records) that reference one of their source
+    Patient ids: an index lookup per 500 source ids (the partial index of open held lines)."""
     sources = dict(
         PatientSource.objects.filter(patient_id__in=list(patient_ids)).values_list("resource_id", "patient_id")
     )
-    held: set[int] = set()
     ids = sorted(sources)
-    for start in range(0, len(ids), 200):
-        chunk = ids[start : start + 200]
-        patterns = [(f'Patient/{rid}"', f"Patient/{rid}/_history/", rid) for rid in chunk]
-        query = Q()
-        for quoted, versioned, _ in patterns:
-            query |= Q(raw_line__contains=quoted) | Q(raw_line__contains=versioned)
-        for raw in open_lines.filter(query).values_list("raw_line", flat=True).iterator():
-            held.update(sources[rid] for quoted, versioned, rid in patterns if quoted in raw or versioned in raw)
+    held: set[int] = set()
+    for start in range(0, len(ids), 500):
+        waiting = QuarantinedLine.objects.filter(
+            reason_code="dangling_subject", resolved_at__isnull=True, subject_ref__in=ids[start : start + 500]
+        )
+        held.update(sources[reference] for reference in waiting.values_list("subject_ref", flat=True).distinct())
     return held
 
 

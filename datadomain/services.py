@@ -676,9 +676,11 @@ def quarantine_reprocess(*, quarantined_id: int) -> bool:
     parsed = parse_batch(ingester.parser, line.source_path, lines, line.line_number, copy=False)
     rejects = ingester.write(parsed)
     if rejects:
-        _, line.reason_code, line.reason = rejects[0]
-        line.save(update_fields=["reason_code", "reason"])
+        line.reason_code, line.reason, line.subject_ref = rejects[0].code, rejects[0].reason, rejects[0].subject_ref
+        line.save(update_fields=["reason_code", "reason", "subject_ref"])
         return False
     line.resolved_at = timezone.now()
     line.save(update_fields=["resolved_at"])
+    if "Patient" in parsed.tables:  # the records held for this Patient now count
+        ingester.release_held()
     return True

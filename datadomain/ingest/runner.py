@@ -9,6 +9,12 @@ A damaged file (a truncated or corrupt gzip, a ``.gz`` that is not gzip, a read 
 read before the break; the break is quarantined with a reason, listed in the summary, and the run goes
 on with the next file.
 
+A record whose subject Patient is not known yet (it came in an earlier file or batch than its Patient,
+or from a hospital whose Patient file comes later) is held in the quarantine as ``dangling_subject``,
+with the Patient id it waits for; at the end of every run, the held records whose Patient has arrived
+are re-read (``Ingester.release_held``). Until then the subject's requests are refused, never answered
+on partial records (``datadomain.linkage``).
+
 With ``workers`` > 0, batches are parsed and validated in worker processes (pure Python, no database)
 while the main process writes the previous batch, so parsing and the database server each keep a core
 busy. Batches are still committed strictly in file order.
@@ -26,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from multiprocessing.pool import AsyncResult
 from pathlib import Path
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -36,7 +43,7 @@ from datadomain import mapping
 from datadomain.ingest import writer
 from datadomain.ingest.parse import LineError, Parser, Row
 from datadomain.ingest.source import BREAKS, LineSource, Rejected, file_break
-from datadomain.models import IngestBatch, IngestCheckpoint, QuarantinedLine
+from datadomain.models import IngestBatch, IngestCheckpoint, PatientSource, QuarantinedLine
 
 ANALYZE_AFTER_ROWS = 10_000
 BATCH_MAX_BYTES = 32 << 20  # a batch ends after this many bytes of lines, whatever its number of lines
@@ -45,13 +52,24 @@ CONFLICT = (
     "version_conflict",
     "a resource with this id and version was already ingested with different content: the stored one is kept",
 )
+HELD_REASON = "the subject Patient is not in the domain store yet: the record is re-read when it arrives"
 RELINKED = (
     "relinked_patient",
     "this Patient id is linked to another resident ID: its records stay with that subject until staff resolve it",
 )
+DANGLING = "dangling_subject"
 TYPES = ("Patient", "Condition", "Encounter", "Observation")
 TABLES = {"Patient": writer.PATIENT, "Condition": writer.CONDITION, "Encounter": writer.ENCOUNTER,
           "Observation": writer.OBSERVATION}  # fmt: skip
+
+
+class Reject(NamedTuple):
+    """A line to quarantine: its number, why, and for a held record the Patient id it waits for."""
+
+    number: int
+    code: str
+    reason: str
+    subject_ref: str = ""
 
 
 @dataclass
@@ -62,6 +80,7 @@ class Summary:
     quarantined: Counter[str] = field(default_factory=Counter)  # by reason code
     lines: int = 0
     skipped_lines: int = 0  # already committed by an earlier run
+    released: int = 0  # held records re-read once their Patient was known
     files: int = 0
     seconds: float = 0.0
     broken: list[tuple[str, str, int]] = field(default_factory=list)  # (file, break code, line)
@@ -74,6 +93,7 @@ class Summary:
         out = [f"{'type':<12} {'new':>10} {'updated':>10} {'unchanged':>10}"]
         for kind in TYPES:
             out.append(f"{kind:<12} {self.inserted[kind]:>10} {self.updated[kind]:>10} {self.unchanged[kind]:>10}")
+        out.append(f"held records re-read now that their Patient is known: {self.released}")
         out.append(f"quarantined: {sum(self.quarantined.values())}")
         out.extend(f"  {code}: {count}" for code, count in sorted(self.quarantined.items()))
         out.append(
@@ -115,7 +135,7 @@ class ParsedBatch:
     source: str
     last_line: int
     tables: dict[str, writer.Payload]
-    rejects: list[tuple[int, str, str]]  # (line number, reason code, reason)
+    rejects: list[Reject]
     superseded: Counter[str]
 
 
@@ -124,21 +144,21 @@ def parse_batch(parser: Parser, source: str, lines: list[tuple[int, bytes]], las
     other content is a conflict: the first is kept); the same resident ID under several Patient ids links
     them all to one subject (record linkage, see the writer). With ``copy``, rows are turned into PostgreSQL
     COPY text here."""
-    rejects: list[tuple[int, str, str]] = []
+    rejects: list[Reject] = []
     superseded: Counter[str] = Counter()
     buckets: dict[str, dict[str, tuple[int, Row]]] = {kind: {} for kind in TYPES}
     for number, raw in lines:
         try:
             row = parser.parse(raw)
         except LineError as reject:
-            rejects.append((number, reject.code, reject.reason))
+            rejects.append(Reject(number, reject.code, reject.reason))
             continue
         kind = type(row).__name__.removesuffix("Row")
         bucket = buckets[kind]
         seen = bucket.get(row.resource_id)
         if seen is not None:
             if (row.version_id, row.last_updated) == (seen[1].version_id, seen[1].last_updated) and row != seen[1]:
-                rejects.append((number, *CONFLICT))
+                rejects.append(Reject(number, *CONFLICT))
                 continue
             superseded[kind] += 1
             if (row.version_id, row.last_updated) <= (seen[1].version_id, seen[1].last_updated):
@@ -247,6 +267,7 @@ class Ingester:
             if pool is not None:
                 pool.terminate()
                 pool.join()
+        self.release_held()
         if connection.vendor == "postgresql" and sum(self.summary.inserted.values()) >= ANALYZE_AFTER_ROWS:
             # Fresh planner statistics after a bulk load (about a second per million rows), so that the
             # per-subject and per-chunk feature queries use their indexes before autovacuum catches up.
@@ -342,13 +363,12 @@ class Ingester:
         with transaction.atomic():
             rejects = self.write(parsed) if lines else []
             raws = dict(lines)
-            entries = [
-                _quarantine(parsed.source, number, raws[number], code, reason) for number, code, reason in rejects
-            ]
+            entries = [_quarantine(parsed.source, raws[reject.number], reject) for reject in rejects]
+            self.summary.quarantined.update(reject.code for reject in rejects)
             breaks: list[QuarantinedLine] = []
             for line in rejected:
                 self.summary.quarantined[line.code] += 1
-                entry = _quarantine(parsed.source, line.number, line.raw, line.code, line.reason)
+                entry = _quarantine(parsed.source, line.raw, Reject(line.number, line.code, line.reason))
                 (breaks if line.code in BREAKS else entries).append(entry)
             if entries:
                 QuarantinedLine.objects.bulk_create(entries, ignore_conflicts=True)
@@ -365,7 +385,7 @@ class Ingester:
                     lines_done=parsed.last_line, updated_at=timezone.now()
                 )
 
-    def write(self, parsed: ParsedBatch) -> list[tuple[int, str, str]]:
+    def write(self, parsed: ParsedBatch) -> list[Reject]:
         """Write the valid rows (in the caller's transaction); return every line to quarantine."""
         rejects = list(parsed.rejects)
         self.summary.unchanged.update(parsed.superseded)
@@ -375,18 +395,43 @@ class Ingester:
             if payload is None:
                 continue
             written = batch_writer.write(TABLES[kind], payload)
-            for number in written.dangling:
-                rejects.append((number, "dangling_subject", "the subject Patient is not in the domain store"))
-            for number in written.relinked:
-                rejects.append((number, *RELINKED))
-            rejects.extend((number, *CONFLICT) for number in written.conflicts)
+            rejects.extend(Reject(number, DANGLING, HELD_REASON, reference) for number, reference in written.dangling)
+            rejects.extend(Reject(number, *RELINKED) for number in written.relinked)
+            rejects.extend(Reject(number, *CONFLICT) for number in written.conflicts)
             self.summary.inserted[kind] += written.inserted
             self.summary.updated[kind] += written.updated
             refused = len(written.dangling) + len(written.relinked) + len(written.conflicts)
             self.summary.unchanged[kind] += len(payload.lines) - refused - written.inserted - written.updated
-        for _, code, _ in rejects:
-            self.summary.quarantined[code] += 1
         return rejects
+
+    def release_held(self) -> int:
+        """Re-read the held records (``dangling_subject`` lines) whose Patient is linked by now, in batches:
+        from now on they count for their subject, and the batch stamps of the rows they add make the
+        subject's stored vectors stale, so they are recomputed on next use (``datadomain.freshness``). A
+        line that fails again keeps the new reason. Run at the end of every ingest and after a Patient
+        line is re-processed; one index scan of the open held lines when there is nothing to do."""
+        linked = QuarantinedLine.objects.filter(
+            reason_code=DANGLING,
+            resolved_at__isnull=True,
+            subject_ref__in=PatientSource.objects.values("resource_id"),
+        )
+        last = 0
+        while chunk := list(linked.filter(pk__gt=last).order_by("pk").values_list("pk", "raw_line")[: self.batch_size]):
+            last = chunk[-1][0]
+            # Numbered by their quarantine id: lines of several files are read as one batch.
+            lines = [(pk, raw.encode("utf-8")) for pk, raw in chunk]
+            parsed = parse_batch(self.parser, "", lines, 0, connection.vendor == "postgresql")
+            with transaction.atomic():
+                rejects = self.write(parsed)
+                failed = {reject.number for reject in rejects}
+                released = [pk for pk, _ in lines if pk not in failed]
+                QuarantinedLine.objects.filter(pk__in=released).update(resolved_at=timezone.now())
+                for reject in rejects:
+                    QuarantinedLine.objects.filter(pk=reject.number).update(
+                        reason_code=reject.code, reason=reject.reason[:300], subject_ref=reject.subject_ref
+                    )
+            self.summary.released += len(released)
+        return self.summary.released
 
 
 def _file_breaks(source: str) -> QuerySet[QuarantinedLine, tuple[str, int]]:
@@ -396,12 +441,13 @@ def _file_breaks(source: str) -> QuerySet[QuarantinedLine, tuple[str, int]]:
     ).values_list("reason_code", "line_number")
 
 
-def _quarantine(source: str, number: int, raw: bytes, code: str, reason: str) -> QuarantinedLine:
+def _quarantine(source: str, raw: bytes, reject: Reject) -> QuarantinedLine:
     return QuarantinedLine(
         source_path=source,
-        line_number=number,
-        reason_code=code,
-        reason=reason[:300],
+        line_number=reject.number,
+        reason_code=reject.code,
+        reason=reject.reason[:300],
+        subject_ref=reject.subject_ref,
         # PostgreSQL text cannot hold NUL; a line with one is binary garbage anyway.
         raw_line=raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd").rstrip("\r\n"),
     )

@@ -23,75 +23,170 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db import connection
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, models
 
 from datadomain.ingest.parse import ConditionRow, EncounterRow, ObservationRow, PatientRow
+from datadomain.models import Condition, Encounter, Observation, Patient, PatientSource
+from datadomain.models.identity import PatientContact
+from datadomain.models.records import ResourceIdField
+
+# Columns the writer fills itself, or that ingest never writes (a coder's confirmation of a link).
+WRITER_OWNED = ("ingest_batch",)
 
 
 @dataclass(frozen=True)
 class Table:
+    """How one parsed row type is staged and stored, derived from its model (:func:`table_for`)."""
+
     name: str
-    fields: tuple[str, ...]  # the parsed row's fields; records start with resource_id, patient_ref
-    pg_types: tuple[str, ...]
-    staged_only: tuple[str, ...] = ()  # parsed fields that are not stored (``onset_age``)
+    fields: tuple[
+        str, ...
+    ]  # the parsed row's fields, staged in this order; records start with resource_id, patient_ref
+    columns: tuple[str, ...]  # stored columns, in row order (``patient_ref`` becomes ``patient_id``)
+    staged_fields: tuple[models.Field[Any, Any], ...]  # the column type of each staged field
+    format: Callable[[Any, int], str]  # COPY text of one parsed row and its input line number
 
     @property
     def is_patient(self) -> bool:
         return self.name == "datadomain_patient"
 
     @property
-    def columns(self) -> tuple[str, ...]:
-        """Stored columns: ``patient_ref`` becomes ``patient_id``."""
-        return tuple(
-            "patient_id" if name == "patient_ref" else name for name in self.fields if name not in self.staged_only
-        )
-
-    @property
     def content(self) -> tuple[str, ...]:
         """Stored columns other than the resource's id and version: what two copies of a version share."""
         return tuple(name for name in self.columns if name not in ("resource_id", "version_id", "last_updated"))
 
+    def pg_types(self) -> tuple[str, ...]:
+        return tuple(str(field.db_type(connection)) for field in self.staged_fields)
 
-_RECORD_TYPES = ("varchar(64)", "varchar(64)", "bigint", "timestamptz")
-PATIENT = Table(
-    "datadomain_patient",
+
+_REFERENCE = models.CharField(max_length=64)  # a FHIR id (``Patient/<id>``), resolved to patient_id on write
+
+
+def table_for(
+    model: type[models.Model],
+    fields: tuple[str, ...],
+    *,
+    staged_only: dict[str, models.Field[Any, Any]] | None = None,
+    plain: tuple[str, ...] = (),
+    not_written: tuple[str, ...] = (),
+) -> Table:
+    """The table of ``model`` filled from parsed rows with ``fields`` (a row type's ``_fields``).
+
+    Every concrete column of the model must come from the field of the same name (the record tables'
+    ``patient_id`` from ``patient_ref``), be filled by the writer (``ingest_batch``), be the model's
+    automatic id, or be named in ``not_written``; a field that is not a column must be named in
+    ``staged_only`` with its staging type. Anything else is a column the writer does not know: an error at
+    import, before a row is written. ``plain``: text fields the parser has already restricted to
+    characters COPY text never escapes (validated identifiers, codes)."""
+    staged_only = staged_only or {}
+    by_column = {field.attname: field for field in model._meta.concrete_fields}
+    columns, types = [], []
+    for name in fields:
+        column = "patient_id" if name == "patient_ref" else name
+        if name in staged_only:
+            types.append(staged_only[name])
+            continue
+        if column not in by_column:
+            raise ImproperlyConfigured(f"{name} is neither a column of {model.__name__} nor staged only")
+        columns.append(column)
+        types.append(_REFERENCE if name == "patient_ref" else by_column[column])
+    missing = [
+        column
+        for column, field in by_column.items()
+        if column not in (*columns, *WRITER_OWNED, *not_written) and not isinstance(field, models.AutoField)
+    ]
+    if missing:
+        raise ImproperlyConfigured(
+            f"{model.__name__} has columns the ingest writer does not fill: {', '.join(missing)}"
+            " (add them to the parsed row, or name them in not_written)"
+        )
+    formatter = _formatter(fields, types, (*plain, "patient_ref"))
+    return Table(model._meta.db_table, fields, tuple(columns), tuple(types), formatter)
+
+
+def _copy_expression(index: int, name: str, field: models.Field[Any, Any], plain: tuple[str, ...]) -> str:
+    """How one field of a parsed row (``r``) is written as COPY text, by its column type."""
+    value = f"r[{index}]"
+    if isinstance(field, models.DateTimeField):
+        return f"_maybe_iso({value})" if field.null else f"{value}.isoformat()"
+    if isinstance(field, models.CharField | models.TextField):
+        if name in plain or isinstance(field, ResourceIdField):
+            return value
+        return f"_maybe_text({value})" if field.null else f"_text({value})"
+    if isinstance(
+        field, models.DateField | models.IntegerField | models.FloatField | models.DurationField | models.ForeignKey
+    ):
+        # str() of a date is ISO 8601, of a float its shortest round-trip form; a duration is staged as an
+        # interval literal the parser made (``"52 years"``).
+        return f"_maybe({value})" if field.null else value
+    raise ImproperlyConfigured(f"the ingest writer has no COPY text form for {type(field).__name__} ({name})")
+
+
+def _formatter(
+    names: tuple[str, ...], types: list[models.Field[Any, Any]], plain: tuple[str, ...]
+) -> Callable[[Any, int], str]:
+    """The COPY text of a row and its line number: one f-string per table, compiled once from the column
+    types. This is the hot loop of the parser processes; a generic loop over the fields, with a call per
+    value, costs twice as much."""
+    parts = [_copy_expression(i, name, field, plain) for i, (name, field) in enumerate(zip(names, types, strict=True))]
+    source = "lambda r, line: f'" + "".join("{" + part + "}\\t" for part in parts) + "{line}\\n'"
+    namespace = {"_text": _text, "_maybe": _maybe, "_maybe_text": _maybe_text, "_maybe_iso": _maybe_iso}
+    return eval(source, namespace)  # type: ignore[no-any-return] # noqa: S307 # nosec B307 - column types, never input
+
+
+def copy_text(table: Table, rows: Sequence[tuple[Any, ...]], lines: Sequence[int]) -> str:
+    """PostgreSQL COPY text of ``rows``, each followed by its input line number."""
+    return "".join(map(table.format, rows, lines))
+
+
+_SPECIAL = re.compile(r"[\\\t\n\r]")
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _text(value: str) -> str:
+    return value.translate(_ESCAPES) if _SPECIAL.search(value) else value
+
+
+def _maybe_text(value: str | None) -> str:
+    return "\\N" if value is None else _text(value)
+
+
+def _maybe(value: object) -> str:
+    return "\\N" if value is None else str(value)
+
+
+def _maybe_iso(value: datetime | None) -> str:
+    return "\\N" if value is None else value.isoformat()
+
+
+PATIENT = table_for(
+    Patient,
     PatientRow._fields,
-    ("varchar(64)", "varchar(18)", "varchar(200)", "date", "varchar(8)", "varchar(64)", "varchar(18)", "bigint",
-     "timestamptz", "varchar(32)"),
-    staged_only=("phone",),  # kept in datadomain_patientcontact (_contacts_*), not with the patient
-)  # fmt: skip
-CONDITION = Table(
-    "datadomain_condition",
+    # Kept in datadomain_patientcontact (_contacts_*), not with the patient.
+    staged_only={"phone": PatientContact._meta.get_field("phone")},
+    plain=("resident_id", "sex", "subject_key", "resident_id_masked"),
+)
+# onset_age: an onsetAge is resolved against the subject's birth date, which the subject lookup returns.
+CONDITION = table_for(
+    Condition,
     ConditionRow._fields,
-    (
-        *_RECORD_TYPES,
-        "varchar(8)",
-        "varchar(120)",
-        "varchar(20)",
-        "varchar(20)",
-        "date",
-        "varchar(200)",
-        "varchar(200)",
-        "interval",
-    ),
-    staged_only=("onset_age",),
+    staged_only={"onset_age": models.DurationField(null=True)},
+    plain=("code_system", "code"),
 )
-# An onsetAge is resolved against the subject's birth date, which the subject lookup returns anyway.
 _ONSET = "COALESCE({r}onset_date, ({r}subject_birth + {r}onset_age)::date)"
-ENCOUNTER = Table(
-    "datadomain_encounter", EncounterRow._fields, (*_RECORD_TYPES, "varchar(16)", "varchar(20)", "date", "date")
-)
-OBSERVATION = Table(
-    "datadomain_observation",
-    ObservationRow._fields,
-    (*_RECORD_TYPES, "varchar(16)", "varchar(20)", "date", "double precision", "double precision", "varchar(16)"),
-)
-
-# The links of record linkage (datadomain.PatientSource): written from the staged Patient rows.
-SOURCE = Table(
-    "datadomain_patientsource",
-    ("resource_id", "patient_id", "name", "birth_date", "sex", "version_id", "last_updated"),
-    ("varchar(64)", "bigint", "varchar(200)", "date", "varchar(8)", "bigint", "timestamptz"),
+ENCOUNTER = table_for(Encounter, EncounterRow._fields)
+OBSERVATION = table_for(Observation, ObservationRow._fields)
+# The links of record linkage (datadomain.PatientSource), written from the staged Patient rows by SQL: its
+# row is the staged patient with the subject's id; a coder's confirmation is never written by ingest.
+SOURCE = table_for(
+    PatientSource,
+    tuple(
+        name
+        for name in ("resource_id", "patient_id", *PatientRow._fields[1:])
+        if name in {field.attname for field in PatientSource._meta.concrete_fields}
+    ),
+    not_written=("confirmed", "confirmed_by", "confirmed_at"),
 )
 
 
@@ -99,7 +194,8 @@ SOURCE = Table(
 class Written:
     inserted: int = 0
     updated: int = 0
-    dangling: list[int] = field(default_factory=list)  # line numbers whose subject is unknown
+    # (line number, Patient id referenced) of the records whose subject is unknown: held until it arrives
+    dangling: list[tuple[int, str]] = field(default_factory=list)
     relinked: list[int] = field(default_factory=list)  # Patient lines moving a linked id to another resident
     conflicts: list[int] = field(default_factory=list)  # lines of a stored version with other content
 
@@ -159,50 +255,10 @@ def _newer(table: Table) -> str:
 
 # --- PostgreSQL ------------------------------------------------------------------------------------
 
-_SPECIAL = re.compile(r"[\\\t\n\r]")
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _text(value: str) -> str:
-    return value.translate(_ESCAPES) if _SPECIAL.search(value) else value
-
-
-def _maybe(value: object) -> str:
-    return "\\N" if value is None else str(value)
-
-
-# One formatter per table: COPY text of a parsed row. Ids and references are FHIR ids (no tab, newline
-# or backslash, checked by the parser) and codes are alphanumeric; every other text field is escaped.
-_FORMATTERS: dict[str, Callable[[Any], str]] = {
-    "datadomain_patient": lambda r: (
-        f"{r[0]}\t{r[1]}\t{_text(r[2])}\t{r[3]}\t{r[4]}\t{r[5]}\t{r[6]}\t{r[7]}\t{r[8].isoformat()}\t{_text(r[9])}"
-    ),
-    "datadomain_condition": lambda r: (
-        f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3].isoformat()}\t{r[4]}\t{r[5]}\t{_text(r[6])}\t{_text(r[7])}\t{_maybe(r[8])}"
-        f"\t{_text(r[9])}\t{_text(r[10])}\t{_maybe(r[11])}"
-    ),
-    "datadomain_encounter": lambda r: (
-        f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3].isoformat()}\t{_text(r[4])}\t{_text(r[5])}\t{r[6]}\t{_maybe(r[7])}"
-    ),
-    "datadomain_observation": lambda r: (
-        f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3].isoformat()}\t{_text(r[4])}\t{_text(r[5])}\t{r[6]}\t{r[7]!r}"
-        f"\t{_maybe(r[8])}\t{_text(r[9])}"
-    ),
-}
-
-
-def copy_text(table: Table, rows: Sequence[tuple[Any, ...]], lines: Sequence[int]) -> str:
-    """PostgreSQL COPY text of ``rows``, each followed by its input line number."""
-    formatter = _FORMATTERS[table.name]
-    return "".join([f"{formatter(row)}\t{line}\n" for row, line in zip(rows, lines, strict=True)])
-
-
-_SOURCE_COLUMNS = ("resource_id", "patient_id", "name", "birth_date", "sex", "version_id", "last_updated")
-
 
 def _write_postgresql(table: Table, text: str, batch_id: int) -> Written:
     stage = f"dd_stage_{table.name.removeprefix('datadomain_')}"
-    definition = ", ".join(f"{c} {t}" for c, t in zip(table.fields, table.pg_types, strict=True))
+    definition = ", ".join(f"{c} {t}" for c, t in zip(table.fields, table.pg_types(), strict=True))
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}, line_number bigint) ON COMMIT DELETE ROWS"
@@ -247,10 +303,12 @@ def _upsert_postgresql(cursor: Any, table: Table, resolved: str, batch_id: int, 
         " SELECT (SELECT count(*) FILTER (WHERE inserted) FROM up), (SELECT count(*) FILTER (WHERE NOT inserted)"
         " FROM up), (SELECT coalesce(array_agg(line_number), ARRAY[]::bigint[]) FROM resolved"
         f" WHERE {'NOT (' + where + ')' if missing else 'false'}),"
+        f" (SELECT coalesce(array_agg({'patient_ref' if missing else 'resource_id'}), ARRAY[]::text[]) FROM resolved"
+        f" WHERE {'NOT (' + where + ')' if missing else 'false'}),"
         " (SELECT coalesce(array_agg(line_number), ARRAY[]::bigint[]) FROM conflicts)"
     )
-    written.inserted, written.updated, dangling, conflicts = cursor.fetchone()
-    written.dangling = sorted(dangling)
+    written.inserted, written.updated, dangling, references, conflicts = cursor.fetchone()
+    written.dangling = sorted(zip(dangling, references, strict=True))
     written.conflicts = sorted(conflicts)
     return written
 
@@ -340,11 +398,16 @@ def _select_in(sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
     return found
 
 
-def _write_generic(table: Table, rows: Sequence[tuple[Any, ...]], lines: Sequence[int], batch_id: int) -> Written:
+def _values(table: Table, row: Any, **given: Any) -> tuple[Any, ...]:
+    """A parsed row (a NamedTuple) as the values of ``table.columns``, some of them ``given``."""
+    return tuple(given[column] if column in given else getattr(row, column) for column in table.columns)
+
+
+def _write_generic(table: Table, rows: Sequence[Any], lines: Sequence[int], batch_id: int) -> Written:
     pairs = list(zip(rows, lines, strict=True))
     if table.is_patient:
         return _link_generic(pairs, batch_id)
-    refs = sorted({row[1] for row, _ in pairs})
+    refs = sorted({row.patient_ref for row, _ in pairs})
     links = {
         ref: (patient_id, birth)
         for ref, patient_id, birth in _select_in(
@@ -353,19 +416,16 @@ def _write_generic(table: Table, rows: Sequence[tuple[Any, ...]], lines: Sequenc
             refs,
         )
     }
-    dangling = [line for row, line in pairs if row[1] not in links]
+    dangling = [(line, row.patient_ref) for row, line in pairs if row.patient_ref not in links]
     resolved = []
-    age_at = table.fields.index("onset_age") if "onset_age" in table.fields else None
-    onset_at = table.columns.index("onset_date") if age_at is not None else 0
     for row, line in pairs:
-        if row[1] not in links:
+        if row.patient_ref not in links:
             continue
-        patient_id, birth = links[row[1]]
-        values = (row[0], patient_id, *row[2 : len(table.columns)])
-        if age_at is not None and row[age_at] is not None:
-            onset = _plus_age(_as_date(birth), row[age_at])
-            values = (*values[:onset_at], onset, *values[onset_at + 1 :])
-        resolved.append((values, line))
+        patient_id, birth = links[row.patient_ref]
+        given = {"patient_id": patient_id}
+        if getattr(row, "onset_age", None) is not None:
+            given["onset_date"] = _plus_age(_as_date(birth), row.onset_age)
+        resolved.append((_values(table, row, **given), line))
     written = _upsert_generic(table, resolved, batch_id)
     written.dangling = dangling
     return written
@@ -386,60 +446,60 @@ def _plus_age(birth: date, interval: str) -> date:
     return date(year, month, min(birth.day, calendar.monthrange(year, month)[1]))
 
 
-def _link_generic(pairs: list[tuple[tuple[Any, ...], int]], batch_id: int) -> Written:
+def _link_generic(pairs: list[tuple[PatientRow, int]], batch_id: int) -> Written:
     """The SQLite form of :func:`_link_postgresql`."""
     linked = dict(
         _select_in(
             "SELECT l.resource_id, p.resident_id FROM datadomain_patientsource l"
             " JOIN datadomain_patient p ON p.id = l.patient_id WHERE l.resource_id IN ({placeholders})",
-            [row[0] for row, _ in pairs],
+            [row.resource_id for row, _ in pairs],
         )
     )
-    relinked = [line for row, line in pairs if linked.get(row[0], row[1]) != row[1]]
-    pairs = [(row, line) for row, line in pairs if linked.get(row[0], row[1]) == row[1]]
+    relinked = [line for row, line in pairs if linked.get(row.resource_id, row.resident_id) != row.resident_id]
+    pairs = [(row, line) for row, line in pairs if linked.get(row.resource_id, row.resident_id) == row.resident_id]
     owners = dict(
         _select_in(
             "SELECT resident_id, resource_id FROM datadomain_patient WHERE resident_id IN ({placeholders})",
-            [row[1] for row, _ in pairs],
+            [row.resident_id for row, _ in pairs],
         )
     )
-    primary: dict[str, tuple[tuple[Any, ...], int]] = {}
+    primary: dict[str, tuple[PatientRow, int]] = {}
     for row, line in pairs:
-        if owners.get(row[1], row[0]) == row[0]:
-            primary.setdefault(row[1], (row, line))
-    stored_width = len(PATIENT.columns)  # the staged phone is not a patient column
-    _upsert_generic(PATIENT, [(row[:stored_width], line) for row, line in primary.values()], batch_id)
+        if owners.get(row.resident_id, row.resource_id) == row.resource_id:
+            primary.setdefault(row.resident_id, (row, line))
+    _upsert_generic(PATIENT, [(_values(PATIENT, row), line) for row, line in primary.values()], batch_id)
     subjects = dict(
         _select_in(
             "SELECT resident_id, id FROM datadomain_patient WHERE resident_id IN ({placeholders})",
-            [row[1] for row, _ in pairs],
+            [row.resident_id for row, _ in pairs],
         )
     )
-    sources = [((row[0], subjects[row[1]], row[2], row[3], row[4], row[7], row[8]), line) for row, line in pairs]
+    sources = [(_values(SOURCE, row, patient_id=subjects[row.resident_id]), line) for row, line in pairs]
     written = _upsert_generic(SOURCE, sources, batch_id)
     written.relinked = relinked
     _contacts_generic(pairs)
     return written
 
 
-def _contacts_generic(pairs: list[tuple[tuple[Any, ...], int]]) -> None:
+def _contacts_generic(pairs: list[tuple[PatientRow, int]]) -> None:
     """The SQLite form of :func:`_contacts_postgresql`."""
     stored = {
         found[0]: found[1:]
         for found in _select_in(
             "SELECT resident_id, id, subject_key, resource_id, version_id, last_updated FROM datadomain_patient"
             " WHERE resident_id IN ({placeholders})",
-            [row[1] for row, _ in pairs],
+            [row.resident_id for row, _ in pairs],
         )
     }
     current: dict[int, tuple[str, str]] = {}
     for row, _ in sorted(pairs, key=lambda pair: pair[1]):  # the last line of a subject's version wins
-        found = stored.get(row[1])
+        found = stored.get(row.resident_id)
         if found is None:
             continue
         patient_id, subject_key, resource_id, version_id, last_updated = found
-        if (resource_id, version_id, _stored_datetime(last_updated)) == (row[0], row[7], _adapt(row[8])):
-            current[patient_id] = (subject_key, row[9])
+        stored_version = (resource_id, version_id, _stored_datetime(last_updated))
+        if stored_version == (row.resource_id, row.version_id, _adapt(row.last_updated)):
+            current[patient_id] = (subject_key, row.phone)
     if not current:
         return
     now = _adapt(datetime.now(tz=UTC))
@@ -460,26 +520,28 @@ def _contacts_generic(pairs: list[tuple[tuple[Any, ...], int]]) -> None:
 def _upsert_generic(table: Table, pairs: Sequence[tuple[tuple[Any, ...], int]], batch_id: int) -> Written:
     """Upsert ``pairs`` (rows in ``table.columns`` order, line numbers): newer versions replace stored ones."""
     written = Written()
-    version_at = table.columns.index("version_id")
+    id_at, version_at, updated_at = (
+        table.columns.index(name) for name in ("resource_id", "version_id", "last_updated")
+    )
     content_at = [table.columns.index(column) for column in table.content]
     existing = {
         found[0]: ((found[1], _stored_datetime(found[2])), tuple(map(_stored, found[3:])))
         for found in _select_in(
             f"SELECT resource_id, version_id, last_updated, {', '.join(table.content)} FROM {table.name}"
             " WHERE resource_id IN ({placeholders})",
-            [row[0] for row, _ in pairs],
+            [row[id_at] for row, _ in pairs],
         )
     }
     changed = []
     for row, line in pairs:
         adapted = tuple(map(_adapt, row))
-        version = adapted[version_at : version_at + 2]
-        stored_version, stored_content = existing.get(adapted[0], (None, None))
+        version = (adapted[version_at], adapted[updated_at])
+        stored_version, stored_content = existing.get(adapted[id_at], (None, None))
         if stored_version is None or version > stored_version:
             changed.append((*adapted, batch_id))
         elif version == stored_version and tuple(adapted[i] for i in content_at) != stored_content:
             written.conflicts.append(line)
-    written.inserted = sum(1 for row in changed if row[0] not in existing)
+    written.inserted = sum(1 for row in changed if row[id_at] not in existing)
     written.updated = len(changed) - written.inserted
     if changed:
         columns = (*table.columns, "ingest_batch")

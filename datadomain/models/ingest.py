@@ -30,6 +30,9 @@ class QuarantinedLine(models.Model):
     reason_code = models.CharField(_("reason code"), max_length=40)
     reason = models.CharField(_("reason"), max_length=300)
     raw_line = models.TextField(_("raw line"))
+    # A record held because its subject Patient was not yet known (``dangling_subject``): the Patient id it
+    # references. Ingest re-reads the held records whose Patient has since arrived (ingest.runner).
+    subject_ref = models.CharField(_("subject Patient id"), max_length=64, blank=True, db_default="")
     created_at = models.DateTimeField(_("quarantined"), auto_now_add=True)
     resolved_at = models.DateTimeField(_("resolved"), null=True, blank=True)
 
@@ -39,6 +42,14 @@ class QuarantinedLine(models.Model):
         ordering = ["source_path", "line_number"]
         constraints = [
             models.UniqueConstraint(fields=["source_path", "line_number"], name="dd_quarantine_unique_line"),
+        ]
+        indexes = [
+            # Only the open held records: the few rows ingest and record linkage look up by Patient id.
+            models.Index(
+                fields=["subject_ref"],
+                condition=models.Q(reason_code="dangling_subject", resolved_at__isnull=True),
+                name="dd_quarantine_held",
+            ),
         ]
 
     def __str__(self) -> str:
