@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import unicodedata
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -514,8 +515,7 @@ def _batch_item(body: Any) -> SubmitItem | SubmitOutcome:
 
 def _batch_result(index: int, outcome: SubmitOutcome) -> dict[str, Any]:
     if outcome.error is not None:
-        error = outcome.error
-        return {"index": index, "error": {"code": error.code, "message": error.message, "fields": error.fields}}
+        return {"index": index, "error": outcome.error.as_dict()}
     return {"index": index, "request": RequestOutputSerializer(outcome.request).data}
 
 
@@ -565,27 +565,35 @@ class UnderwritingRequestDetailApi(InsurerAPIView):
         wait = _wait_seconds(request.query_params.get("wait"))
         principal = self.principal()
         insurer_id = principal.insurer.pk
-        found = self.load(insurer_id, request_id)
-        if not wait or found.is_terminal:
-            return Response(RequestOutputSerializer(found).data)
+        if not wait:
+            return Response(RequestOutputSerializer(self.load(insurer_id, request_id)).data)
+        try:
+            key = uuid.UUID(request_id)
+        except ValueError:
+            raise NotFound("No such underwriting request.") from None
+        found: UnderwritingRequest | None = None
 
         def terminal_now() -> bool:
             nonlocal found
-            found = self.load(insurer_id, request_id)
+            found = self.load(insurer_id, key)
             return found.is_terminal
 
         # A waiter holds one of the process's few threads: beyond the bounds, answer now instead of queueing.
         with notify.waiter_slot(str(principal.api_key.pk), wait) as admitted:
             if admitted:
-                # Woken by the terminal transition itself (Redis pub/sub), not by polling the database.
-                notify.wait_terminal(found.pk, terminal_now, wait)
+                # Woken by the terminal transition itself (Redis pub/sub), not by polling the database. Its
+                # first read comes after it has subscribed, so it is also the one that answers a request
+                # already terminal: two reads for a request that completes while its caller waits.
+                notify.wait_terminal(key, terminal_now, wait)
+        if found is None:  # not admitted: a finished request is answered as such, the others told to come back
+            found = self.load(insurer_id, key)
         response = Response(RequestOutputSerializer(found).data)
-        if not admitted:
+        if not admitted and not found.is_terminal:
             response["X-Wait"] = "skipped"
             response["Retry-After"] = str(WAIT_SKIPPED_RETRY_AFTER_SECONDS)
         return response
 
-    def load(self, insurer_id: int, request_id: str) -> UnderwritingRequest:
+    def load(self, insurer_id: int, request_id: str | uuid.UUID) -> UnderwritingRequest:
         found = uw_selectors.request_for_insurer(insurer_id=insurer_id, request_id=request_id)
         if found is None:
             raise NotFound("No such underwriting request.")
