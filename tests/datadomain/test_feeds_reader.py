@@ -130,21 +130,40 @@ def test_every_icd10_family_coding_counts_and_an_empty_first_coding_is_skipped()
     assert (row.code_system, row.code) == ("icd10", "I10 I509")
 
 
-@pytest.mark.parametrize(
-    "system",
-    [
-        "urn:oid:2.16.156.10011.2.3.3.11",
-        "urn:oid:2.16.156.10011.2.3.3.11.3",
-        "urn:bureau:codesystem:icd-10-cn-clinical-1.1",
-        "urn:bureau:codesystem:icd-10-cn-clinical-2.0",
-        "urn:bureau:codesystem:gb-t-14396",
-        "urn:bureau:codesystem:icd-10-cn-insurance",
-    ],
-)
+CHINA_SYSTEMS = [
+    "urn:oid:2.16.156.10011.2.3.3.11",
+    "urn:oid:2.16.156.10011.2.3.3.11.1",
+    "urn:oid:2.16.156.10011.2.3.3.11.3",
+    "2.16.156.10011.2.3.3.11",  # bare, as CDA-derived feeds copy the codeSystem attribute
+    "2.16.156.10011.2.3.3.11.1",
+    "2.16.156.10011.2.3.3.11.3",
+    "urn:bureau:codesystem:icd-10-cn-clinical-1.1",
+    "urn:bureau:codesystem:icd-10-cn-clinical-2.0",
+    "urn:bureau:codesystem:gb-t-14396",
+    "urn:bureau:codesystem:icd-10-cn-insurance",
+]
+
+
+@pytest.mark.parametrize("system", CHINA_SYSTEMS)
 def test_china_code_systems_are_known(system: str) -> None:
     row = parse(cond(code={"coding": [{"system": system, "code": "C78.000x001"}]}))
     assert (row.code_system, row.code) == ("icd10cn", "C78000X001")
     assert "charlson.metacanc" in load().categories_of(row.code)
+
+
+def test_every_china_identifier_of_the_catalog_has_a_test() -> None:
+    china = {uri for uri, family in load().code_systems.items() if family == "icd10cn"}
+    assert china == set(CHINA_SYSTEMS)
+
+
+@pytest.mark.parametrize(
+    "system", ["urn:oid:2.16.156.10011.2.3.3.11.2", "urn:oid:2.16.156.10011.2.3.3.11.5", "2.16.156.10011.2.3.3"]
+)
+def test_the_death_cause_and_pathology_tables_are_not_read_as_icd10(system: str) -> None:
+    # Their codes are ICD-O morphology (M8140/3): as ICD-10 they would be chapter M.
+    with pytest.raises(LineError) as caught:
+        parse(cond(code={"coding": [{"system": system, "code": "M81403"}]}))
+    assert caught.value.code == "unknown_code_system"
 
 
 @pytest.mark.parametrize(
