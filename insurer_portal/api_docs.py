@@ -182,6 +182,14 @@ class WebhookEventSerializer(serializers.Serializer[Any]):
     )
 
 
+EVENT_SUMMARY = {
+    "request.awaiting_consent": "A request waits for the resident's confirmation",
+    "request.completed": "A request has its tier",
+    "request.rejected": "A request was rejected",
+    "request.unrated": "A request could not be rated",
+    "request.failed": "A request failed",
+    TEST_EVENT: "A test event",
+}
 EVENT_HELP = {
     "request.awaiting_consent": (
         "A request of an insurer in resident-confirmation mode waits for the resident to approve it on the "
@@ -265,7 +273,7 @@ def _webhook(event_type: str) -> OpenApiWebhook:
     return OpenApiWebhook(
         name=event_type,
         decorator=extend_schema(
-            summary=event_type,
+            summary=EVENT_SUMMARY[event_type],
             description=f"{EVENT_HELP[event_type]}\n\nSigned in the `{SIGNATURE_HEADER}` header: see the guide.",
             request=WebhookEventSerializer,
             responses=RECEIVER_RESPONSES,
