@@ -51,22 +51,22 @@ TEXT = {
         "sha_help": "How do I fill in consent_sha256?",
     },
     "zh-hans": {
-        "next": "下一步：",
+        "next": "下一步：",  # noqa: RUF001  # the catalog's own punctuation
         "limit": "贵司在 30 天内对同一投保人最多可提交 1 次请求",
         "retry": "自 {date} 起可再次为该投保人提交请求",
         "override": "向数据局的数据保护办公室申请为该投保人放宽限额",
-        "check": "请核对身份证号、姓名和已签署的同意书，然后重新提交申请",
+        "check": "请核对身份证号、姓名和已签署的同意书，然后重新提交申请",  # noqa: RUF001  # the catalog's own punctuation
         "submitted": "已提交 2 / 2",
         "with_tier": "1 个已得出等级",
-        "without_tier": "1 个没有等级（被拒、无法评级或失败）",
-        "download_without": "下载没有等级的行（CSV）",
-        "sha_help": "consent_sha256 怎么填？",
+        "without_tier": "1 个没有等级（被拒、无法评级或失败）",  # noqa: RUF001  # the catalog's own punctuation
+        "download_without": "下载没有等级的行（CSV）",  # noqa: RUF001  # the catalog's own punctuation
+        "sha_help": "consent_sha256 怎么填？",  # noqa: RUF001  # the catalog's own punctuation
     },
 }
 
 
-def at(pages: Pages, width: int, language: str) -> Any:
-    page = pages.page
+def at(seen: Pages, width: int, language: str) -> Any:
+    page = seen.page
     page.set_viewport_size({"width": width, "height": 900})
     page.context.add_cookies([{"name": "django_language", "value": language, "url": page.base_url}])
     return page
