@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError
+from django.utils.translation import gettext, gettext_noop
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -21,6 +22,16 @@ from audit.errors import AppError
 logger = logging.getLogger(__name__)
 
 # Any other code is a 400: the client's input was refused.
+# Messages services and this module send, here so that the catalog has them (error_response translates).
+MESSAGES = (
+    gettext_noop("The request has invalid fields."),
+    gettext_noop("Not a valid ID."),
+    gettext_noop("The request could not be read."),
+    gettext_noop("The service is temporarily unavailable; retry later."),
+    gettext_noop("Internal error; it has been logged."),
+    gettext_noop("This Idempotency-Key was already used with a different request body."),
+)
+
 STATUS_FOR_CODE = {
     "invalid_input": status.HTTP_400_BAD_REQUEST,
     "idempotency_conflict": status.HTTP_409_CONFLICT,
@@ -77,7 +88,10 @@ def error_response(
     *,
     headers: Response | None = None,
 ) -> Response:
-    response = Response(error_body(code, message, fields), status=http_status)
+    # One language per body: the message and the field errors in the request's language (LocaleMiddleware),
+    # as DRF's own validation messages already are. Text without a catalog entry stays as it is.
+    translated = {name: [gettext(text) for text in texts] for name, texts in (fields or {}).items()}
+    response = Response(error_body(code, gettext(message), translated), status=http_status)
     if headers is not None:
         for name in ("Retry-After", "WWW-Authenticate"):
             if name in headers:

@@ -16,11 +16,18 @@ ID_PATTERN = r"^[0-9]{17}[0-9Xx]$"
 
 
 class PortalForm(forms.Form):
-    """Labels without a trailing colon: they sit above their fields."""
+    """Labels without a trailing colon: they sit above their fields. Required fields say so twice: a
+    marked label (the ``required`` class, drawn as an asterisk by app.css) and ``aria-required``."""
+
+    required_css_class = "required"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            # A group of checkboxes is required as a whole (its legend is marked), not box by box.
+            if field.required and not isinstance(field.widget, forms.CheckboxSelectMultiple):
+                field.widget.attrs.setdefault("aria-required", "true")
 
 
 class LoginForm(PortalForm):
@@ -123,6 +130,14 @@ class RequestFilterForm(PortalForm):
         self.fields["status"].choices = [("", _("All")), *list(RequestStatus.choices)]  # type: ignore[attr-defined]
         self.fields["tier"].choices = [("", _("All"))] + [(tier, tier) for tier in tiers]  # type: ignore[attr-defined]
         self.fields["manual"].choices = [("", _("All"))] + [(slug, slug) for slug in manuals]  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        start, end = data.get("created_from"), data.get("created_to")
+        if start and end and end < start:
+            # An empty list would look like "no requests in that period"; say what is wrong instead.
+            self.add_error("created_to", _("The end date is before the start date."))
+        return data
 
 
 class BatchUploadForm(PortalForm):

@@ -178,6 +178,32 @@ def status_counts(*, insurer_id: int, since: datetime) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
+class StatusBreakdown:
+    """A period's requests and how they ended; the parts add up to ``total``."""
+
+    total: int
+    completed: int
+    rejected: int
+    unrated: int
+    failed: int
+
+    @property
+    def in_progress(self) -> int:
+        return self.total - self.completed - self.rejected - self.unrated - self.failed
+
+
+def status_breakdown(*, insurer_id: int, since: datetime) -> StatusBreakdown:
+    counts = status_counts(insurer_id=insurer_id, since=since)
+    return StatusBreakdown(
+        total=sum(counts.values()),
+        completed=counts.get(RequestStatus.COMPLETED, 0),
+        rejected=counts.get(RequestStatus.REJECTED, 0),
+        unrated=counts.get(RequestStatus.UNRATED, 0),
+        failed=counts.get(RequestStatus.FAILED, 0),
+    )
+
+
+@dataclass(frozen=True)
 class MonthUsage:
     month: date
     total: int

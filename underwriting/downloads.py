@@ -85,7 +85,8 @@ def xlsx_cell(value: Any) -> Any:
 
 
 def xlsx_bytes(rows: Iterable[Sequence[Any]]) -> bytes:
-    """One sheet of ``rows`` as an XLSX file; every string cell is text, never a formula."""
+    """One sheet of ``rows`` as an XLSX file; every string cell is text, never a formula. The first row is
+    the header: bold and frozen, and every column is as wide as its longest cell."""
     from openpyxl import Workbook
 
     workbook = Workbook()
@@ -93,13 +94,41 @@ def xlsx_bytes(rows: Iterable[Sequence[Any]]) -> bytes:
     assert sheet is not None
     for row in rows:
         sheet.append([xlsx_cell(value) for value in row])
+    widths: dict[int, int] = {}
     for cells in sheet.iter_rows():
         for cell in cells:
             if isinstance(cell.value, str):
                 cell.data_type = "s"  # openpyxl would store a string starting with "=" as a formula
+            column = int(cell.column)  # type: ignore[arg-type]
+            widths[column] = max(widths.get(column, 0), display_width(cell.value))
+    _lay_out(sheet, widths)
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()
+
+
+MIN_COLUMN_WIDTH, MAX_COLUMN_WIDTH = 8, 60
+
+
+def display_width(value: Any) -> int:
+    """How many character widths a cell's text takes: CJK and other wide characters count twice."""
+    if value is None:
+        return 0
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in str(value))
+
+
+def _lay_out(sheet: Any, widths: dict[int, int]) -> None:
+    """Columns as wide as their longest cell (within bounds), a bold header row that stays in view."""
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
+    for column, width in widths.items():
+        sheet.column_dimensions[get_column_letter(column)].width = min(
+            max(width + 2, MIN_COLUMN_WIDTH), MAX_COLUMN_WIDTH
+        )
+    for cell in sheet[1]:
+        cell.font = Font(bold=True)
+    sheet.freeze_panes = "A2"
 
 
 def xlsx_download(rows: Iterable[Sequence[Any]], *, filename: str) -> HttpResponse:

@@ -5,13 +5,22 @@ Format (see underwriting/manuals/*.yaml for the built-in ones)::
 
     slug: charlson-acci            # lower-case letters, digits, hyphens
     version: 1                     # positive integer; a new version for every change
-    title: ...
+    title: ...                     # text, or one text per language (below)
     owner: builtin                 # or the slug of the insurer that owns it
     features:                      # catalog feature names with integer weights (may be negative)
       - {name: charlson.chf, weight: 1}
     tiers:                         # ascending; max_score inclusive; the last has no max_score
       - {code: A, label: Preferred, max_score: 1, decision: accept}
       - {code: D, label: Decline, decision: decline}
+
+``title`` and each tier's ``label`` are either one text or one text per language, keyed by BCP 47 tag and
+including ``en`` (the text the API, webhooks and the audit trail carry)::
+
+    title: {en: Example manual, zh-Hans: 示例手册}
+    tiers:
+      - {code: A, label: {en: Preferred, zh-Hans: 优选体}, max_score: 1, decision: accept}
+
+The portal shows them in the user's language (``title_in``, ``label_in``), falling back to ``en``.
 
 A score s falls in the first tier whose ``max_score >= s``. The thresholds handed to the encrypted
 comparison protocol are the ``max_score`` values of every tier but the last, so a manual with k+1
@@ -22,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, cast
 
 import yaml
@@ -31,6 +40,8 @@ DECISIONS = ("accept", "rate", "postpone", "refer", "decline")
 Decision = Literal["accept", "rate", "postpone", "refer", "decline"]
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 FEATURE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+REFERENCE_LANGUAGE = "en"
 MAX_WEIGHT = 10_000
 MAX_FEATURES = 100
 
@@ -41,6 +52,21 @@ class ManualFeature:
     weight: int
 
 
+def in_language(texts: dict[str, str], default: str, language: str | None) -> str:
+    """The text for ``language`` (a Django language code such as ``zh-hans``, or a BCP 47 tag), else
+    ``default``. Tags compare case-insensitively; ``zh`` finds ``zh-Hans`` and ``zh-hans`` finds ``zh``."""
+    if not language or not texts:
+        return default
+    wanted = language.lower()
+    by_tag = {tag.lower(): text for tag, text in texts.items()}
+    if wanted in by_tag:
+        return by_tag[wanted]
+    for tag, text in by_tag.items():
+        if tag.startswith(wanted + "-") or wanted.startswith(tag + "-"):
+            return text
+    return default
+
+
 @dataclass(frozen=True)
 class ManualTier:
     code: str
@@ -48,6 +74,10 @@ class ManualTier:
     max_score: int | None
     decision: Decision
     table_rating: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # language tag -> label, ``en`` among them
+
+    def label_in(self, language: str | None) -> str:
+        return in_language(self.labels, self.label, language)
 
 
 @dataclass(frozen=True)
@@ -58,6 +88,13 @@ class ManualDocument:
     owner: str
     features: tuple[ManualFeature, ...]
     tiers: tuple[ManualTier, ...]
+    titles: dict[str, str] = field(default_factory=dict)  # language tag -> title, ``en`` among them
+
+    def title_in(self, language: str | None) -> str:
+        return in_language(self.titles, self.title, language)
+
+    def tier(self, code: str) -> ManualTier | None:
+        return next((tier for tier in self.tiers if tier.code == code), None)
 
     @property
     def feature_names(self) -> list[str]:
@@ -146,7 +183,7 @@ class _Validator:
         if slug and not SLUG_PATTERN.match(slug):
             self.problem("slug", "use 2-63 lower-case letters, digits and hyphens")
         version = self.integer(data, "version", minimum=1)
-        title = self.string(data, "title")
+        title, titles = self.texts(data, "title")
         owner = self.string(data, "owner")
         if owner and owner != "builtin" and not SLUG_PATTERN.match(owner):
             self.problem("owner", "must be 'builtin' or an insurer slug")
@@ -155,7 +192,13 @@ class _Validator:
         if self.problems:
             raise ManualFormatError(self.problems)
         return ManualDocument(
-            slug=slug, version=version, title=title, owner=owner, features=tuple(features), tiers=tuple(tiers)
+            slug=slug,
+            version=version,
+            title=title,
+            owner=owner,
+            features=tuple(features),
+            tiers=tuple(tiers),
+            titles=titles,
         )
 
     def string(self, data: dict[str, Any], key: str, *, prefix: str = "", required: bool = True) -> str:
@@ -169,6 +212,25 @@ class _Validator:
             self.problem(path, "must be a non-empty string")
             return ""
         return value.strip()
+
+    def texts(self, data: dict[str, Any], key: str, *, prefix: str = "") -> tuple[str, dict[str, str]]:
+        """A required text, given once or per language: the ``en`` text and every language's."""
+        value = data.get(key)
+        if not isinstance(value, dict):
+            text = self.string(data, key, prefix=prefix)
+            return text, {}
+        path = f"{prefix}{key}"
+        texts: dict[str, str] = {}
+        for tag, text in value.items():
+            if not isinstance(tag, str) or not LANGUAGE_TAG.match(tag):
+                self.problem(path, f"'{tag}' is not a language tag such as en or zh-Hans")
+            elif not isinstance(text, str) or not text.strip():
+                self.problem(f"{path}.{tag}", "must be a non-empty string")
+            else:
+                texts[tag] = text.strip()
+        if REFERENCE_LANGUAGE not in value:
+            self.problem(path, f"give the text in {REFERENCE_LANGUAGE} too")
+        return texts.get(REFERENCE_LANGUAGE, ""), texts
 
     def integer(self, data: dict[str, Any], key: str, *, prefix: str = "", minimum: int | None = None) -> int:
         path = f"{prefix}{key}"
@@ -226,7 +288,7 @@ class _Validator:
             if code in codes:
                 self.problem(f"{prefix}code", f"'{code}' is used twice")
             codes.add(code)
-            label = self.string(item, "label", prefix=prefix)
+            label, labels = self.texts(item, "label", prefix=prefix)
             last = index == len(value) - 1
             max_score = self.max_score(item, prefix, last=last, previous=previous)
             previous = max_score if max_score is not None else previous
@@ -234,7 +296,7 @@ class _Validator:
             if decision and decision not in DECISIONS:
                 self.problem(f"{prefix}decision", f"must be one of {', '.join(DECISIONS)}")
             table_rating = self.string(item, "table_rating", prefix=prefix, required=False) or None
-            tiers.append(ManualTier(code, label, max_score, cast(Decision, decision), table_rating))
+            tiers.append(ManualTier(code, label, max_score, cast(Decision, decision), table_rating, labels))
         return tiers
 
     def max_score(self, item: dict[str, Any], prefix: str, *, last: bool, previous: int | None) -> int | None:

@@ -59,6 +59,20 @@ def manual_document(manual: RatingManual) -> ManualDocument:
     return _parsed(manual.document_sha256, manual.document)
 
 
+def manual_title(manual: RatingManual, *, language: str | None) -> str:
+    """The manual's title in ``language`` (a Django language code), else its ``en`` title."""
+    return manual_document(manual).title_in(language)
+
+
+def request_tier_label(request: UnderwritingRequest, *, language: str | None) -> str:
+    """The request's tier label in ``language``, from the manual version it used; the label stored on the
+    request (the manual's ``en`` text) when that version has none in the language."""
+    if request.manual_id is None or not request.tier_code:
+        return request.tier_label
+    tier = manual_document(request.manual).tier(request.tier_code)  # type: ignore[arg-type]
+    return tier.label_in(language) if tier is not None else request.tier_label
+
+
 @lru_cache(maxsize=256)
 def manual_document_by_id(pk: int) -> ManualDocument:
     """The parsed document of an approved manual, cached by id: approved versions are immutable (the

@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django import template
+from django.utils.translation import get_language, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext_lazy
+
+from insurer_portal.models import InsurerUser
+from underwriting import selectors as uw_selectors
+from underwriting.charts import TIER_COLOURS
+from underwriting.models import RatingManual, UnderwritingRequest
 
 register = template.Library()
 
@@ -37,10 +42,33 @@ def status_tone(status: str) -> str:
 
 
 @register.filter
-def tier_tone(decision: str) -> str:
-    return {"accept": "ok", "rate": "warn", "postpone": "warn", "refer": "warn", "decline": "bad"}.get(
-        decision, "neutral"
-    )
+def tier_class(code: str) -> str:
+    """The badge class of a tier: one colour per tier code, the colours of the dashboard's tier-mix chart
+    (underwriting.charts.TIER_COLOURS; static/css/app.css holds the same values)."""
+    index = ord(code[0].upper()) - ord("A") if code else -1
+    return f"tier-{code[0].lower()}" if 0 <= index < len(TIER_COLOURS) - 1 else "tier-other"
+
+
+@register.filter
+def tier_label(uw: UnderwritingRequest) -> str:
+    """The request's tier label in the current language."""
+    return uw_selectors.request_tier_label(uw, language=get_language())
+
+
+@register.filter
+def manual_title(manual: RatingManual) -> str:
+    """The manual's title in the current language."""
+    return uw_selectors.manual_title(manual, language=get_language())
+
+
+@register.filter
+def who(membership: InsurerUser) -> str:
+    """ "name · role" for the page header; the role only once when the user is named after it."""
+    name = membership.user.get_full_name() or membership.user.get_username()
+    role = str(membership.get_role_display())
+    if name.casefold() in {role.casefold(), str(membership.role).casefold()}:
+        return role
+    return f"{name} · {role}"
 
 
 @register.filter

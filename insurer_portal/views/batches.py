@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -15,13 +16,17 @@ from insurer_portal import selectors, services
 from insurer_portal.batches import COLUMNS, BatchFileError, error_message
 from insurer_portal.forms import BatchUploadForm
 from insurer_portal.models import Batch, InsurerUser
+from insurer_portal.templatetags.portal import decision_label
 from insurer_portal.views.access import portal_view
+from underwriting import selectors as uw_selectors
 from underwriting.downloads import csv_writer, xlsx_download
-from underwriting.models import RequestStatus
+from underwriting.models import RequestStatus, UnderwritingRequest
 
+# The codes (status, reason, decision) stay as machine-readable columns; the *_text columns say the same in
+# the user's language, as do the tier label and the errors.
 RESULT_COLUMNS = [
     "line", "reference", "resident_id_masked", "manual", "status", "reason", "tier", "label", "decision",
-    "table_rating", "request_id", "errors",
+    "table_rating", "request_id", "errors", "status_text", "reason_text", "decision_text",
 ]  # fmt: skip
 
 
@@ -99,14 +104,26 @@ def _result_rows(batch: Batch, *, without_tier_only: bool = False) -> list[list[
                 uw.status if uw else "",
                 uw.reason if uw else "",
                 uw.tier_code if uw else "",
-                uw.tier_label if uw else "",
+                uw_selectors.request_tier_label(uw, language=get_language()) if uw else "",
                 uw.decision if uw else "",
                 uw.table_rating if uw else "",
                 str(uw.pk) if uw else "",
                 "; ".join(error_message(str(error)) for error in row.errors),
+                *_in_words(uw),
             ]
         )
     return out
+
+
+def _in_words(uw: UnderwritingRequest | None) -> list[str]:
+    """Status, reason and decision in the user's language."""
+    if uw is None:
+        return ["", "", ""]
+    return [
+        str(uw.get_status_display()),
+        str(uw.get_reason_display()) if uw.reason else "",
+        decision_label(uw.decision),
+    ]
 
 
 @portal_view()

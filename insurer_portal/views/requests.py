@@ -7,6 +7,7 @@ import uuid
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import get_language
 
 from audit.errors import add_to_form
 from datadomain.consent_store import consent_artifact_store
@@ -32,7 +33,8 @@ def _manual_choices(membership: InsurerUser) -> list[tuple[str, str]]:
     manuals = uw_selectors.manuals_for_insurer(insurer_slug=membership.insurer.slug).order_by("slug", "-version")
     seen: dict[str, str] = {}
     for manual in manuals:
-        seen.setdefault(manual.slug, f"{manual.title} ({manual.slug} v{manual.version})")
+        title = uw_selectors.manual_title(manual, language=get_language())
+        seen.setdefault(manual.slug, f"{title} ({manual.slug} v{manual.version})")
     return list(seen.items())
 
 

@@ -22,6 +22,13 @@
     if (!note) return;
     input.setAttribute("aria-describedby", (input.getAttribute("aria-describedby") || "") + " resident-id-check");
     input.addEventListener("input", function () {
+      // The server's error from the last submission ("required", "not valid") no longer describes what is
+      // in the field: the live check below replaces it.
+      var stale = document.getElementById(input.id + "_error");
+      if (stale) {
+        stale.remove();
+        input.setAttribute("aria-describedby", input.getAttribute("aria-describedby").replace(input.id + "_error", "").trim());
+      }
       var value = input.value.trim();
       if (!value) { note.textContent = ""; note.className = "id-check"; input.removeAttribute("aria-invalid"); return; }
       var issue = problem(value);

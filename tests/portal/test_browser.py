@@ -174,7 +174,7 @@ def test_submit_a_request_and_see_its_tier(
     assert page.locator(".tier-big").inner_text().strip() == "D"
     screenshot(pages, "request-tier")
     page.click("a[href='/portal/']")
-    assert page.locator("svg.svg-chart").count() == 2
+    assert page.locator("svg.chart-plot").count() == 2
     screenshot(pages, "dashboard-with-data")
     pages.assert_no_personal_data(ALICE_ID, ALICE_NAME)
 

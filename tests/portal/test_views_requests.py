@@ -102,7 +102,7 @@ def test_double_submission_of_one_form_makes_one_request(
     ("language", "message"),
     [
         ("en", "A different consent was already recorded under this reference."),
-        ("zh-hans", "此编号下已记录了另一份同意书。"),
+        ("zh-hans", "此编号下已记录了另一份授权。"),
     ],
 )
 def test_a_consent_reference_reused_with_another_form_is_a_form_error(
