@@ -39,7 +39,7 @@ SECTIONS = {
 }
 
 
-class BureauTOTPDeviceAdmin(TOTPDeviceAdmin):
+class BureauTOTPDeviceAdmin(TOTPDeviceAdmin):  # type: ignore[misc]  # django-otp ships no types
     list_display = ["device_user", "device_name", "created", "last_used", "is_confirmed"]
     list_filter = [("confirmed", admin.BooleanFieldListFilter)]
     readonly_fields = ["created", "last_used", "qrcode_link"]
@@ -50,7 +50,7 @@ class BureauTOTPDeviceAdmin(TOTPDeviceAdmin):
 
     @admin.display(description=_("name"), ordering="name")
     def device_name(self, device: TOTPDevice) -> str:
-        return device.name
+        return str(device.name)
 
     @admin.display(description=_("created"), ordering="created_at")
     def created(self, device: TOTPDevice) -> Any:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -78,8 +79,8 @@ class RatingManualAdmin(admin.ModelAdmin[RatingManual]):
     def has_approve_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("underwriting.approve_ratingmanual")
 
-    def get_list_display(self, request: HttpRequest) -> list[str]:  # type: ignore[override]
-        return [*self.list_display, "review"] if self.has_approve_permission(request) else list(self.list_display)
+    def get_list_display(self, request: HttpRequest) -> list[str | Callable[[RatingManual], str | bool]]:
+        return [*self.list_display, *(["review"] if self.has_approve_permission(request) else [])]
 
     @admin.display(description=_("approval"))
     def review(self, manual: RatingManual) -> SafeString | str:

@@ -86,7 +86,7 @@ class ManualReview:
 
     @property
     def changes(self) -> int:
-        return sum(1 for row in (*self.weights, *self.tiers) if row.change)
+        return sum(1 for row in self.weights if row.change) + sum(1 for row in self.tiers if row.change)
 
 
 def tier_rows(tiers: tuple[ManualTier, ...]) -> list[TierRow]:
