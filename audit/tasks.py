@@ -5,28 +5,33 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import shared_task
 from django.utils import translation
 
 from audit import services
+from config.celery import task
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="audit.tasks.chain_pending", ignore_result=True)
+@task(name="audit.tasks.chain_pending", queue="domain", ignore_result=True)
 def chain_pending() -> int:
     return services.audit_chain_pending()
 
 
-@shared_task(name="audit.tasks.export_anchor", ignore_result=True)
+@task(name="audit.tasks.export_anchor", queue="domain", ignore_result=True)
 def export_anchor() -> str:
     return str(services.audit_anchor_export())
 
 
 # A full walk of a long chain takes minutes: its own time limits, and acknowledged on receipt, since a
 # read-only check lost with its worker simply runs again at the next beat (redelivery would run it twice).
-@shared_task(
-    name="audit.tasks.verify_chain", ignore_result=True, acks_late=False, soft_time_limit=1800, time_limit=1900
+@task(
+    name="audit.tasks.verify_chain",
+    queue="domain",
+    ignore_result=True,
+    acks_late=False,
+    soft_time_limit=1800,
+    time_limit=1900,
 )
 def verify_chain() -> dict[str, Any]:
     """Verify the chain and its anchors (read-only); a failure is logged as an error for the operators."""

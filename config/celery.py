@@ -1,11 +1,26 @@
-"""The Celery application. Configuration lives in Django settings under the ``CELERY_`` prefix."""
+"""The Celery application and the project's one way to enqueue a task, :func:`enqueue`.
+
+Configuration lives in Django settings under the ``CELERY_`` prefix. Each task names itself and its queue
+on its decorator, :func:`task`; Celery routes by CELERY_TASK_ROUTES, which repeats the queues by name for
+the processes that send a task they do not import (tests/test_celery.py keeps the two equal).
+"""
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
-from celery import Celery, signals
+from celery import Celery, Task, shared_task, signals
+from django.db import transaction
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
@@ -26,3 +41,54 @@ def _recycle_database_connections(**kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+def enqueue(name: str, *args: Any, what: str, link: str | None = None, **options: Any) -> bool:
+    """Send the task ``name`` with ``args`` to its queue; False, logged, when the broker cannot take it.
+
+    Every enqueue of the project goes through here. Tasks are named, not imported, so services never
+    import task modules (``tasks -> services`` is the only direction, .importlinter) and a process can
+    send a task it does not hold: the web and the scoring workers never import the custodian. ``link``
+    names a task called with this one's result; ``options`` are Celery's (``countdown``, ``queue``).
+
+    A committed row is the source of truth: when the broker cannot take the message (Redis restarting,
+    a network blip) the step is not lost, only late, and the sweepers (beat) send it again. So a broker
+    error is logged and swallowed instead of turning accepted work into an error for the user. Without a
+    broker (REDIS_URL unset, development and tests) the task runs here and now, and its errors propagate.
+    """
+    if app.conf.task_always_eager and name not in app.tasks:
+        # In-process, this process is every worker, the custodian included: load the task's module.
+        importlib.import_module(name.rpartition(".")[0])
+    signature = app.signature(name, args=args, **options)
+    if link is not None:
+        signature.link(app.signature(link))
+    try:
+        signature.apply_async()
+    except (BrokerError, RedisError, ConnectionError) as exc:
+        logger.warning("broker unavailable, %s not sent (%s)", what, exc.__class__.__name__)
+        return False
+    return True
+
+
+def enqueue_on_commit(name: str, *args: Any, what: str, link: str | None = None, **options: Any) -> None:
+    """:func:`enqueue` once the current transaction commits (at once outside one)."""
+    transaction.on_commit(lambda: enqueue(name, *args, what=what, link=link, **options))
+
+
+# Each task's queue as its decorator names it (None: sent to a queue chosen at each call).
+TASK_QUEUES: dict[str, str | None] = {}
+
+
+def task(*, name: str, queue: str | None, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """``shared_task`` naming the task and its queue where the task is written.
+
+    The queue is not given to Celery as the task's ``queue`` attribute, which Celery 5 deprecates and 6.0
+    ignores ("use the task_routes setting instead"): Celery routes by CELERY_TASK_ROUTES, and
+    tests/test_celery.py holds that table equal to the queues named here."""
+
+    def decorate(function: Callable[P, R]) -> Task[P, R]:
+        TASK_QUEUES[name] = queue
+        created: Task[P, R] = shared_task(name=name, **options)(function)
+        return created
+
+    return decorate

@@ -8,7 +8,6 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
@@ -19,7 +18,8 @@ from django.views.decorators.http import require_POST
 from audit.admin_readonly import ViewOnlyAdminMixin
 from audit.approvals import ApprovalError, approval_request
 from audit.models import Approval
-from datadomain import linkage, mapping, selectors, services, tasks
+from config.celery import enqueue_on_commit
+from datadomain import linkage, mapping, selectors, services
 from datadomain.errors import DomainError
 from datadomain.models import (
     CodeMapping,
@@ -151,7 +151,7 @@ class CodeMappingAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 continue
             applied.append((change.source, change.local_code))
         # Stamping the mapped records writes raw records: the data domain's queue does it.
-        transaction.on_commit(lambda: tasks.mapping_apply.delay(applied))
+        enqueue_on_commit("datadomain.tasks.mapping_apply", applied, what="mapping stamps")
         self.message_user(request, _("Changes approved: %(count)d") % {"count": len(applied)}, messages.SUCCESS)
 
     @admin.action(description=_("Reject the selected changes"))
@@ -193,7 +193,7 @@ class QuarantinedLineAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def reprocess(self, request: HttpRequest, queryset: QuerySet[QuarantinedLine]) -> None:
         # Ingest writes raw records: it runs on the data domain's queue, under its database role.
         ids = list(queryset.filter(resolved_at__isnull=True).values_list("pk", flat=True))
-        transaction.on_commit(lambda: tasks.reprocess_quarantined.delay(ids))
+        enqueue_on_commit("datadomain.tasks.reprocess_quarantined", ids, what="quarantine reprocessing")
         self.message_user(
             request,
             _("%(count)d line(s) sent to the data domain for re-processing; a line that ingests shows as resolved.")

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import phe
-from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -30,6 +29,7 @@ from django.utils import timezone
 from audit.approvals import Staff, approval_claim
 from audit.models import Approval
 from audit.services import Event, audit_record, audit_record_many
+from config.celery import task
 from datadomain import selectors
 from datadomain.errors import DomainError
 from datadomain.models import ComparisonGrant, CustodianKey, EncryptedFeatureVector
@@ -329,20 +329,20 @@ def _digest(query: object) -> str:
     return hashlib.sha256(json.dumps(query, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@shared_task(name="datadomain.custodian.answer_comparisons_batch", acks_late=True, ignore_result=True)
+@task(name="datadomain.custodian.answer_comparisons_batch", queue="custodian", acks_late=True, ignore_result=True)
 def answer_comparisons_batch(queries: list[tuple[str, dict[str, Any]]]) -> dict[str, AnswerJSON]:
     """The custodian queue's task: a chunk of queries. Its return value goes to the ``link`` callback only."""
     return comparisons_answer_many(queries=[(ref, query) for ref, query in queries])
 
 
-@shared_task(name="datadomain.custodian.rotate_keypair", acks_late=True, ignore_result=True)
+@task(name="datadomain.custodian.rotate_keypair", queue="custodian", acks_late=True, ignore_result=True)
 def rotate_keypair(actor: str = "", approval_id: int | None = None) -> str:
     """A rotation approved in the admin (four-eyes). Stored vectors are re-encrypted in the data domain
     (``precompute_features --replace-retiring``), never here, and old keys retire once nothing uses them."""
     return keypair_create(bits=int(settings.PAILLIER_KEY_BITS), actor=actor, approval_id=approval_id).key_id
 
 
-@shared_task(name="datadomain.custodian.retire_key", acks_late=True, ignore_result=True)
+@task(name="datadomain.custodian.retire_key", queue="custodian", acks_late=True, ignore_result=True)
 def retire_key(key_id: str, actor: str = "") -> None:
     """A retirement asked for in the admin; refused again here if a ciphertext came to use the key meanwhile."""
     key_retire(key_id=key_id, actor=actor)

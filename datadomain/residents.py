@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -33,6 +32,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import override
 
 from audit.services import audit_record, subject_ref
+from config.celery import enqueue
 from datadomain import messaging
 from datadomain.models.consent import Consent, ConsentWithdrawal
 from datadomain.models.identity import MessageDelivery, PatientContact, ResidentCode
@@ -48,19 +48,14 @@ def code_hash(code_id: uuid.UUID | str, code: str) -> str:
     return salted_hmac(_CODE_SALT, f"{code_id}:{code}", algorithm="sha256").hexdigest()
 
 
-def _send_task(name: str, **kwargs: object) -> None:
+def _send_task(name: str, *args: object) -> None:
     """Send a domain task by name once the transaction commits (web never imports the domain's tasks)."""
 
     def send() -> None:
         try:
-            if current_app.conf.task_always_eager:
-                from datadomain import tasks
-
-                getattr(tasks, name).delay(**kwargs)
-            else:
-                current_app.send_task(f"datadomain.tasks.{name}", kwargs=kwargs)
-        except Exception as exc:  # noqa: BLE001 - a broker outage or a failed send must not fail the page
-            logger.warning("resident message not queued (%s)", exc.__class__.__name__)
+            enqueue(f"datadomain.tasks.{name}", *args, what="resident message")
+        except Exception as exc:  # noqa: BLE001 - in-process, a failed send must not fail the page either
+            logger.warning("resident message not sent (%s)", exc.__class__.__name__)
 
     transaction.on_commit(send)
 
@@ -76,7 +71,7 @@ def resident_code_create(*, subject_key: str) -> uuid.UUID:
         subject_key=subject_key,
         expires_at=timezone.now() + timedelta(seconds=settings.RESIDENT_CODE_SECONDS),
     )
-    _send_task("resident_code_send", code_id=str(code.pk))
+    _send_task("resident_code_send", str(code.pk))
     return code.pk
 
 
@@ -141,7 +136,7 @@ def resident_code_check(*, code_id: str, code: str) -> CodeCheck:
 def residents_notify_on_commit(*, subject_keys: Sequence[str]) -> None:
     """Tell these residents (those the domain holds a number for) that a request awaits their consent."""
     if subject_keys:
-        _send_task("residents_notify", subject_keys=sorted(set(subject_keys)))
+        _send_task("residents_notify", sorted(set(subject_keys)))
 
 
 def residents_notify(*, subject_keys: Sequence[str]) -> int:

@@ -12,7 +12,6 @@ from datetime import date, datetime, timedelta
 from typing import Literal, TypedDict
 
 import phe
-from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Min
@@ -22,6 +21,7 @@ from django.utils.translation import gettext_noop
 from audit.approvals import Staff, approval_claim
 from audit.models import Approval
 from audit.services import Event, audit_record, audit_record_many, subject_ref
+from config.celery import enqueue
 from datadomain import catalog, identity, linkage
 from datadomain.consent_store import consent_artifact_delete
 from datadomain.encryption import Stored, encrypt_vector, from_pair, key_fingerprint, pack, to_pair, unpack
@@ -626,16 +626,14 @@ def vectors_drop_retiring() -> int:
 def keypair_rotate_request(*, actor: str, approval_id: int | None = None) -> None:
     """Ask the custodian for a new active key. Only the custodian holds the key directory and KEK, so the
     rotation runs on its queue; the task is sent by name so that this process never imports the custodian."""
-    _custodian_task("rotate_keypair", actor=actor, approval_id=approval_id)
+    _custodian_task("rotate_keypair", actor, approval_id)
 
 
-def _custodian_task(name: str, **kwargs: object) -> None:
-    if current_app.conf.task_always_eager:  # in-process mode: this process is the custodian too
-        from datadomain import custodian
-
-        getattr(custodian, name).delay(**kwargs)
-    else:
-        current_app.send_task(f"datadomain.custodian.{name}", kwargs=kwargs)
+def _custodian_task(name: str, *args: object) -> None:
+    """Send a custodian task by name; no other work retries it, so a broker that cannot take it is an
+    error the staff member sees, as before anything was recorded as sent."""
+    if not enqueue(f"datadomain.custodian.{name}", *args, what=f"custodian {name}"):
+        raise DomainError("broker_unavailable", "The custodian's queue cannot be reached now; try again later.")
 
 
 def key_rotation_execute(*, approval_id: int, executed_by: Staff) -> None:
@@ -654,7 +652,7 @@ def key_retire_request(*, key_id: str, actor: str) -> None:
     refusal = key_retire_refusal(key_id)
     if refusal is not None:
         raise refusal
-    _custodian_task("retire_key", key_id=key_id, actor=actor)
+    _custodian_task("retire_key", key_id, actor)
 
 
 # --- quarantine ------------------------------------------------------------------------------------

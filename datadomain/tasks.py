@@ -1,13 +1,14 @@
-"""The data domain's Celery tasks (queue ``domain``, CELERY_TASK_ROUTES): thin wrappers over services, so
-work that reads or writes raw records runs under the domain's database role, never the web's."""
+"""The data domain's Celery tasks (queue ``domain``): thin wrappers over services, so work that reads or
+writes raw records runs under the domain's database role, never the web's."""
 
 from __future__ import annotations
 
-from celery import shared_task
 from django.conf import settings
 
+from config.celery import task
 
-@shared_task(name="datadomain.tasks.reprocess_quarantined", acks_late=True, ignore_result=True)
+
+@task(name="datadomain.tasks.reprocess_quarantined", queue="domain", acks_late=True, ignore_result=True)
 def reprocess_quarantined(line_ids: list[int]) -> int:
     """Ingest quarantined lines again after a correction in the admin; safe to run twice (an ingested
     line is left alone). Returns how many were ingested."""
@@ -16,7 +17,7 @@ def reprocess_quarantined(line_ids: list[int]) -> int:
     return sum(quarantine_reprocess(quarantined_id=pk) for pk in line_ids)
 
 
-@shared_task(name="datadomain.tasks.mapping_apply", acks_late=True, ignore_result=True)
+@task(name="datadomain.tasks.mapping_apply", queue="domain", acks_late=True, ignore_result=True)
 def mapping_apply(keys: list[tuple[str, str]]) -> int:
     """After approved mapping changes: stamp the records they map, so the affected subjects' vectors are
     recomputed (datadomain.mapping.apply). Safe to run twice."""
@@ -25,8 +26,9 @@ def mapping_apply(keys: list[tuple[str, str]]) -> int:
     return sum(apply(source, local_code) for source, local_code in keys)
 
 
-@shared_task(
+@task(
     name="datadomain.tasks.resident_code_send",
+    queue="domain",
     autoretry_for=(Exception,),
     retry_backoff=True,
     retry_backoff_max=30,
@@ -41,8 +43,9 @@ def resident_code_send(code_id: str) -> bool:
     return send(code_id=code_id)
 
 
-@shared_task(
+@task(
     name="datadomain.tasks.residents_notify",
+    queue="domain",
     autoretry_for=(Exception,),
     retry_backoff=True,
     max_retries=3,

@@ -17,7 +17,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.errors import AppError
 from audit.services import audit_record
-from insurer_portal import batches, tasks
+from config.celery import enqueue, enqueue_on_commit
+from insurer_portal import batches
 from insurer_portal.models import ApiKey, Batch, BatchRow, Insurer, InsurerUser
 from underwriting import selectors as uw_selectors
 from underwriting.models import WebhookEndpoint
@@ -228,6 +229,9 @@ def _masked(resident_id: str) -> str:
     return mask_resident_id(resident_id_normalise(resident_id))
 
 
+RUN_BATCH = "insurer_portal.tasks.run_batch"  # by name: services do not import the task modules
+
+
 @transaction.atomic
 def batch_start(*, batch: Batch) -> bool:
     """Confirm a previewed batch: its valid rows are submitted by a task. False if already started."""
@@ -235,7 +239,7 @@ def batch_start(*, batch: Batch) -> bool:
         status=Batch.Status.RUNNING, started_at=timezone.now()
     )
     if started:
-        transaction.on_commit(lambda: tasks.run_batch.delay(batch.pk))
+        enqueue_on_commit(RUN_BATCH, batch.pk, what="batch run")
     return bool(started)
 
 
@@ -331,8 +335,4 @@ def batches_sweep() -> int:
         sealed_rows__isnull=False,
         started_at__lt=timezone.now() - BATCH_STUCK_AFTER,
     ).values_list("pk", flat=True)
-    count = 0
-    for batch_id in stuck:
-        tasks.run_batch.delay(batch_id)
-        count += 1
-    return count
+    return sum(enqueue(RUN_BATCH, batch_id, what="batch run") for batch_id in stuck)

@@ -17,7 +17,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 PACKAGES = ["config", "ops", "residents", "insurer_portal", "underwriting", "datadomain", "audit", "securecompute"]
-SKELETON = ["datadomain/models.py", "datadomain/custodian.py", "securecompute/private.py"]
+SKELETON = [
+    "datadomain/models.py",
+    "datadomain/custodian.py",
+    "securecompute/private.py",
+    *(
+        f"{app}/{room}.py"
+        for app in ["audit", "datadomain", "underwriting", "insurer_portal", "ops"]
+        for room in ["tasks", "services"]
+    ),
+]
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -69,6 +78,9 @@ def test_a_clean_skeleton_passes(skeleton: Path) -> None:
         ("underwriting/records.py", "from datadomain import models\n", "never import the data domain's models"),
         ("underwriting/keys.py", "import securecompute.private\n", "Only datadomain.custodian loads a private key"),
         ("datadomain/features.py", "import securecompute.private\n", "Only datadomain.custodian loads a private key"),
+        ("underwriting/services.py", "from underwriting import tasks\n", "services never import tasks"),
+        ("insurer_portal/services.py", "import insurer_portal.tasks\n", "services never import tasks"),
+        ("datadomain/services.py", "from datadomain.tasks import x\n", "services never import tasks"),
     ],
 )
 def test_each_contract_catches_its_violation(skeleton: Path, module: str, source: str, contract: str) -> None:

@@ -1,17 +1,20 @@
 """Celery tasks: thin wrappers that take ids, call one service and chain the next step.
 
-Routing (config/settings/base.py): drain_extraction runs on ``domain`` (it reads raw records),
+Each task names its queue: drain_extraction runs on ``domain`` (it reads raw records),
 drain_scoring/finalize_requests on ``scoring`` (encrypted values only), the custodian's step on
 ``custodian``, webhook work on ``webhooks``. Every task is safe to run twice: the services'
-transitions are guarded, and a stage's drain claims its requests under row locks.
+transitions are guarded, and a stage's drain claims its requests under row locks. Services send these
+tasks by name (config.celery.enqueue); they never import this module.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Task
 from django.conf import settings
+
+from config.celery import enqueue, task
 
 
 class StageTask(Task):  # type: ignore[type-arg]
@@ -34,7 +37,7 @@ class FinalizeTask(StageTask):
             request_fail(request_id=request_id)
 
 
-@shared_task(base=StageTask, ignore_result=True)
+@task(name="underwriting.tasks.drain_extraction", queue="domain", base=StageTask, ignore_result=True)
 def drain_extraction() -> int:
     """Extract the encrypted vectors of every request waiting in ``extracting`` (domain queue)."""
     from underwriting.services.pipeline import stage_drain
@@ -42,7 +45,7 @@ def drain_extraction() -> int:
     return stage_drain("extract")
 
 
-@shared_task(base=StageTask, ignore_result=True)
+@task(name="underwriting.tasks.drain_scoring", queue="scoring", base=StageTask, ignore_result=True)
 def drain_scoring() -> int:
     """Score every request waiting in ``scoring`` and send the custodian their queries (scoring queue)."""
     from underwriting.services.pipeline import stage_drain
@@ -50,7 +53,7 @@ def drain_scoring() -> int:
     return stage_drain("score")
 
 
-@shared_task(base=FinalizeTask, ignore_result=True)
+@task(name="underwriting.tasks.finalize_requests", queue="scoring", base=FinalizeTask, ignore_result=True)
 def finalize_requests(answers: dict[str, dict[str, Any]]) -> int:
     """Called with the custodian's answers as the first argument (a Celery ``link`` callback)."""
     from underwriting.services.pipeline import requests_finalize
@@ -58,19 +61,16 @@ def finalize_requests(answers: dict[str, dict[str, Any]]) -> int:
     return requests_finalize(answers=answers)
 
 
-STAGE_TASKS = {"extract": drain_extraction, "score": drain_scoring}
-
-
-@shared_task(bind=True, ignore_result=True)
+@task(name="underwriting.tasks.deliver_webhook", queue="webhooks", bind=True, ignore_result=True)
 def deliver_webhook(self: Task[[int], None], delivery_id: int) -> None:
     from underwriting.services.webhooks import webhook_deliver
 
     delay = webhook_deliver(delivery_id=delivery_id)
-    if delay is not None:
-        deliver_webhook.apply_async(args=(delivery_id,), countdown=delay)
+    if delay is not None:  # a broker that cannot take the retry leaves it to webhooks_sweep
+        enqueue(self.name, delivery_id, countdown=delay, what="webhook retry")
 
 
-@shared_task(ignore_result=True)
+@task(name="underwriting.tasks.sweep_requests", queue="scoring", ignore_result=True)
 def sweep_requests() -> int:
     """Re-enqueue requests whose task was lost (broker down at commit, worker killed) and reject requests
     whose resident did not confirm in time (``consent_expired``)."""
@@ -81,7 +81,8 @@ def sweep_requests() -> int:
     return requests_sweep() + webhooks_sweep() + confirmations_expire()
 
 
-@shared_task(ignore_result=True)
+# Misuse flags watch the scoring workers (custodian.misuse entries), so they are not evaluated there.
+@task(name="underwriting.tasks.evaluate_flags", queue="domain", ignore_result=True)
 def evaluate_flags() -> int:
     """Raise misuse flags (oracle, burst, fishing) for new patterns of requests; safe to run twice."""
     from underwriting.services.flags import flags_evaluate
@@ -90,7 +91,7 @@ def evaluate_flags() -> int:
     return report.raised
 
 
-@shared_task(name="underwriting.tasks.explain_subject", ignore_result=False, acks_late=False)
+@task(name="underwriting.tasks.explain_subject", queue="domain", ignore_result=False, acks_late=False)
 def explain_subject(approval_id: int, executed_by_id: int) -> dict[str, Any]:
     """Carry out an approved explanation in the data domain (queue ``domain``: it recomputes features from
     raw records, which only the domain's database role reads) and hand it back to the admin that waits for

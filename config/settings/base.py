@@ -297,18 +297,29 @@ CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_QUEUES = [Queue(name) for name in ("domain", "scoring", "custodian", "webhooks")]
 CELERY_TASK_DEFAULT_QUEUE = "domain"
+# Each task names its queue on its decorator; this table repeats it by name for the processes that send a
+# task without importing it (config.celery.enqueue), such as the scoring worker sending the custodian's.
+# tests/test_celery.py keeps the two equal and every name real. ops.tasks.heartbeat has no entry: it is
+# sent to every queue in turn.
 CELERY_TASK_ROUTES = {
-    # Exact names win over the patterns below.
-    "underwriting.tasks.drain_extraction": {"queue": "domain"},
-    "underwriting.tasks.explain_subject": {"queue": "domain"},  # reads raw records
-    # Misuse flags watch the scoring workers (custodian.misuse entries), so they are not evaluated there.
-    "underwriting.tasks.evaluate_flags": {"queue": "domain"},
-    "underwriting.tasks.deliver_webhook": {"queue": "webhooks"},
-    # The custodian is the only process holding the Paillier private key: its own queue, its own worker.
-    "datadomain.custodian.*": {"queue": "custodian"},
-    "datadomain.tasks.*": {"queue": "domain"},
-    "underwriting.tasks.*": {"queue": "scoring"},
-    "underwriting.webhooks.*": {"queue": "webhooks"},
+    f"{module}.{task}": {"queue": queue}
+    for module, queue, tasks in [
+        ("audit.tasks", "domain", ["chain_pending", "export_anchor", "verify_chain"]),
+        (
+            "datadomain.tasks",
+            "domain",
+            ["reprocess_quarantined", "mapping_apply", "resident_code_send", "residents_notify"],
+        ),
+        # The custodian is the only process holding the Paillier private key: its own queue, its own worker.
+        ("datadomain.custodian", "custodian", ["answer_comparisons_batch", "rotate_keypair", "retire_key"]),
+        # Reads raw records (extraction, explanations) or the audit log (misuse flags): the domain zone.
+        ("underwriting.tasks", "domain", ["drain_extraction", "explain_subject", "evaluate_flags"]),
+        ("underwriting.tasks", "scoring", ["drain_scoring", "finalize_requests", "sweep_requests"]),
+        ("underwriting.tasks", "webhooks", ["deliver_webhook"]),
+        ("insurer_portal.tasks", "domain", ["run_batch", "sweep_batches"]),
+        ("ops.tasks", "domain", ["broadcast_heartbeat"]),
+    ]
+    for task in tasks
 }
 # A task is acknowledged only once it has finished, and a worker that dies mid-task (kill -9, OOM)
 # hands the message back, so every task must be safe to run twice.
@@ -343,10 +354,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "audit-chain": {"task": "audit.tasks.chain_pending", "schedule": env.float("AUDIT_CHAIN_SECONDS", default=5.0)},
     "audit-anchor": {"task": "audit.tasks.export_anchor", "schedule": AUDIT_ANCHOR_SECONDS},
     "audit-verify": {"task": "audit.tasks.verify_chain", "schedule": AUDIT_VERIFY_SECONDS},
-    "evaluate-misuse-flags": {
-        "task": "underwriting.tasks.evaluate_flags",
-        "schedule": env.float("FLAG_EVALUATE_SECONDS", default=300.0),
-    },
+    # "evaluate-misuse-flags" is added with FLAG_EVALUATE_SECONDS below.
 }
 
 # --- caches (API throttling) ----------------------------------------------------------------------
@@ -435,6 +443,10 @@ WEBHOOK_SECRET_KEY_FALLBACKS = env.list("WEBHOOK_SECRET_KEY_FALLBACKS", default=
 # FLAG_BURST_WINDOW_MINUTES; FLAG_MISMATCH_COUNT identity mismatches from one API key, or from one insurer
 # over all its keys, portal and batches, within FLAG_MISMATCH_WINDOW_HOURS.
 FLAG_EVALUATE_SECONDS = env.float("FLAG_EVALUATE_SECONDS", default=300.0)
+CELERY_BEAT_SCHEDULE["evaluate-misuse-flags"] = {
+    "task": "underwriting.tasks.evaluate_flags",
+    "schedule": FLAG_EVALUATE_SECONDS,
+}
 FLAG_SUBJECT_WINDOW_DAYS = env.int("FLAG_SUBJECT_WINDOW_DAYS", default=30)
 FLAG_SUBJECT_MANUALS = env.int("FLAG_SUBJECT_MANUALS", default=3)
 FLAG_SUBJECT_INSURERS = env.int("FLAG_SUBJECT_INSURERS", default=3)

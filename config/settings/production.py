@@ -17,6 +17,7 @@ from config.settings.base import (
     DATABASES,
     DEBUG,
     LOGGING,
+    REDIS_URL,
     SECRET_KEY,
     SUBJECT_PEPPER,
 )
@@ -24,6 +25,14 @@ from config.settings.env import env, public_secret_reason
 
 if DEBUG:
     raise ImproperlyConfigured("config.settings.production refuses DEBUG=1; use config.settings.base for development.")
+
+# --- Celery: never in-process ---------------------------------------------------------------------------
+# Without a broker every task would run inside the web process, the custodian's included: the private key
+# would be opened where requests are served, and the trust zones would be one process.
+if not REDIS_URL:
+    raise ImproperlyConfigured(
+        "REDIS_URL must name the Celery broker: production never runs tasks in-process (docker/.env.example)."
+    )
 
 # --- secrets: never one published in this repository (a development default or an example's placeholder) ----
 for _name, _value in {

@@ -34,6 +34,7 @@ def production_env(**overrides: str) -> dict[str, str]:
             "ALLOWED_HOSTS": "underwriting.example.org,testserver",
             "TRUSTED_PROXIES": "172.30.0.1",
             "DATABASE_URL": os.environ.get("DATABASE_URL", "") or "postgres://u:p@127.0.0.1:1/none",
+            "REDIS_URL": os.environ.get("REDIS_URL", "") or "redis://127.0.0.1:1/0",
             **overrides,
         }
     )
@@ -59,6 +60,12 @@ def test_production_refuses_debug() -> None:
     result = run_python("import django; django.setup()", production_env(DEBUG="1"))
     assert result.returncode != 0
     assert "refuses DEBUG" in result.stderr
+
+
+def test_production_refuses_to_run_tasks_in_process() -> None:
+    result = run_python("import django; django.setup()", production_env(REDIS_URL=""))
+    assert result.returncode != 0
+    assert "REDIS_URL must name the Celery broker" in result.stderr
 
 
 def test_production_requires_the_proxy_it_sits_behind() -> None:

@@ -104,7 +104,7 @@ def test_an_unreachable_broker_does_not_fail_an_accepted_request(
     def broker_down(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(tasks.drain_extraction, "delay", broker_down)
+    monkeypatch.setattr(tasks.drain_extraction, "apply_async", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         request, created = request_submit(
             insurer_id=insurer.pk, insurer_slug=insurer.slug, reference="R",
@@ -113,7 +113,7 @@ def test_an_unreachable_broker_does_not_fail_an_accepted_request(
         )  # fmt: skip
     assert created
     assert UnderwritingRequest.objects.get(pk=request.pk).status == RequestStatus.EXTRACTING
-    assert "left to the sweeper" in caplog.text
+    assert "broker unavailable, extract stage not sent" in caplog.text
     assert ALICE_ID not in caplog.text
 
 

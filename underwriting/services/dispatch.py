@@ -1,9 +1,8 @@
-"""Handing work to the broker once the database has committed it.
+"""Waking the pipeline's stages once the database has committed their requests.
 
-A committed row is the source of truth: if the broker cannot take the message (Redis restarting,
-network blip), the step is not lost, only late. The sweeper (``requests_sweep``, ``webhooks_sweep``,
-run by beat) finds rows that made no progress and enqueues them again. So a broker error here is
-logged and swallowed instead of turning an accepted request into an HTTP error.
+Every message goes through the project's one dispatcher, :func:`config.celery.enqueue`, which logs and
+swallows a broker error: a committed row is the source of truth, and the sweeper (``requests_sweep``,
+``webhooks_sweep``, run by beat) finds rows that made no progress and enqueues them again.
 
 Pipeline stages are woken, not sent one message per request: ``stage_wake`` sends a stage's drain task
 only when none is already waiting (a Redis ``SET NX`` flag that the drain clears as it starts), and the
@@ -14,32 +13,16 @@ task and one set of queries; an idle stack still answers each request at once.
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import Callable
 
 from celery import current_app
 from django.db import transaction
-from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
+from config.celery import enqueue
 from underwriting.services.notify import redis_client
 
-logger = logging.getLogger(__name__)
-
-
-def enqueue(send: Callable[[], object], *, what: str) -> bool:
-    """Run ``send`` (a ``.delay``/``.apply_async`` call); False when the broker is unavailable."""
-    try:
-        send()
-    except (BrokerError, RedisError, ConnectionError) as exc:
-        logger.warning("broker unavailable, %s is left to the sweeper (%s)", what, exc.__class__.__name__)
-        return False
-    return True
-
-
-def enqueue_on_commit(send: Callable[[], object], *, what: str) -> None:
-    transaction.on_commit(lambda: enqueue(send, what=what))
-
+# Each stage's drain task, by name: services do not import the task modules (tasks -> services).
+STAGE_TASKS = {"extract": "underwriting.tasks.drain_extraction", "score": "underwriting.tasks.drain_scoring"}
 
 # A flag outlives a lost message by at most this long; the sweeper resumes what such a loss left behind.
 WAKE_FLAG_SECONDS = 10
@@ -51,9 +34,6 @@ def wake_flag(stage: str) -> str:
 
 def stage_wake(stage: str) -> bool:
     """Send ``stage``'s drain task unless one is already queued; False when the broker is unavailable."""
-    from underwriting import tasks
-
-    drain = tasks.STAGE_TASKS[stage]
     client = None if current_app.conf.task_always_eager else redis_client()
     if client is not None:
         try:
@@ -61,7 +41,7 @@ def stage_wake(stage: str) -> bool:
                 return True  # a drain is queued and has not started: it will see this request
         except RedisError:
             client = None  # no flag: send anyway, a duplicate drain finds nothing to do
-    sent = enqueue(drain.delay, what=f"{stage} stage")
+    sent = enqueue(STAGE_TASKS[stage], what=f"{stage} stage")
     if not sent and client is not None:
         with contextlib.suppress(RedisError):
             client.delete(wake_flag(stage))  # the next request tries again instead of waiting for the flag

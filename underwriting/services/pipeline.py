@@ -38,6 +38,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.services import Event, audit_record_many
+from config.celery import enqueue
 from datadomain import keyring
 from datadomain import selectors as domain_selectors
 from datadomain import services as domain
@@ -49,7 +50,7 @@ from securecompute.paillier import modulus, raw_ciphertext
 from securecompute.protocol import ComparisonAnswer, ciphertexts_from_json, ciphertexts_to_json
 from securecompute.scoring import encrypted_score, score_bound
 from securecompute.tiering import TieringState, build_tier_query, tier_index_from_answer, tiering_params
-from underwriting import selectors, tasks
+from underwriting import selectors
 from underwriting.manual_format import ManualDocument
 from underwriting.models import (
     RejectReason,
@@ -59,7 +60,7 @@ from underwriting.models import (
     UnderwritingRequest,
     VerificationFailure,
 )
-from underwriting.services.dispatch import enqueue, enqueue_on_commit, stage_wake, stage_wake_on_commit, stage_woken
+from underwriting.services.dispatch import stage_wake, stage_wake_on_commit, stage_woken
 from underwriting.services.state import fail, transition_many
 from underwriting.services.webhooks import webhooks_enqueue_for_request, webhooks_enqueue_for_requests
 
@@ -249,7 +250,7 @@ def _score_chunk(limit: int) -> int:
         ScoringInput.objects.filter(request_id__in=[r.pk for r in requests]).delete()  # ciphertexts no longer needed
         queries = [(str(pk), secrets[pk].query) for pk in moved]
         if queries:
-            enqueue_on_commit(partial(_ask_custodian, queries), what="custodian query")
+            transaction.on_commit(partial(_ask_custodian, queries))
         _fail_many(failed, from_status=RequestStatus.SCORING, what="scored")
     return len(requests)
 
@@ -296,14 +297,14 @@ def manual_score_bound(document: ManualDocument) -> int:
 STAGE_STEPS = {"extract": _extract_chunk, "score": _score_chunk}
 
 
-def _ask_custodian(queries: list[tuple[str, dict[str, Any]]]) -> None:
+def _ask_custodian(queries: list[tuple[str, dict[str, Any]]]) -> bool:
     # By name: underwriting does not import the custodian module (the only one with private keys).
-    current_app.signature(
+    return enqueue(
         "datadomain.custodian.answer_comparisons_batch",
-        args=(queries,),
-        queue="custodian",
-        link=tasks.finalize_requests.s(),
-    ).apply_async()
+        queries,
+        link="underwriting.tasks.finalize_requests",
+        what="custodian query",
+    )
 
 
 # An answer read this close to its grant's expiry (or later) is not trusted: the custodian answers random
@@ -432,4 +433,4 @@ def _resume(requests: list[UnderwritingRequest]) -> None:
     ]
     chunk = int(settings.UNDERWRITING_STAGE_CHUNK)
     for start in range(0, len(queries), chunk):
-        enqueue(partial(_ask_custodian, queries[start : start + chunk]), what="custodian query")
+        _ask_custodian(queries[start : start + chunk])
