@@ -3,7 +3,8 @@
 The parent process does all database work, set-based per chunk of patients: records stamps of the
 chunk, which stored vectors are still fresh, features of the stale ones (a few queries). Worker
 processes only encrypt (no database, no Django state): they receive the modulus once and integer
-vectors, and return ciphertexts. Each chunk is then upserted in one statement.
+vectors, and return ciphertexts. Each chunk is then upserted in one statement, with the plaintext values
+the ciphertexts were made from (``FeatureValues``, read by the data domain alone) in a second.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from multiprocessing.pool import AsyncResult
 from typing import Any
 
 import phe
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from datadomain import catalog
 from datadomain.encryption import Stored, encrypt_vector, key_fingerprint, pack, to_pair, unpack
 from datadomain.extraction import features_for_patients
 from datadomain.freshness import records_stamps
-from datadomain.models import EncryptedFeatureVector, Patient
+from datadomain.models import EncryptedFeatureVector, FeatureValues, Patient
 
 _worker_key: phe.PaillierPublicKey | None = None
 
@@ -62,6 +63,9 @@ class _Chunk:
     stamps: dict[int, int]
     existing: dict[int, tuple[int, Stored]]
     encrypted: AsyncResult[list[tuple[int, list[tuple[int, int]]]]] | None
+    # The plaintexts being encrypted, and the values stored at each patient's current stamp.
+    values: dict[int, list[int]]
+    existing_values: dict[int, dict[str, int]]
 
 
 def precompute(
@@ -113,23 +117,44 @@ class _Job:
                 patient_id__in=ids, catalog_version=self.catalog.version, key_id=self.key_id, as_of=self.as_of
             ).values_list("patient_id", "records_stamp", "features", "exponents", "ciphertexts")
         }
+        values = {
+            patient_id: dict(stored)
+            for patient_id, stamp, stored in FeatureValues.objects.filter(
+                patient_id__in=ids, catalog_version=self.catalog.version, as_of=self.as_of
+            ).values_list("patient_id", "records_stamp", "values")
+            if stamp == stamps[patient_id]
+        }
+        # A vector without its plaintext values at the same stamp (stored before the domain kept them) is
+        # made again with them: the request path then needs no exponentiation for its tag.
         stale = [
             pk
             for pk in ids
-            if pk not in existing or existing[pk][0] != stamps[pk] or any(n not in existing[pk][1] for n in self.names)
+            if pk not in existing
+            or existing[pk][0] != stamps[pk]
+            or any(n not in existing[pk][1] or n not in values.get(pk, {}) for n in self.names)
         ]
         result.subjects += len(ids)
         result.already_fresh += len(ids) - len(stale)
         vectors = features_for_patients(stale, self.names, self.as_of, self.catalog) if stale else {}
         encrypted = pool.map_async(_encrypt, list(vectors.items()), chunksize=4) if vectors else None
-        return _Chunk(ids, stamps, existing, encrypted)
+        return _Chunk(ids, stamps, existing, encrypted, vectors, values)
 
     def store(self, chunk: _Chunk, result: PrecomputeResult, on_progress: Callable[[int], None] | None) -> None:
-        rows = []
+        rows, plain = [], []
         for patient_id, stored in chunk.encrypted.get() if chunk.encrypted is not None else []:
             kept = chunk.existing.get(patient_id)
             merged = dict(kept[1]) if kept is not None and kept[0] == chunk.stamps[patient_id] else {}
             merged.update(zip(self.names, stored, strict=True))
+            known = chunk.existing_values.get(patient_id, {}) if merged.keys() - set(self.names) else {}
+            plain.append(
+                FeatureValues(
+                    patient_id=patient_id,
+                    catalog_version=self.catalog.version,
+                    as_of=self.as_of,
+                    records_stamp=chunk.stamps[patient_id],
+                    values={**known, **dict(zip(self.names, map(int, chunk.values[patient_id]), strict=True))},
+                )
+            )
             names, exponents, blob = pack(merged)
             rows.append(
                 EncryptedFeatureVector(
@@ -143,12 +168,19 @@ class _Job:
                     ciphertexts=blob,
                 )
             )
-        EncryptedFeatureVector.objects.bulk_create(
-            rows,
-            update_conflicts=True,
-            unique_fields=["patient", "catalog_version", "key_id", "as_of"],
-            update_fields=["records_stamp", "features", "exponents", "ciphertexts", "computed_at"],
-        )
+        with transaction.atomic():  # the ciphertexts and their plaintexts together, never one without the other
+            EncryptedFeatureVector.objects.bulk_create(
+                rows,
+                update_conflicts=True,
+                unique_fields=["patient", "catalog_version", "key_id", "as_of"],
+                update_fields=["records_stamp", "features", "exponents", "ciphertexts", "computed_at"],
+            )
+            FeatureValues.objects.bulk_create(
+                plain,
+                update_conflicts=True,
+                unique_fields=["patient", "catalog_version", "as_of"],
+                update_fields=["records_stamp", "values", "computed_at"],
+            )
         result.encrypted += len(rows)
         if on_progress is not None:
             on_progress(len(chunk.ids))

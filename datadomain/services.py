@@ -35,6 +35,7 @@ from datadomain.models import (
     CustodianKey,
     Encounter,
     EncryptedFeatureVector,
+    FeatureValues,
     Observation,
     Patient,
     QuarantinedLine,
@@ -42,7 +43,7 @@ from datadomain.models import (
 from datadomain.models.consent import ConsentWithdrawal
 from datadomain.models.identity import MessageDelivery, PatientContact, ResidentCode
 from datadomain.selectors import key_retire_refusal
-from securecompute.binding import TagMaterial, new_mac_key, tag_material
+from securecompute.binding import BindingParams, TagMaterial, new_mac_key, tag_material, tag_material_for_known_score
 from securecompute.paillier import modulus
 from securecompute.scoring import encrypted_score
 from securecompute.tiering import tiering_params
@@ -505,11 +506,32 @@ def encrypted_feature_vector(
 def encrypted_feature_vectors(
     *, subject_keys: Sequence[str], feature_names: Sequence[str], as_of: date, public_key: phe.PaillierPublicKey
 ) -> dict[str, list[phe.EncryptedNumber]]:
-    """Ciphertexts of ``feature_names`` for each known subject, in that order; unknown subjects are left out.
+    """Ciphertexts of ``feature_names`` for each known subject, in that order; unknown subjects are left out
+    (see :func:`subject_vectors`)."""
+    vectors = subject_vectors(
+        subject_keys=subject_keys, feature_names=feature_names, as_of=as_of, public_key=public_key
+    )
+    return {subject_key: vector.ciphertexts for subject_key, vector in vectors.items()}
 
-    Set-based: three queries for the whole list (subjects, records stamps, stored vectors) when the store
-    holds a fresh vector for each (subject, catalog version, key, as-of date); subjects whose vector is
-    missing or stale have their features extracted together, encrypted and stored.
+
+@dataclass(frozen=True)
+class SubjectVector:
+    """One subject's features as ciphertexts and, when the domain still holds the plaintexts those were
+    made from (``FeatureValues`` at the same records stamp), as integers, both in the manual's order."""
+
+    ciphertexts: list[phe.EncryptedNumber]
+    values: list[int] | None
+
+
+def subject_vectors(
+    *, subject_keys: Sequence[str], feature_names: Sequence[str], as_of: date, public_key: phe.PaillierPublicKey
+) -> dict[str, SubjectVector]:
+    """The vectors of ``feature_names`` for each known subject; unknown subjects are left out.
+
+    Set-based: four queries for the whole list (subjects, records stamps, stored vectors, their plaintext
+    values) when the store holds a fresh vector for each (subject, catalog version, key, as-of date);
+    subjects whose vector is missing or stale have their features extracted together, encrypted and
+    stored, with their values.
     """
     unknown = sorted(set(feature_names) - set(catalog.current().features))
     if unknown:
@@ -521,7 +543,8 @@ def encrypted_feature_vectors(
     if not patients:
         return {}
     stamps = records_stamps(list(patients.values()))
-    lookup = {"catalog_version": catalog.current().version, "key_id": key_fingerprint(public_key), "as_of": as_of}
+    version = catalog.current().version
+    lookup = {"catalog_version": version, "key_id": key_fingerprint(public_key), "as_of": as_of}
     rows = EncryptedFeatureVector.objects.filter(patient_id__in=list(patients.values()), **lookup).values_list(
         "patient_id", "records_stamp", "features", "exponents", "ciphertexts"
     )
@@ -530,6 +553,7 @@ def encrypted_feature_vectors(
         for patient_id, stamp, names, exponents, blob in rows
         if stamp == stamps.get(patient_id)
     }
+    plain = _fresh_values(stamps, version, as_of)
     current = {pk: stored.get(pk, {}) for pk in patients.values()}
     stale: dict[tuple[str, ...], list[int]] = {}
     for pk, vector in current.items():
@@ -540,25 +564,68 @@ def encrypted_feature_vectors(
         values = features_for_patients(patient_ids, list(missing), as_of)
         for pk in patient_ids:
             current[pk].update(zip(missing, map(to_pair, encrypt_vector(public_key, values[pk])), strict=True))
-            vector_save(lookup={"patient_id": pk, **lookup}, records_stamp=stamps[pk], ciphertexts=current[pk])
+            computed = dict(zip(missing, map(int, values[pk]), strict=True))
+            plain[pk] = {**plain.get(pk, {}), **computed} if pk in stored else computed
+            vector_save(
+                lookup={"patient_id": pk, **lookup}, records_stamp=stamps[pk], ciphertexts=current[pk], values=plain[pk]
+            )
     return {
-        subject_key: [from_pair(public_key, current[pk][name]) for name in feature_names]
+        subject_key: SubjectVector(
+            [from_pair(public_key, current[pk][name]) for name in feature_names],
+            _in_order(plain.get(pk, {}), feature_names),
+        )
         for subject_key, pk in patients.items()
     }
 
 
-def vector_save(*, lookup: dict[str, object], records_stamp: int, ciphertexts: Stored) -> None:
-    """Store ciphertexts computed from the records state ``records_stamp``.
+def _fresh_values(stamps: dict[int, int], catalog_version: str, as_of: date) -> dict[int, dict[str, int]]:
+    """The plaintext values stored for these patients at their current records stamps."""
+    rows = FeatureValues.objects.filter(
+        patient_id__in=list(stamps), catalog_version=catalog_version, as_of=as_of
+    ).values_list("patient_id", "records_stamp", "values")
+    return {patient_id: dict(values) for patient_id, stamp, values in rows if stamp == stamps.get(patient_id)}
+
+
+def _in_order(values: dict[str, int], feature_names: Sequence[str]) -> list[int] | None:
+    if any(name not in values for name in feature_names):
+        return None
+    return [int(values[name]) for name in feature_names]
+
+
+def vector_save(
+    *, lookup: dict[str, object], records_stamp: int, ciphertexts: Stored, values: dict[str, int] | None = None
+) -> None:
+    """Store ciphertexts computed from the records state ``records_stamp`` and, when given, the plaintext
+    ``values`` they were made from (in the same transaction: the two never disagree at one stamp).
 
     The stamp is read before the features are computed, so a change committed meanwhile leaves the
     row stale (recomputed next time) rather than wrongly fresh."""
     names, exponents, blob = pack(ciphertexts)
     defaults = {"records_stamp": records_stamp, "features": names, "exponents": exponents, "ciphertexts": blob}
-    try:
-        with transaction.atomic():
-            EncryptedFeatureVector.objects.update_or_create(**lookup, defaults=defaults)  # type: ignore[arg-type]
-    except IntegrityError:  # another worker created the row first: both computed the same state
-        EncryptedFeatureVector.objects.filter(**lookup).update(**defaults)
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                EncryptedFeatureVector.objects.update_or_create(**lookup, defaults=defaults)  # type: ignore[arg-type]
+        except IntegrityError:  # another worker created the row first: both computed the same state
+            EncryptedFeatureVector.objects.filter(**lookup).update(**defaults)
+        if values is not None:
+            values_save(
+                patient_id=int(str(lookup["patient_id"])), catalog_version=str(lookup["catalog_version"]),
+                as_of=lookup["as_of"], records_stamp=records_stamp, values=values,
+            )  # fmt: skip
+
+
+def values_save(
+    *, patient_id: int, catalog_version: str, as_of: object, records_stamp: int, values: dict[str, int]
+) -> None:
+    """Upsert one subject's plaintext feature values (one statement: concurrent writers of the same
+    records state write the same values)."""
+    FeatureValues.objects.bulk_create(
+        [FeatureValues(patient_id=patient_id, catalog_version=catalog_version, as_of=as_of,
+                       records_stamp=records_stamp, values=values)],
+        update_conflicts=True, unique_fields=["patient", "catalog_version", "as_of"],
+        update_fields=["records_stamp", "values", "computed_at"],
+    )  # fmt: skip
 
 
 # --- custodian bookkeeping -------------------------------------------------------------------------
@@ -574,6 +641,9 @@ class GrantRequest:
     weights: Sequence[int]
     thresholds: Sequence[int]
     score_bound: int
+    # The plaintexts of ``features`` when the domain holds them (``SubjectVector.values``): the tag
+    # material is then a fresh encryption of a known value instead of a power of the encrypted score.
+    values: Sequence[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -589,20 +659,18 @@ class IssuedGrant:
 def comparison_grants_issue(
     *, requests: Sequence[GrantRequest], key_id: str, public_key: phe.PaillierPublicKey
 ) -> dict[str, IssuedGrant]:
-    """Authorise one comparison query per request (securecompute.binding): derive the request's encrypted
-    score here, in the domain, from its subject's vector and the manual's weights, draw a fresh MAC key,
-    store it with the grant's terms for the custodian and return the tag material for the worker. One
-    INSERT for the lot; a request can be authorised once (a second grant for it is an error)."""
+    """Authorise one comparison query per request (securecompute.binding): derive the request's score
+    here, in the domain, from its subject's vector and the manual's weights (in the clear when the
+    domain holds the vector's plaintext values, else under encryption), draw a fresh MAC key, store it
+    with the grant's terms for the custodian and return the tag material for the worker. One INSERT for
+    the lot; a request can be authorised once (a second grant for it is an error)."""
     bits = modulus(public_key).bit_length()
     expires_at = timezone.now() + timedelta(seconds=int(settings.UNDERWRITING_GRANT_SECONDS))
     grants, issued = [], {}
     for item in requests:
         params = tiering_params(bits, item.thresholds, score_bound=item.score_bound)
         mac_key = new_mac_key(params)
-        score = encrypted_score(public_key, item.features, item.weights)
-        issued[item.request_ref] = IssuedGrant(
-            params.slot_bits, tag_material(public_key, score, mac_key, params), expires_at
-        )
+        issued[item.request_ref] = IssuedGrant(params.slot_bits, _tags(public_key, item, mac_key, params), expires_at)
         grants.append(
             ComparisonGrant(
                 request_ref=item.request_ref, key_id=key_id, comparisons=params.comparisons,
@@ -611,6 +679,15 @@ def comparison_grants_issue(
         )  # fmt: skip
     ComparisonGrant.objects.bulk_create(grants)
     return issued
+
+
+def _tags(public_key: phe.PaillierPublicKey, item: GrantRequest, mac_key: int, params: BindingParams) -> TagMaterial:
+    if item.values is not None:
+        if len(item.values) != len(item.weights):
+            raise DomainError("invalid_input", "The feature values do not match the manual's weights.")
+        score = sum(weight * value for weight, value in zip(item.weights, item.values, strict=True))
+        return tag_material_for_known_score(public_key, score, mac_key, params)
+    return tag_material(public_key, encrypted_score(public_key, item.features, item.weights), mac_key, params)
 
 
 def vectors_drop_retiring() -> int:

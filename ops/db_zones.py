@@ -140,6 +140,9 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     # Ciphertexts under the custodian's key: the custodian may count a key's vectors (retirement), never
     # read one (it could decrypt it).
     "datadomain.EncryptedFeatureVector": {DOMAIN: ALL, WEB: "SELECT DELETE", CUSTODIAN: "SELECT(key_id)"},
+    # The plaintexts those vectors were made from (derived from raw records): the domain alone reads them;
+    # the web deletes an erased subject's rows (by patient) and reads nothing else.
+    "datadomain.FeatureValues": {DOMAIN: ALL, WEB: "DELETE SELECT(patient_id)"},
     # The custodian writes its keys; everyone else reads public halves (the admin also the status page).
     "datadomain.CustodianKey": {
         CUSTODIAN: "SELECT INSERT UPDATE",

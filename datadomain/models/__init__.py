@@ -6,7 +6,7 @@ Raw-record models never leave this app: an import-linter contract forbids ``insu
 """
 
 from datadomain.models.consent import Consent
-from datadomain.models.features import EncryptedFeatureVector
+from datadomain.models.features import EncryptedFeatureVector, FeatureValues
 from datadomain.models.identity import Patient, PatientSource
 from datadomain.models.ingest import IngestBatch, IngestCheckpoint, QuarantinedLine
 from datadomain.models.keys import ComparisonGrant, CustodianKey
@@ -21,6 +21,7 @@ __all__ = [
     "CustodianKey",
     "Encounter",
     "EncryptedFeatureVector",
+    "FeatureValues",
     "IngestBatch",
     "IngestCheckpoint",
     "Observation",

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 
 from datadomain import services
 from datadomain.encryption import unpack
-from datadomain.models import CustodianKey, EncryptedFeatureVector
+from datadomain.models import CustodianKey, EncryptedFeatureVector, FeatureValues
 from datadomain.precompute import precompute
 from securecompute.keys import key_id, public_key_to_json
 from tests.datadomain.conftest import AS_OF
@@ -72,3 +72,31 @@ def test_precompute_command_uses_the_active_custodian_key(
     assert len(EncryptedFeatureVector.objects.first().features) == 18  # type: ignore[union-attr]
     with pytest.raises(CommandError):
         call_command("precompute_features", "--features", "charlson.nope", "--no-progress", stdout=out)
+
+
+def test_the_plaintext_values_stay_in_step_with_the_ciphertexts(
+    load: Callable[..., None], keypair: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey]
+) -> None:
+    """The domain's authorisation uses the stored plaintexts for the tag only while they are the ones the
+    ciphertexts encrypt: same records stamp, written together; a vector stored without them gets none
+    (the slower tag path) until the precompute makes both again."""
+    public_key, private_key = keypair
+    keys = population(load, size=3)
+    names = ["charlson.chf", "charlson.copd", "age.acci_points"]
+    precompute(public_key=public_key, feature_names=names, as_of=AS_OF, processes=1)
+
+    def vectors() -> dict[str, services.SubjectVector]:
+        return services.subject_vectors(subject_keys=keys, feature_names=names, as_of=AS_OF, public_key=public_key)
+
+    for vector in vectors().values():
+        assert vector.values == [private_key.decrypt(number) for number in vector.ciphertexts]
+    FeatureValues.objects.all().delete()
+    assert {key: vector.values for key, vector in vectors().items()} == dict.fromkeys(keys)
+    assert precompute(public_key=public_key, feature_names=names, as_of=AS_OF, processes=1).encrypted == 3
+    load(condition("c98", "p1", "I50.0"))  # p1's records change: its stored values are stale with its vector
+    fresh = vectors()
+    for vector in fresh.values():
+        assert vector.values == [private_key.decrypt(number) for number in vector.ciphertexts]
+    EncryptedFeatureVector.objects.all().delete()  # cold: extracted at request time, stored with its values
+    assert vectors()[keys[1]].values == fresh[keys[1]].values
+    assert FeatureValues.objects.count() == 3

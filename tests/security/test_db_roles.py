@@ -205,6 +205,16 @@ class TestRoles:
         assert roles.attempt("web", f"SELECT count(*) FROM {table(label)} WHERE resource_id IS NOT NULL") == "denied"
         assert roles.attempt("web", f"DELETE FROM {table(label)} WHERE patient_id = -1") == "ok"
 
+    @pytest.mark.parametrize("zone", ["web", "scoring", "custodian"])
+    def test_only_the_domain_reads_the_plaintext_feature_values(self, roles: Roles, zone: str) -> None:
+        """The values the domain's encrypted vectors were made from are as telling as the records."""
+        values = table("datadomain.FeatureValues")
+        assert roles.attempt(zone, f"SELECT * FROM {values}") == "denied"
+        assert roles.attempt(zone, f"SELECT count(*) FROM {values} WHERE values::text LIKE '%1%'") == "denied"
+        assert roles.attempt("domain", f"SELECT * FROM {values}") == "ok"
+        # The web erases a subject: it deletes by patient and reads nothing else.
+        assert roles.attempt("web", f"DELETE FROM {values} WHERE patient_id = -1") == "ok"
+
     def test_web_checks_identity_and_records_consent(self, roles: Roles) -> None:
         patients, consents = table("datadomain.Patient"), table("datadomain.Consent")
         assert roles.attempt("web", f"SELECT subject_key, name FROM {patients}") == "ok"

@@ -182,7 +182,7 @@ def _authorise_group(
     """One manual's requests on one date: their subjects' vectors and a grant for each, as scoring inputs;
     a subject erased since verification is added to ``failed``, one whose records are held is rejected."""
     document = group[0].document()
-    vectors = domain.encrypted_feature_vectors(
+    vectors = domain.subject_vectors(
         subject_keys=[request.subject_key for request in group], feature_names=document.feature_names,
         as_of=as_of, public_key=public_key,
     )  # fmt: skip
@@ -195,7 +195,7 @@ def _authorise_group(
         requests=[_grant_request(request, document, vectors[request.subject_key]) for request in found],
         key_id=key_id, public_key=public_key,
     )  # fmt: skip
-    return [_scoring_input(r.pk, key_id, vectors[r.subject_key], issued[str(r.pk)]) for r in found]
+    return [_scoring_input(r.pk, key_id, vectors[r.subject_key].ciphertexts, issued[str(r.pk)]) for r in found]
 
 
 def _reject_held(request_ids: list[uuid.UUID]) -> None:
@@ -219,10 +219,10 @@ def _reject_held(request_ids: list[uuid.UUID]) -> None:
     webhooks_enqueue_for_requests(request_ids=rejected)
 
 
-def _grant_request(request: Claimed, document: ManualDocument, vector: list[Any]) -> domain.GrantRequest:
+def _grant_request(request: Claimed, document: ManualDocument, vector: domain.SubjectVector) -> domain.GrantRequest:
     return domain.GrantRequest(
-        request_ref=str(request.pk), features=vector, weights=document.weights, thresholds=document.thresholds,
-        score_bound=manual_score_bound(document),
+        request_ref=str(request.pk), features=vector.ciphertexts, weights=document.weights,
+        thresholds=document.thresholds, score_bound=manual_score_bound(document), values=vector.values,
     )  # fmt: skip
 
 
