@@ -14,6 +14,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from audit.models import AuditEntry
@@ -144,6 +145,7 @@ class RatingManualAdmin(admin.ModelAdmin[RatingManual]):
             "original": manual,
             "title": _("Review and approve %(manual)s") % {"manual": manual},
             "review": manual_review_for(manual),
+            "manual_title": selectors.manual_title(manual, language=get_language()),
             "form": form,
             "is_author": is_author,
             "may_approve": self.has_approve_permission(request)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from django.utils.translation import get_language, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext_lazy
 
 from datadomain import selectors as domain
 from underwriting import selectors
@@ -96,7 +96,8 @@ def tier_rows(tiers: tuple[ManualTier, ...]) -> list[TierRow]:
     low: int | None = None
     for tier in tiers:
         scores = ScoreRange(low=low, high=tier.max_score)
-        rows.append(TierRow(tier.code, tier.label, scores, tier.decision, tier.table_rating or "", change=""))
+        label = tier.label_in(get_language())
+        rows.append(TierRow(tier.code, label, scores, tier.decision, tier.table_rating or "", change=""))
         low = tier.max_score + 1 if tier.max_score is not None else None
     return rows
 

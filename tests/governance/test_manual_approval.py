@@ -285,3 +285,18 @@ def test_the_admin_index_and_lists_name_every_app_and_model_in_chinese(staff: St
             "Model name",
         ):
             assert english not in page, (url, english)
+
+
+def test_the_review_shows_tier_labels_and_the_title_in_the_readers_language(
+    people: dict[str, User], approved_manuals: list[RatingManual]
+) -> None:
+    from django.utils import translation
+
+    manual = next(manual for manual in approved_manuals if manual.slug == "charlson-acci")
+    client = signed_in(people["auditor"])
+    with translation.override("zh-hans"):
+        page = client.get(page_of(manual), headers={"accept-language": "zh-hans"}).content.decode()
+    tiers = [cells[1] for _, cells in rows(page, "manual-tiers")]
+    assert tiers == ["A 优选体", "B 标准体", "C 次标准体", "D 拒保"]
+    assert "年龄校正 Charlson 合并症指数" in page
+    assert "充血性心力衰竭" in page
