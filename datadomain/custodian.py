@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,32 @@ class _HeldKeys:
 _private_key = _HeldKeys(size=4)
 
 
+class GrantUse(StrEnum):
+    """What a query did with its request's grant, the one decryption the grant allows."""
+
+    SPENT = "spent"  # the grant was issued until now: this query spent it
+    RERUN = "rerun"  # spent on this same query by a run that died before it answered: decrypted again
+    STORED = "stored"  # answered before, for this same query: the stored answer again, nothing decrypted
+    REFUSED = "refused"  # no grant, or a grant spent on another query: coins, nothing decrypted
+
+
+# The grant was spent on this very query: its answer is stored on the grant once it is made.
+_OWNED = (GrantUse.SPENT, GrantUse.RERUN)
+# The same query again (audited as a replay for staff).
+_REPLAYS = (GrantUse.RERUN, GrantUse.STORED)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The custodian's outcome for one query: the answer sent back (signs, the same shape whatever happened),
+    what the query did with its grant, and the check it failed ("" when it passed)."""
+
+    ref: str
+    answer: AnswerJSON
+    use: GrantUse
+    refusal: str = ""
+
+
 @dataclass
 class _Plan:
     """What to do with one query: decrypt it under ``grant``, return ``stored`` (a redelivery of an answered
@@ -196,11 +223,10 @@ class _Plan:
     grant: ComparisonGrant | None
     refusal: str = ""
     stored: AnswerJSON | None = None
-    replay: bool = False
-    owner: bool = False  # the grant was spent on this very query and awaits its answer
+    use: GrantUse = GrantUse.REFUSED
 
 
-def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dict[str, AnswerJSON]:
+def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dict[str, Reply]:
     """Answer a chunk of tagged comparison queries (request ref, query) with signs only.
 
     1. Each query's grant is spent, and that is committed, before anything is decrypted: a grant answers
@@ -214,23 +240,21 @@ def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dic
     Every query gets an answer of the same shape, never an error: a refusal is answered with coins keyed by
     the grant's MAC key and the query (the same query, the same coins), so a worker learns nothing from
     whether its query passed. Only a private key that cannot be opened fails the chunk, before anything is
-    spent.
+    spent. Returns each query's :class:`Reply`, by request ref.
     """
     _keys_load(ref for ref, _ in queries)
     plans = _grants_spend(queries)
-    answers: dict[str, AnswerJSON] = {}
     outcomes: list[tuple[_Plan, AnswerJSON, str]] = []
     for plan in plans:
         if plan.stored is not None:
             answer, reason = plan.stored, ""
         else:
             answer, reason = _answer(plan)
-        answers[plan.ref] = answer
         outcomes.append((plan, answer, reason))
     _answers_record(outcomes)
     refused = sum(1 for _, _, reason in outcomes if reason)
     logger.info("custodian answered %d queries (%d failed a check)", len(outcomes), refused)
-    return answers
+    return {plan.ref: Reply(plan.ref, answer, plan.use, reason) for plan, answer, reason in outcomes}
 
 
 def _keys_load(refs: Iterable[str]) -> None:
@@ -256,15 +280,15 @@ def _grants_spend(queries: list[tuple[str, dict[str, Any]]]) -> list[_Plan]:
                 plan.refusal = "no_grant"
             elif grant.status == ComparisonGrant.Status.ISSUED:
                 grant.status, grant.query_sha256, grant.spent_at = ComparisonGrant.Status.SPENT, digest, now
+                plan.use = GrantUse.SPENT
                 spent.append(grant)
             elif grant.query_sha256 != digest:
                 plan.refusal = "grant_spent"
             elif grant.status == ComparisonGrant.Status.ANSWERED:
-                plan.stored, plan.replay = grant.answer, True
+                plan.stored, plan.use = grant.answer, GrantUse.STORED
             else:
-                plan.replay = True  # spent by a run that died before it answered: the same query again
-            plan.owner = grant is not None and grant.status == ComparisonGrant.Status.SPENT and not plan.refusal
-            if plan.owner and grant is not None and grant.spent_at and grant.spent_at >= grant.expires_at:
+                plan.use = GrantUse.RERUN
+            if plan.use in _OWNED and grant is not None and grant.spent_at and grant.spent_at >= grant.expires_at:
                 plan.refusal = "expired"  # spent only after it had expired: never decrypted
             plans.append(plan)
         ComparisonGrant.objects.bulk_update(spent, ["status", "query_sha256", "spent_at"])
@@ -310,7 +334,7 @@ def _answers_record(outcomes: list[tuple[_Plan, AnswerJSON, str]]) -> None:
     events, answered = [], []
     for plan, answer, reason in outcomes:
         grant = plan.grant
-        if grant is not None and plan.owner:
+        if grant is not None and plan.use in _OWNED:
             grant.status, grant.answer, grant.outcome = ComparisonGrant.Status.ANSWERED, answer, reason or "answered"
             answered.append(grant)
         count = len(answer["positive"])
@@ -318,7 +342,7 @@ def _answers_record(outcomes: list[tuple[_Plan, AnswerJSON, str]]) -> None:
             detail: dict[str, Any] = {"reason": reason, "comparisons": count}
             events.append(Event("custodian.misuse", "custodian", "underwriting_request", plan.ref, detail))
         else:
-            detail = {"comparisons": count, "key_id": grant.key_id if grant else "", "replay": plan.replay}
+            detail = {"comparisons": count, "key_id": grant.key_id if grant else "", "replay": plan.use in _REPLAYS}
             events.append(Event("custodian.answer", "custodian", "underwriting_request", plan.ref, detail))
     with transaction.atomic():
         ComparisonGrant.objects.bulk_update(answered, ["status", "answer", "outcome"])
@@ -332,7 +356,8 @@ def _digest(query: object) -> str:
 @task(name="datadomain.custodian.answer_comparisons_batch", queue="custodian", acks_late=True, ignore_result=True)
 def answer_comparisons_batch(queries: list[tuple[str, dict[str, Any]]]) -> dict[str, AnswerJSON]:
     """The custodian queue's task: a chunk of queries. Its return value goes to the ``link`` callback only."""
-    return comparisons_answer_many(queries=[(ref, query) for ref, query in queries])
+    replies = comparisons_answer_many(queries=[(ref, query) for ref, query in queries])
+    return {ref: reply.answer for ref, reply in replies.items()}
 
 
 @task(name="datadomain.custodian.rotate_keypair", queue="custodian", acks_late=True, ignore_result=True)

@@ -103,7 +103,7 @@ def world(
 
 def ask(ref: str, query: dict[str, Any]) -> list[bool]:
     """Put one query on the custodian's queue and read its answer's signs."""
-    answer = custodian.comparisons_answer_many(queries=[(ref, query)])[ref]
+    answer = custodian.comparisons_answer_many(queries=[(ref, query)])[ref].answer
     assert answer["request_id"] == ref  # every query gets an answer of the same shape
     return list(answer["positive"])
 

@@ -184,6 +184,26 @@ def test_a_second_query_under_a_spent_grant_learns_nothing_more(
     assert learned[1] == sum(1 for t in THRESHOLDS if fresh.true_score > t - 1)  # reusable: k more bits
 
 
+def test_each_reply_says_whether_the_query_spent_its_grant(world: World, fixed_coins: None) -> None:
+    """The grant's one decryption is spent by the first query; the same query again gets the stored answer
+    and decrypts nothing; another query under the spent grant decrypts nothing and gets coins."""
+    stolen = world.authorise(1, prefix="S")[0]
+    query, _ = honest(stolen, THRESHOLDS, seed=4)
+    other, _ = honest(stolen, [t - 1 for t in THRESHOLDS], seed=5)
+
+    def reply(sent: dict[str, Any]) -> custodian.Reply:
+        return custodian.comparisons_answer_many(queries=[(stolen.ref, sent)])[stolen.ref]
+
+    first, again, probe = reply(query), reply(query), reply(other)
+    assert [(r.use, r.refusal) for r in (first, again, probe)] == [
+        (custodian.GrantUse.SPENT, ""),
+        (custodian.GrantUse.STORED, ""),
+        (custodian.GrantUse.REFUSED, "grant_spent"),
+    ]
+    assert again.answer == first.answer
+    assert probe.answer["positive"] == [True] * len(THRESHOLDS)  # coins
+
+
 def test_a_query_with_more_comparisons_than_the_manual_has_thresholds_is_not_answered(
     world: World, fixed_coins: None
 ) -> None:
@@ -251,7 +271,8 @@ def test_a_refused_query_gets_the_same_coins_however_often_it_is_sent(world: Wor
 
 def test_a_query_that_is_not_even_an_object_is_answered_and_recorded(world: World, fixed_coins: None) -> None:
     stolen = world.authorise(1, prefix="M")[0]
-    assert custodian.comparisons_answer_many(queries=[(stolen.ref, [])])[stolen.ref]["positive"] == [True] * 3  # type: ignore[list-item]
+    reply = custodian.comparisons_answer_many(queries=[(stolen.ref, [])])[stolen.ref]  # type: ignore[list-item]
+    assert (reply.answer["positive"], reply.use, reply.refusal) == ([True] * 3, custodian.GrantUse.SPENT, "malformed")
     assert outcome(stolen.ref) == "malformed"
     assert AuditEntry.objects.filter(action="custodian.misuse", detail__reason="malformed").count() == 1
 
