@@ -11,7 +11,7 @@ import importlib
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from celery import Celery, Task, shared_task, signals
 from django.db import transaction
@@ -88,7 +88,8 @@ def task(*, name: str, queue: str | None, **options: Any) -> Callable[[Callable[
 
     def decorate(function: Callable[P, R]) -> Task[P, R]:
         TASK_QUEUES[name] = queue
-        created: Task[P, R] = shared_task(name=name, **options)(function)
-        return created
+        # Celery's stubs type the decorator only for literal keyword arguments.
+        make = cast("Callable[[Callable[P, R]], Task[P, R]]", shared_task(name=name, **options))
+        return make(function)
 
     return decorate
