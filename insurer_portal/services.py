@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Case, F, JSONField, UUIDField, Value, When
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.errors import AppError
@@ -53,6 +54,8 @@ def insurer_ensure(*, slug: str, name: str) -> tuple[Insurer, bool]:
     return insurer_create(slug=slug, name=name), True
 
 
+# Shown on the members form in the user's language (audit.errors.add_to_form).
+USER_TAKEN = gettext_noop("This user name is taken.")
 API_KEY_PREFIX = "uwk"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
@@ -128,7 +131,7 @@ def portal_user_create(
 ) -> InsurerUser:
     """A portal user of ``insurer``. Without a password the user sets one through the reset link."""
     if User.objects.filter(username__iexact=username).exists():
-        raise InsurerError("user_exists", "This user name is taken.")
+        raise InsurerError("user_exists", USER_TAKEN, fields={"username": [USER_TAKEN]})
     if role not in InsurerUser.Role.values:
         raise InsurerError("invalid_input", "Unknown role.")
     user = User.objects.create_user(username=username, email=email, password=password)

@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from audit.errors import add_to_form
 from insurer_portal import selectors, services
 from insurer_portal.forms import ApiKeyCreateForm, MemberCreateForm, WebhookCreateForm
 from insurer_portal.models import InsurerUser
@@ -37,8 +38,8 @@ def members(request: HttpRequest, membership: InsurerUser) -> HttpResponse:
                 insurer=membership.insurer, username=data["username"], email=data["email"], role=data["role"],
                 password=secrets.token_urlsafe(32),  # never shown: the user chooses one through the reset link
             )  # fmt: skip
-        except InsurerError:
-            form.add_error("username", _("This user name is taken."))
+        except InsurerError as exc:
+            add_to_form(form, exc)
         else:
             _send_password_link(request, created.user.email)
             messages.success(request, _("User %(name)s was created and sent a link to set a password.") % {
@@ -162,8 +163,7 @@ def webhooks(request: HttpRequest, membership: InsurerUser) -> HttpResponse:
                 insurer_id=membership.insurer_id, url=form.cleaned_data["url"], actor=request.user.get_username()
             )
         except UnderwritingError as exc:
-            for message in exc.fields.get("url", [exc.message]):
-                form.add_error("url", message)
+            add_to_form(form, exc)
         else:
             _hand_over_secret(request, endpoint.pk, secret)
             messages.success(request, _("Endpoint added. Copy its signing secret to your receiver now."))

@@ -44,6 +44,14 @@ def test_admin_adds_a_user_who_gets_a_password_link(admin_client: Client, insure
     assert not member.user.is_active
 
 
+def test_a_taken_user_name_is_a_form_error_in_the_users_language(admin_client: Client, insurer: Insurer) -> None:
+    data = {"username": "twice", "email": "twice@example.com", "role": "underwriter"}
+    admin_client.post("/portal/admin/users/", data)
+    response = admin_client.post("/portal/admin/users/", data, HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert response.status_code == 200
+    assert response.context["form"].errors["username"] == ["此用户名已被使用。"]
+
+
 def test_api_key_is_shown_once_then_revoked(admin_client: Client, insurer: Insurer) -> None:
     page = admin_client.post("/portal/admin/api-keys/", {"name": "core system"}, follow=True).content.decode()
     key = ApiKey.objects.get(insurer=insurer)
