@@ -30,6 +30,11 @@ MESSAGES = (
     gettext_noop("The service is temporarily unavailable; retry later."),
     gettext_noop("Internal error; it has been logged."),
     gettext_noop("This Idempotency-Key was already used with a different request body."),
+    gettext_noop("Not a valid resident ID (length, birth date or check character)."),
+    gettext_noop("Not UTF-8 text."),
+    gettext_noop("This is not valid base64."),
+    gettext_noop("Send one file, in the part named file."),
+    gettext_noop("Use an ISO 8601 date-time with a time zone, e.g. 2026-11-01T00:00:00+08:00."),
 )
 
 STATUS_FOR_CODE = {

@@ -99,7 +99,7 @@ def xlsx_bytes(rows: Iterable[Sequence[Any]]) -> bytes:
         for cell in cells:
             if isinstance(cell.value, str):
                 cell.data_type = "s"  # openpyxl would store a string starting with "=" as a formula
-            column = int(cell.column)  # type: ignore[arg-type]
+            column = int(cell.column)
             widths[column] = max(widths.get(column, 0), display_width(cell.value))
     _lay_out(sheet, widths)
     buffer = io.BytesIO()
