@@ -38,7 +38,14 @@ from securecompute import private
 from securecompute.binding import GrantTerms, keyed_signs, random_signs
 from securecompute.errors import SecureComputeError, WrongKekError
 from securecompute.keys import generate_keypair, key_id, public_key_from_json, public_key_to_json
-from securecompute.protocol import MAX_COMPARISONS, AnswerJSON, ComparisonAnswer, ComparisonQuery
+from securecompute.protocol import (
+    MAX_COMPARISONS,
+    AnswerJSON,
+    ComparisonAnswer,
+    ComparisonQuery,
+    PackedQuery,
+    is_packed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +231,8 @@ class _Plan:
     refusal: str = ""
     stored: AnswerJSON | None = None
     use: GrantUse = GrantUse.REFUSED
+    answer: AnswerJSON | None = None  # a packed query's answer for this request, once it passed
+    digest: str = ""
 
 
 def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dict[str, Reply]:
@@ -242,15 +251,23 @@ def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dic
     whether its query passed. Only a private key that cannot be opened fails the chunk, before anything is
     spent. Returns each query's :class:`Reply`, by request ref.
     """
-    _keys_load(ref for ref, _ in queries)
-    plans = _grants_spend(queries)
+    entries = _members(queries)
+    _keys_load(ref for ref, _ in entries)
+    plans = _grants_spend(entries)
     outcomes: list[tuple[_Plan, AnswerJSON, str]] = []
+    singles = [plan for plan in plans if not is_packed(plan.query)]
+    packs: dict[int, list[_Plan]] = {}
     for plan in plans:
+        if is_packed(plan.query):
+            packs.setdefault(id(plan.query), []).append(plan)
+    for plan in singles:
         if plan.stored is not None:
             answer, reason = plan.stored, ""
         else:
             answer, reason = _answer(plan)
         outcomes.append((plan, answer, reason))
+    for members in packs.values():
+        outcomes += _answer_pack(members)
     _answers_record(outcomes)
     refused = sum(1 for _, _, reason in outcomes if reason)
     logger.info("custodian answered %d queries (%d failed a check)", len(outcomes), refused)
@@ -273,9 +290,11 @@ def _grants_spend(queries: list[tuple[str, dict[str, Any]]]) -> list[_Plan]:
         grants = {g.request_ref: g for g in ComparisonGrant.objects.select_for_update().filter(request_ref__in=refs)}
         now = timezone.now()
         plans, spent = [], []
+        digests: dict[int, str] = {}  # a packed query stands for many requests: hash it once
         for ref, query in queries:
-            grant, digest = grants.get(ref), _digest(query)
-            plan = _Plan(ref, query, grant)
+            grant = grants.get(ref)
+            digest = digests[id(query)] = digests.get(id(query)) or _digest(query)
+            plan = _Plan(ref, query, grant, digest=digest)
             if grant is None:
                 plan.refusal = "no_grant"
             elif grant.status == ComparisonGrant.Status.ISSUED:
@@ -313,6 +332,60 @@ def _answer(plan: _Plan) -> tuple[AnswerJSON, str]:
     return ComparisonAnswer(plan.ref, tuple(_refusal_signs(plan, count))).to_dict(), plan.refusal
 
 
+def _members(queries: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """The queries as (request ref, query): a packed query stands once for each request it names, so that
+    each request's grant is charged for it (one grant, one request, whatever the packing)."""
+    entries: list[tuple[str, dict[str, Any]]] = []
+    for ref, query in queries:
+        if is_packed(query):
+            names = query.get("requests")
+            members = [r for r in names if isinstance(r, str)] if isinstance(names, list) else []
+            entries += [(member, query) for member in members] or [(ref, {**query, "requests": []})]
+        else:
+            entries.append((ref, query))
+    return entries
+
+
+def _answer_pack(members: list[_Plan]) -> list[tuple[_Plan, AnswerJSON, str]]:
+    """Answer every request of one packed query: all from their stored answers (a redelivery), all from one
+    decryption when every grant fits, or all with coins when any does not (a grant missing, spent on another
+    query, expired, or the pack failing a check): a packed query is answered whole or not at all."""
+    if all(plan.stored is not None for plan in members):
+        return [(plan, plan.stored, "") for plan in members if plan.stored is not None]
+    reason = next((plan.refusal for plan in members if plan.refusal), "")
+    if not reason and any(plan.stored is not None for plan in members):
+        reason = "grant_spent"  # part of the pack was answered before, under this very query: never again
+    if not reason:
+        try:
+            reason = _decrypt_pack(members)
+        except (SecureComputeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            reason = getattr(exc, "code", None) or "malformed"
+    if not reason:
+        return [(plan, plan.answer, "") for plan in members if plan.answer is not None]
+    outcomes = []
+    for plan in members:
+        plan.refusal = plan.refusal or reason
+        count = plan.grant.comparisons if plan.grant else _claimed_count(plan.query)
+        outcomes.append((plan, ComparisonAnswer(plan.ref, tuple(_refusal_signs(plan, count))).to_dict(), plan.refusal))
+    return outcomes
+
+
+def _decrypt_pack(members: list[_Plan]) -> str:
+    """Decrypt and check one packed query whose grants all fit; stores each member's answer on its plan and
+    returns why the pack failed a check ("" when it passed)."""
+    grants = [plan.grant for plan in members]
+    if any(grant is None for grant in grants):
+        return "no_grant"
+    query = PackedQuery.from_dict(members[0].query)
+    terms = [GrantTerms(g.request_ref, g.key_id, g.comparisons, g.slot_bits, int(g.mac_key, 16)) for g in grants if g]
+    verdict = private.answer_packed(_private_key(terms[0].key_id), query, terms)
+    if not verdict.valid:
+        return verdict.reason
+    for plan in members:
+        plan.answer = verdict.answers[plan.ref].to_dict()
+    return ""
+
+
 def _refusal_signs(plan: _Plan, count: int) -> list[bool]:
     """The coins that answer a refused query. Under a grant they are keyed by its MAC key and the query, so
     the same query always gets the same coins, however often and however concurrently it is sent (a worker
@@ -320,7 +393,8 @@ def _refusal_signs(plan: _Plan, count: int) -> list[bool]:
     if plan.grant is None:
         return random_signs(count)
     mac_key = int(plan.grant.mac_key, 16)
-    return keyed_signs(mac_key.to_bytes((mac_key.bit_length() + 7) // 8, "big"), _digest(plan.query), count)
+    digest = plan.digest or _digest(plan.query)
+    return keyed_signs(mac_key.to_bytes((mac_key.bit_length() + 7) // 8, "big"), digest, count)
 
 
 def _claimed_count(query: dict[str, Any]) -> int:

@@ -62,7 +62,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import gmpy2
 import phe
@@ -76,16 +78,22 @@ MAC_SECURITY_BITS = 128
 # Z = P + 2^L a P < 2^(3L + 128) must stay below p, which has |n|/2 bits and its top bit set (both top
 # bits for our keys): 3L + 128 <= |n|/2 - 4 keeps it below 2^(|n|/2 - 2) < p with room to spare.
 _HEADROOM_BITS = MAC_SECURITY_BITS + 4
+# Packed queries: each failure term of the argument stays below 2^-136 (module docstring).
+PACK_MARGIN_BITS = 136
+# The custodian's random coefficients for checking every tag of a packed query with one decryption.
+COMBINATION_BITS = 128
 
 
 @dataclass(frozen=True)
 class BindingParams:
     """The shape both sides agree on before the worker builds its query: ``comparisons`` slots of
-    ``slot_bits``, ``capacity`` to a packed plaintext."""
+    ``slot_bits``, ``capacity`` to a packed plaintext, and ``groups`` requests of this shape to one value
+    plaintext of a packed query (1: never packed; see "Packing several requests")."""
 
     comparisons: int
     slot_bits: int
     capacity: int
+    groups: int = 1
 
     @property
     def value_bits(self) -> int:
@@ -93,9 +101,14 @@ class BindingParams:
         return min(self.comparisons, self.capacity) * self.slot_bits
 
     @property
+    def group_bits(self) -> int:
+        """``G``: the bits one request's slots take in a packed query's value plaintext."""
+        return self.comparisons * self.slot_bits
+
+    @property
     def mac_bits(self) -> int:
-        """``lambda = L + 128``: the MAC key's length (see the module docstring)."""
-        return self.value_bits + MAC_SECURITY_BITS
+        """``lambda``: the MAC key's length, ``L + 128`` or what packing needs (see the module docstring)."""
+        return _mac_bits(self.value_bits, self.group_bits, self.groups)
 
     def layout(self) -> list[int]:
         """How many slots each packed plaintext holds, in order."""
@@ -110,7 +123,26 @@ def binding_params(modulus_bits: int, slot_bits: int, comparisons: int) -> Bindi
     capacity = (modulus_bits // 2 - _HEADROOM_BITS) // (3 * slot_bits) if slot_bits >= MIN_SLOT_BITS else 0
     if capacity < 1:
         raise ProtocolError(f"{slot_bits}-bit slots do not fit a {modulus_bits}-bit key with their tag")
-    return BindingParams(comparisons=comparisons, slot_bits=slot_bits, capacity=capacity)
+    groups = _groups(modulus_bits, slot_bits, comparisons) if comparisons <= capacity else 1
+    return BindingParams(comparisons=comparisons, slot_bits=slot_bits, capacity=capacity, groups=groups)
+
+
+def _mac_bits(value_bits: int, group_bits: int, groups: int) -> int:
+    bits = value_bits + MAC_SECURITY_BITS
+    if groups > 1:  # lambda - 1 >= G + 136 and 2 (lambda - 1) >= m G + 136 (module docstring)
+        bits = max(bits, group_bits + PACK_MARGIN_BITS + 1, -(-(groups * group_bits + PACK_MARGIN_BITS) // 2) + 1)
+    return bits
+
+
+def _groups(modulus_bits: int, slot_bits: int, comparisons: int) -> int:
+    """The most requests whose slots fit one value plaintext below ``p`` while the single-request form
+    (``P + 2^L a P < p``) still fits with the longer key that packing needs."""
+    room = modulus_bits // 2 - 4
+    group = comparisons * slot_bits
+    groups = room // group
+    while groups > 1 and 2 * group + _mac_bits(group, group, groups) > room:
+        groups -= 1
+    return max(groups, 1)
 
 
 def new_mac_key(params: BindingParams) -> int:
@@ -197,6 +229,56 @@ def slot_signs(packed: int, count: int, slot_bits: int) -> list[bool]:
     """``True`` for each slot holding a positive value. A zero slot, which no honest query produces,
     reads as not positive: no refusal, no extra signal."""
     return [value > 0 for value in slot_values(packed, count, slot_bits)]
+
+
+def pack_key(mac_key: int, params: BindingParams) -> int:
+    """``a' = 2^L a``: the key the tag material encrypts (``Enc(a' s)``, ``Enc(a')``), and so the one a
+    packed query's tags are checked with."""
+    return mac_key << params.value_bits
+
+
+def open_groups(plaintext: int, params: BindingParams, count: int) -> list[int] | None:
+    """The ``count`` requests' slot groups ``P_1 .. P_count`` (request ``i`` at bits ``[(i-1) G, i G)``) of
+    a packed query's value plaintext, or None when it does not lie in ``[0, 2^(count G))``."""
+    bits = params.group_bits
+    if not 0 <= plaintext < 1 << (count * bits):
+        return None
+    mask = (1 << bits) - 1
+    return [(plaintext >> (position * bits)) & mask for position in range(count)]
+
+
+def combination_coefficients(count: int) -> list[int]:
+    """Fresh random coefficients ``rho_t`` for the custodian's one-decryption check of ``count`` tags."""
+    return [secrets.randbits(COMBINATION_BITS) for _ in range(count)]
+
+
+def multi_power(pairs: Sequence[tuple[Any, int]], modulus: Any) -> Any:
+    """``prod base^exponent mod modulus`` by interleaved 4-bit windows (Straus 1964; Shamir's trick): one
+    run of squarings for every power. The exponents are the caller's own (the worker's blinding, the
+    custodian's combination coefficients), not key material; a negative one inverts its base."""
+    window, size = 4, 16
+    tables, exponents = [], []
+    for base, exponent in pairs:
+        if exponent < 0:
+            base, exponent = gmpy2.invert(base, modulus), -exponent
+        if not exponent:
+            continue
+        table = [gmpy2.mpz(1), gmpy2.mpz(base) % modulus]
+        for _ in range(2, size):
+            table.append(table[-1] * table[1] % modulus)
+        tables.append(table)
+        exponents.append(exponent)
+    digits = -(-max((e.bit_length() for e in exponents), default=1) // window)
+    accumulator = gmpy2.mpz(1)
+    for digit in range(digits - 1, -1, -1):
+        for _ in range(window):
+            accumulator = accumulator * accumulator % modulus
+        shift = digit * window
+        for table, exponent in zip(tables, exponents, strict=True):
+            index = (exponent >> shift) & 15
+            if index:
+                accumulator = accumulator * table[index] % modulus
+    return accumulator
 
 
 def keyed_signs(key: bytes, message: str, count: int) -> list[bool]:

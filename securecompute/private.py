@@ -37,7 +37,17 @@ import phe
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from securecompute.binding import GrantTerms, open_packed, random_signs, slot_signs
+from securecompute.binding import (
+    BindingParams,
+    GrantTerms,
+    combination_coefficients,
+    multi_power,
+    open_groups,
+    open_packed,
+    pack_key,
+    random_signs,
+    slot_signs,
+)
 from securecompute.errors import (
     CorruptKeyFileError,
     InsecureKeyFileError,
@@ -49,7 +59,7 @@ from securecompute.errors import (
 )
 from securecompute.keys import check_key_bits, key_id, parse_hex
 from securecompute.paillier import check_ciphertext, modulus, public_key_for_modulus, raw_ciphertext
-from securecompute.protocol import ComparisonAnswer, ComparisonQuery
+from securecompute.protocol import ComparisonAnswer, ComparisonQuery, PackedQuery
 
 SEALED_FORMAT = "securecompute.sealed-paillier-key"
 SEALED_VERSION = 1
@@ -432,6 +442,94 @@ def answer_comparisons(private_key: phe.PaillierPrivateKey, query: ComparisonQue
         assert packed is not None
         positive.extend(slot_signs(packed, size, terms.slot_bits))
     return Verdict(ComparisonAnswer(terms.request_id, tuple(positive)), valid=True)
+
+
+@dataclass(frozen=True)
+class PackedVerdict:
+    """The custodian's answers to a packed query, one per request, and whether the query passed every
+    check (``reason`` names the first that failed). Only the answers ever leave the custodian."""
+
+    answers: dict[str, ComparisonAnswer]
+    valid: bool
+    reason: str = ""
+
+
+def answer_packed(
+    private_key: phe.PaillierPrivateKey, query: PackedQuery, terms: Sequence[GrantTerms]
+) -> PackedVerdict:
+    """Decrypt a packed query (securecompute.binding, "Packing several requests") and return each request's
+    signs. ``terms`` are the grants of ``query.request_ids``, in that order.
+
+    Every value plaintext must lie in range, and one decryption checks every tag at once: with fresh random
+    ``rho_t``, ``Dec(prod_t tag_t^rho_t) = sum_t rho_t sum_i a'_i P_i (mod p)``. A query that fails any
+    check is answered with random signs for every request it names. Every well-formed ciphertext is
+    decrypted before anything is judged, so the work does not depend on the outcome.
+    """
+    public_key = private_key.public_key
+    n = modulus(public_key)
+    reason = _pack_shape_refusal(query, terms, key_id(public_key), n)
+    if reason:
+        return PackedVerdict(_coins(terms), valid=False, reason=reason)
+    params = terms[0].params(n.bit_length())
+    crt = _crt_key(private_key)
+    opened = [open_groups(crt.decrypt_mod_p(value), params, count) for value, count in _pack_layout(query, params)]
+    rho = combination_coefficients(len(query.tags))
+    combined = crt.decrypt_mod_p(int(multi_power(list(zip(query.tags, rho, strict=True)), gmpy2.mpz(n) ** 2)))
+    if any(groups is None for groups in opened):
+        return PackedVerdict(_coins(terms), valid=False, reason="out_of_range")
+    slots = [group for groups in opened for group in groups or []]
+    keys = [pack_key(grant.mac_key, params) for grant in terms]
+    expected = 0
+    for t, coefficient in enumerate(rho):
+        members = range(t * params.groups, min((t + 1) * params.groups, len(slots)))
+        expected += coefficient * sum(keys[i] * slots[i] for i in members)
+    if combined != expected % crt.p:
+        return PackedVerdict(_coins(terms), valid=False, reason="bad_tag")
+    answers = {
+        grant.request_id: ComparisonAnswer(
+            grant.request_id, tuple(slot_signs(group, grant.comparisons, params.slot_bits))
+        )
+        for grant, group in zip(terms, slots, strict=True)
+    }
+    return PackedVerdict(answers, valid=True)
+
+
+def _pack_layout(query: PackedQuery, params: BindingParams) -> list[tuple[int, int]]:
+    """Each value ciphertext with the number of requests it holds."""
+    total = len(query.request_ids)
+    counts = [min(params.groups, total - start) for start in range(0, total, params.groups)]
+    return list(zip(query.values, counts, strict=True))
+
+
+def _coins(terms: Sequence[GrantTerms]) -> dict[str, ComparisonAnswer]:
+    return {
+        grant.request_id: ComparisonAnswer(grant.request_id, tuple(random_signs(grant.comparisons))) for grant in terms
+    }
+
+
+def _pack_shape_refusal(query: PackedQuery, terms: Sequence[GrantTerms], held_key_id: str, n: int) -> str:
+    """Why the packed query does not fit its grants, judged on its public shape alone ("" when it fits)."""
+    ids = query.request_ids
+    if len(set(ids)) != len(ids) or [grant.request_id for grant in terms] != list(ids):
+        return "wrong_request"
+    if query.key_id != held_key_id or any(grant.key_id != held_key_id for grant in terms):
+        return "wrong_key"
+    shapes = {(grant.comparisons, grant.slot_bits) for grant in terms}
+    if shapes != {(query.comparisons, query.slot_bits)}:
+        return "wrong_shape"
+    try:
+        params = terms[0].params(n.bit_length())
+    except ProtocolError:
+        return "wrong_shape"
+    groups = -(-len(ids) // params.groups) if params.groups > 1 else 0
+    if not groups or len(query.values) != groups or len(query.tags) != groups:
+        return "wrong_shape"
+    for ciphertext in (*query.values, *query.tags):
+        try:
+            check_ciphertext(ciphertext, n)
+        except SecureComputeError:
+            return "bad_ciphertext"
+    return ""
 
 
 def _shape_refusal(query: ComparisonQuery, terms: GrantTerms, held_key_id: str, n: int) -> str:

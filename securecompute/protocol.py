@@ -84,6 +84,68 @@ class ComparisonQuery:
         )
 
 
+class PackedQueryJSON(TypedDict):
+    v: int
+    key_id: str
+    pack: str
+    requests: list[str]
+    comparisons: int
+    slot_bits: int
+    values: list[str]
+    tags: list[str]
+
+
+@dataclass(frozen=True)
+class PackedQuery:
+    """The blinded comparisons of several requests of one shape (``comparisons`` slots of ``slot_bits``)
+    in few ciphertexts (securecompute.binding, "Packing several requests"): value plaintext ``t`` holds
+    the slot groups of requests ``t*m .. t*m + m - 1`` of ``request_ids`` (``m`` from the binding
+    parameters), the first at bit 0, and ``tags[t]`` its tag. ``pack_id`` names the pack in messages."""
+
+    key_id: str
+    pack_id: str
+    request_ids: tuple[str, ...]
+    comparisons: int
+    slot_bits: int
+    values: tuple[int, ...]
+    tags: tuple[int, ...]
+
+    def to_dict(self) -> PackedQueryJSON:
+        return {
+            "v": PROTOCOL_VERSION,
+            "key_id": self.key_id,
+            "pack": self.pack_id,
+            "requests": list(self.request_ids),
+            "comparisons": self.comparisons,
+            "slot_bits": self.slot_bits,
+            "values": [format(c, "x") for c in self.values],
+            "tags": [format(c, "x") for c in self.tags],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PackedQuery:
+        _check_version(data)
+        requests, values, tags = data.get("requests"), data.get("values"), data.get("tags")
+        if not isinstance(requests, list) or not all(isinstance(r, str) and r for r in requests):
+            raise ProtocolError("a packed query's requests must be a list of request ids")
+        if not isinstance(values, list) or not isinstance(tags, list):
+            raise ProtocolError("a packed query's values and tags must be lists")
+        return cls(
+            key_id=_string(data, "key_id"),
+            pack_id=_string(data, "pack"),
+            request_ids=tuple(requests),
+            comparisons=_integer(data, "comparisons"),
+            slot_bits=_integer(data, "slot_bits"),
+            values=tuple(parse_hex(c, "ciphertext") for c in values),
+            tags=tuple(parse_hex(c, "ciphertext") for c in tags),
+        )
+
+
+def is_packed(data: object) -> bool:
+    """Whether a message on the custodian's queue is a packed query (it names several requests)."""
+    return isinstance(data, Mapping) and "requests" in data
+
+
 @dataclass(frozen=True)
 class ComparisonAnswer:
     """``positive[j]`` is True when slot ``j`` of the query decrypted to a positive value."""

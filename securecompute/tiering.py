@@ -46,12 +46,19 @@ from typing import Any, TypedDict
 import gmpy2
 import phe
 
-from securecompute.binding import BindingParams, TagMaterial, binding_params, tagged_score
+from securecompute.binding import BindingParams, TagMaterial, binding_params, multi_power, tagged_score
 from securecompute.encryption import fast_encryptor
 from securecompute.errors import ProtocolError
 from securecompute.keys import key_id
-from securecompute.paillier import modulus
-from securecompute.protocol import MAX_COMPARISONS, PROTOCOL_VERSION, ComparisonAnswer, ComparisonQuery, pack_slots
+from securecompute.paillier import modulus, raw_ciphertext
+from securecompute.protocol import (
+    MAX_COMPARISONS,
+    PROTOCOL_VERSION,
+    ComparisonAnswer,
+    ComparisonQuery,
+    PackedQuery,
+    pack_slots,
+)
 
 BLINDING_MIN_BITS = 8
 BLINDING_MAX_BITS = 104
@@ -216,10 +223,7 @@ def build_tier_query(
     encryptor = fast_encryptor(public_key)
     packed = []
     for group in plan.groups():
-        coefficient = sum(
-            (-slot.r if slot.flipped else slot.r) << (position * plan.slot_bits) for position, slot in enumerate(group)
-        )
-        constant = pack_slots([slot.value(0) for slot in group], plan.slot_bits)
+        coefficient, constant = _affine(group, plan.slot_bits)
         # Enc(s(1 + 2^L a))^A * Enc(2^L a)^C * Enc(C) = Enc((A s + C)(1 + 2^L a)): the packed slots and their
         # tag. Enc(C) brings a fresh obfuscator, so the query's randomness is independent of its inputs'.
         blinded = _double_power(base, coefficient, unit, constant, nsquare)
@@ -238,6 +242,85 @@ def build_tier_query(
         flipped=tuple(slot.flipped for slot in plan.slots),
     )
     return query, state
+
+
+@dataclass(frozen=True)
+class PackItem:
+    """One request of a packed query: its encrypted score, the tag material the domain issued for it,
+    its manual's thresholds and the bound on ``|s|`` its slots were sized by."""
+
+    request_id: str
+    score: phe.EncryptedNumber
+    tags: TagMaterial
+    thresholds: tuple[int, ...]
+    score_bound: int
+
+
+def build_packed_query(
+    public_key: phe.PaillierPublicKey,
+    items: Sequence[PackItem],
+    *,
+    params: BindingParams,
+    pack_id: str,
+    rng: random.Random | None = None,
+) -> tuple[PackedQuery, dict[str, TieringState]]:
+    """One query for several requests of one shape (``params``, with ``params.groups >= 2``) and the state
+    to read each request's answer with.
+
+    Each request is blinded exactly as :func:`build_tier_query` blinds it (fresh ``r``, ``r'``, flips and
+    shuffle); ``params.groups`` requests share a value plaintext ``sum_i 2^((i-1) G) P_i`` (``Enc(C)``
+    re-randomises it) and each value plaintext gets one tag ``Enc(sum_i a'_i P_i)``, made from the
+    requests' own tag material and re-randomised (securecompute.binding, "Packing several requests").
+    """
+    if params.groups < 2 or not items:
+        raise ValueError("packing needs a shape that packs and at least one request")
+    if len({item.request_id for item in items}) != len(items) or not all(item.request_id for item in items):
+        raise ValueError("each request of a pack needs its own non-empty id")
+    n = gmpy2.mpz(modulus(public_key))
+    nsquare = n * n
+    rng = rng or secrets.SystemRandom()
+    encryptor = fast_encryptor(public_key)
+    states: dict[str, TieringState] = {}
+    values, tags = [], []
+    for start in range(0, len(items), params.groups):
+        value_pairs: list[tuple[Any, int]] = []
+        tag_pairs: list[tuple[Any, int]] = []
+        constant = 0
+        for position, item in enumerate(items[start : start + params.groups]):
+            plan, order = plan_blinding(item.thresholds, score_bound=item.score_bound, params=params, rng=rng)
+            coefficient, own_constant = _affine(plan.slots, plan.slot_bits)
+            shift = position * params.group_bits
+            value_pairs.append((gmpy2.mpz(raw_ciphertext(item.score, public_key)), coefficient << shift))
+            constant += own_constant << shift
+            tag_pairs += [(gmpy2.mpz(item.tags.score_tag), coefficient), (gmpy2.mpz(item.tags.unit_tag), own_constant)]
+            states[item.request_id] = TieringState(
+                request_id=item.request_id,
+                thresholds=item.thresholds,
+                order=order,
+                flipped=tuple(slot.flipped for slot in plan.slots),
+            )
+        # Enc(sum 2^(iG) (A_i s_i + C_i)): Enc(C) brings a fresh obfuscator; Enc(sum a'_i (A_i s_i + C_i)),
+        # re-randomised, so neither can be linked to the ciphertexts it was computed from.
+        values.append(int(multi_power(value_pairs, nsquare) * encryptor.encrypt_residue(constant) % nsquare))
+        tags.append(int(multi_power(tag_pairs, nsquare) * encryptor.obfuscator() % nsquare))
+    query = PackedQuery(
+        key_id=key_id(public_key),
+        pack_id=pack_id,
+        request_ids=tuple(item.request_id for item in items),
+        comparisons=params.comparisons,
+        slot_bits=params.slot_bits,
+        values=tuple(values),
+        tags=tuple(tags),
+    )
+    return query, states
+
+
+def _affine(slots: Sequence[SlotBlinding], slot_bits: int) -> tuple[int, int]:
+    """``(A, C)`` with ``A s + C`` the packed slots (each slot ``v + 2^(slot_bits-1)``) for score ``s``."""
+    coefficient = sum(
+        (-slot.r if slot.flipped else slot.r) << (position * slot_bits) for position, slot in enumerate(slots)
+    )
+    return coefficient, pack_slots([slot.value(0) for slot in slots], slot_bits)
 
 
 def tier_index_from_answer(state: TieringState, answer: ComparisonAnswer) -> int:

@@ -160,7 +160,7 @@ def test_a_time_limit_fails_the_chunk_for_a_retry_not_the_request(
     def out_of_time(request: Any, given: Any) -> None:
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(pipeline, "_tier_secret", out_of_time)
+    monkeypatch.setattr(pipeline, "_scoring_item", out_of_time)
     with pytest.raises(SoftTimeLimitExceeded):
         stage_drain("score")
     assert set(UnderwritingRequest.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"scoring"}

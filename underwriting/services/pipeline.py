@@ -44,12 +44,26 @@ from datadomain import selectors as domain_selectors
 from datadomain import services as domain
 from datadomain.catalog import value_bounds
 from datadomain.errors import DomainError
-from securecompute.binding import TagMaterial, tag_material_ciphertexts
+from securecompute.binding import BindingParams, TagMaterial, tag_material_ciphertexts
 from securecompute.errors import SecureComputeError
+from securecompute.keys import key_id
 from securecompute.paillier import modulus, raw_ciphertext
-from securecompute.protocol import ComparisonAnswer, ciphertexts_from_json, ciphertexts_to_json
+from securecompute.protocol import (
+    PROTOCOL_VERSION,
+    ComparisonAnswer,
+    ciphertexts_from_json,
+    ciphertexts_to_json,
+    is_packed,
+)
 from securecompute.scoring import encrypted_score, score_bound
-from securecompute.tiering import TieringState, build_tier_query, tier_index_from_answer, tiering_params
+from securecompute.tiering import (
+    PackItem,
+    TieringState,
+    build_packed_query,
+    build_tier_query,
+    tier_index_from_answer,
+    tiering_params,
+)
 from underwriting import selectors
 from underwriting.manual_format import ManualDocument
 from underwriting.models import (
@@ -242,13 +256,13 @@ def _score_chunk(limit: int) -> int:
     with transaction.atomic():
         requests = _claim(RequestStatus.SCORING, limit=limit)
         inputs = {i.request_id: i for i in ScoringInput.objects.filter(request_id__in=[r.pk for r in requests])}
-        secrets, failed = _each(requests, lambda request: _tier_secret(request, inputs.get(request.pk)))
+        items, failed = _each(requests, lambda request: _scoring_item(request, inputs.get(request.pk)))
         moved = transition_many(
-            {pk: {} for pk in secrets}, from_status=RequestStatus.SCORING, to_status=RequestStatus.TIERING
+            {pk: {} for pk in items}, from_status=RequestStatus.SCORING, to_status=RequestStatus.TIERING
         )
-        TieringSecret.objects.bulk_create([secrets[pk] for pk in moved])
+        secrets, queries = _tier_queries([items[pk] for pk in moved])
+        TieringSecret.objects.bulk_create(secrets)
         ScoringInput.objects.filter(request_id__in=[r.pk for r in requests]).delete()  # ciphertexts no longer needed
-        queries = [(str(pk), secrets[pk].query) for pk in moved]
         if queries:
             transaction.on_commit(partial(_ask_custodian, queries))
         _fail_many(failed, from_status=RequestStatus.SCORING, what="scored")
@@ -268,7 +282,22 @@ def _each(requests: list[Claimed], compute: Callable[[Claimed], T]) -> tuple[dic
     return changes, failed
 
 
-def _tier_secret(request: Claimed, given: ScoringInput | None) -> TieringSecret:
+@dataclass(frozen=True)
+class _ScoringItem:
+    """One request ready for tiering: its encrypted score, tag material and the packing its grant pinned."""
+
+    pk: uuid.UUID
+    public_key: Any
+    params: BindingParams
+    pack: PackItem
+    expires_at: datetime
+
+    @property
+    def shape(self) -> tuple[str, int, int]:
+        return (key_id(self.public_key), self.params.comparisons, self.params.slot_bits)
+
+
+def _scoring_item(request: Claimed, given: ScoringInput | None) -> _ScoringItem:
     if given is None:
         raise ValueError("the request has no scoring input")
     document = request.document()
@@ -280,13 +309,47 @@ def _tier_secret(request: Claimed, given: ScoringInput | None) -> TieringSecret:
     params = tiering_params(modulus(public_key).bit_length(), document.thresholds, score_bound=bound)
     if params.slot_bits != given.slot_bits:
         raise ValueError("the manual's packing differs from the one its grant pinned")
-    query, state = build_tier_query(
-        public_key, encrypted, TagMaterial(score_tag, unit_tag), document.thresholds, request_id=str(request.pk),
-        params=params, score_bound=bound,
-    )  # fmt: skip
-    return TieringSecret(
-        request_id=request.pk, query=query.to_dict(), state=state.to_dict(), expires_at=given.expires_at
-    )
+    item = PackItem(str(request.pk), encrypted, TagMaterial(score_tag, unit_tag), tuple(document.thresholds), bound)
+    return _ScoringItem(request.pk, public_key, params, item, given.expires_at)
+
+
+def _tier_queries(items: list[_ScoringItem]) -> tuple[list[TieringSecret], list[tuple[str, dict[str, Any]]]]:
+    """The chunk's queries for the custodian and the secret state to read their answers with.
+
+    Requests of one shape (key, number of comparisons, slot width) go out as one packed query when that
+    takes fewer decryptions than one query each (securecompute.binding, "Packing several requests"): the
+    pack's first request keeps the query in its TieringSecret, the others point to it."""
+    shapes: dict[tuple[str, int, int], list[_ScoringItem]] = {}
+    for item in items:
+        shapes.setdefault(item.shape, []).append(item)
+    secrets: list[TieringSecret] = []
+    queries: list[tuple[str, dict[str, Any]]] = []
+    for group in shapes.values():
+        params = group[0].params
+        if params.groups < 2 or -(-len(group) // params.groups) + 1 >= len(group):
+            for item in group:
+                single, state = build_tier_query(
+                    item.public_key, item.pack.score, item.pack.tags, item.pack.thresholds,
+                    request_id=item.pack.request_id, params=params, score_bound=item.pack.score_bound,
+                )  # fmt: skip
+                secrets.append(_secret(item, dict(single.to_dict()), state))
+                queries.append((item.pack.request_id, dict(single.to_dict())))
+            continue
+        pack_id = f"pack-{uuid.uuid4()}"
+        packed, states = build_packed_query(
+            group[0].public_key, [item.pack for item in group], params=params, pack_id=pack_id
+        )
+        leader = group[0].pack.request_id
+        pointer: dict[str, Any] = {"v": PROTOCOL_VERSION, "pack": pack_id, "leader": leader}
+        for item in group:
+            query = dict(packed.to_dict()) if item.pack.request_id == leader else pointer
+            secrets.append(_secret(item, query, states[item.pack.request_id]))
+        queries.append((pack_id, dict(packed.to_dict())))
+    return secrets, queries
+
+
+def _secret(item: _ScoringItem, query: dict[str, Any], state: TieringState) -> TieringSecret:
+    return TieringSecret(request_id=item.pk, query=query, state=state.to_dict(), expires_at=item.expires_at)
 
 
 def manual_score_bound(document: ManualDocument) -> int:
@@ -427,10 +490,26 @@ def _resume(requests: list[UnderwritingRequest]) -> None:
         stage_wake(stages[RequestStatus(status)])
     # The same queries again: the custodian recognises each and answers it as before.
     tiering = [request.pk for request in requests if request.status == RequestStatus.TIERING]
-    queries = [
-        (str(pk), query)
-        for pk, query in TieringSecret.objects.filter(request_id__in=tiering).values_list("request_id", "query")
-    ]
+    queries = _stored_queries(tiering)
     chunk = int(settings.UNDERWRITING_STAGE_CHUNK)
     for start in range(0, len(queries), chunk):
         _ask_custodian(queries[start : start + chunk])
+
+
+def _stored_queries(request_ids: list[uuid.UUID]) -> list[tuple[str, dict[str, Any]]]:
+    """The queries these requests were sent in, each once: their own, or the packed query their pack's
+    first request keeps (see ``_tier_queries``)."""
+    rows = {str(pk): query for pk, query in TieringSecret.objects.filter(request_id__in=request_ids).values_list(
+        "request_id", "query"
+    )}  # fmt: skip
+    leaders = {query["leader"] for query in rows.values() if "leader" in query} - set(rows)
+    if leaders:
+        rows.update(
+            (str(pk), query)
+            for pk, query in TieringSecret.objects.filter(request_id__in=leaders).values_list("request_id", "query")
+        )
+    queries: dict[str, dict[str, Any]] = {}
+    for ref, query in rows.items():
+        if "leader" not in query:
+            queries[str(query.get("pack", ref)) if is_packed(query) else ref] = query
+    return list(queries.items())
