@@ -20,13 +20,13 @@ install: $(VENV)/.installed messages
 
 ## messages: compile the zh-Hans and English translations
 messages: $(VENV)/.installed
-	DEBUG=1 $(PY) manage.py compilemessages --verbosity 0 --ignore '$(VENV)'
+	@DEBUG=1 $(PY) manage.py compilemessages --verbosity 0 --ignore '$(VENV)'
 
 migrate: install
 	DEBUG=1 $(PY) manage.py migrate --noinput
 
 seed: migrate
-	DEBUG=1 $(PY) manage.py seed_demo
+	DEBUG=1 $(PY) manage.py seed_demo --base-url http://$(HOST):$(PORT)
 
 ## demo-request: print a ready-to-run curl request for a fresh demo applicant (after `make run` or `make seed`)
 demo-request: install

@@ -51,6 +51,8 @@ DEMO_STAFF = [
 @dataclass
 class Seeded:
     lines: list[str] = field(default_factory=list)
+    # Where `make run` serves (HOST/PORT), for the addresses the summary prints.
+    base_url: str = "http://127.0.0.1:8000"
 
     def say(self, line: str) -> None:
         self.lines.append(line)
@@ -234,6 +236,6 @@ def resident_demo_ensure(seeded: Seeded, folder: Path, *, index: int) -> None:
         else "this terminal (the server's output)"
     )
     seeded.say(
-        f"Resident page: http://127.0.0.1:8000/residents/ - sign in as demo resident {resident_id} ({name}); "
+        f"Resident page: {seeded.base_url}/residents/ - sign in as demo resident {resident_id} ({name}); "
         f"one-time codes appear in {where}, as '[resident message to {DEMO_RESIDENT_PHONE}] ...'."
     )

@@ -51,7 +51,9 @@ def test_demo_request_prints_a_request_that_completes_for_a_fresh_applicant(sett
     from rest_framework.test import APIClient
 
     settings.DEMO_ADMIN_PASSWORD = "a-demo-password-1"
-    call_command("seed_demo", "--patients", "40", stdout=StringIO())
+    seeded = StringIO()
+    call_command("seed_demo", "--patients", "40", "--base-url", "http://127.0.0.1:8123", stdout=seeded)
+    assert "Resident page: http://127.0.0.1:8123/residents/" in seeded.getvalue()  # make run PORT=8123
     with pytest.raises(CommandError, match="DEBUG"):
         call_command("demo_request", stdout=StringIO())
     settings.DEBUG = True

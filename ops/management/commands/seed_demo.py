@@ -24,11 +24,16 @@ class Command(BaseCommand):
             default=demo.DEMO_PATIENTS,
             help=f"synthetic residents (default {demo.DEMO_PATIENTS})",
         )
+        parser.add_argument(
+            "--base-url",
+            default="http://127.0.0.1:8000",
+            help="where the server answers, for the addresses printed (make passes HOST and PORT)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEMO_ADMIN_PASSWORD:
             raise CommandError("DEMO_ADMIN_PASSWORD must be set when DEBUG is off.")
-        seeded = demo.Seeded()
+        seeded = demo.Seeded(base_url=options["base_url"].rstrip("/"))
         steps = tqdm(total=7, desc="seed_demo", unit="step", disable=options["verbosity"] == 0)
         admin = demo.superuser_ensure(seeded)
         steps.update()
