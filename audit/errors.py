@@ -58,12 +58,16 @@ def validation_error(
 ) -> ValidationError:
     """``error`` as a form's ValidationError: each of its fields on the form field that ``fields`` names for
     it (the same name when not renamed), provided ``known`` (the form's fields) has it; everything else,
-    and an error without fields, on the form as a whole."""
+    and an error without fields, on the form as a whole. Without ``known`` (in a field's own ``clean_*``
+    method), all its messages as that field's error."""
+    if known is None:
+        messages = [message for field_messages in error.fields.values() for message in field_messages]
+        return ValidationError([gettext(message) for message in messages or [error.message]], code=error.code)
     renamed = fields or {}
     by_field: dict[str, list[str]] = {}
     for path, messages in error.fields.items():
         name = renamed.get(path, path)
-        target = name if known is not None and name in known else NON_FIELD_ERRORS
+        target = name if name in known else NON_FIELD_ERRORS
         by_field.setdefault(target, []).extend(gettext(message) for message in messages)
     if not by_field:
         return ValidationError(gettext(error.message), code=error.code)

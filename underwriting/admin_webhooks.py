@@ -22,6 +22,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
+from audit.errors import validation_error
 from underwriting.errors import UnderwritingError
 from underwriting.models import WebhookDelivery, WebhookEndpoint
 from underwriting.services.webhooks import (
@@ -49,7 +50,7 @@ class WebhookEndpointForm(forms.ModelForm[WebhookEndpoint]):
             try:
                 webhook_url_check(url=url)
             except UnderwritingError as exc:
-                raise ValidationError(exc.message, code="url_refused") from None
+                raise validation_error(exc) from None
         return url
 
 
