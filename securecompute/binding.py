@@ -50,6 +50,56 @@ would need their residues modulo a secret prime. What an honest-form query's own
 (whether ``(A s + C) mod p`` falls in the slots' range) is a test that ``p`` lies in a window of width
 ``2^L`` next to a value the worker chose, hit with probability about ``2^(L - |n|/2)``: nothing usable.
 
+Packing several requests (one decryption answers a chunk)
+---------------------------------------------------------
+A request's ``k`` slots take ``G = k B`` bits, so ``m = groups`` requests of one shape fit one value
+plaintext below ``p`` (:class:`BindingParams`). The grants and tag material stay per request: request
+``i`` has its own fresh key ``a_i`` and the worker holds ``Enc(a'_i s_i)`` and ``Enc(a'_i)`` with
+``a'_i = 2^L a_i`` (:func:`pack_key`; the keys ``a'_i`` range over ``2^(lambda-1)`` values that are distinct
+modulo ``p``, which is all the argument uses). For each run of ``m`` requests the worker sends a *value*
+ciphertext and a *tag* ciphertext (:func:`securecompute.tiering.build_packed_query`)
+
+    ``Z1 = Enc(sum_i 2^((i-1) G) P_i)``, ``Z2 = Enc(sum_i a'_i P_i)``, with ``P_i = A_i s_i + C_i``.
+
+The custodian spends every named request's grant, decrypts each ``Z1`` modulo ``p``, requires it below
+``2^(m G)`` and cuts it into the groups ``P_i`` (:func:`open_groups`); it then checks *all* tags with one
+more decryption: for fresh random ``rho_t`` of 128 bits (:func:`combination_coefficients`), drawn after
+the query is fixed, ``Dec(prod_t Z2_t^rho_t) = sum_t rho_t sum_(i in t) a'_i P_i (mod p)``. If some
+``Z2_t`` differs from its expected value modulo ``p`` the combination misses with probability at most
+``2^-128`` (fix the other ``rho``; one value of ``rho_t`` out of ``2^128`` hits). So, up to that, the
+query passes only if every run ``t`` passes ``Z2_t = sum a'_i P_i(Z1_t) (mod p)`` with ``Z1_t`` in range.
+``Z2_t`` is a residue, so it needs no room below ``p``: only the value plaintexts do.
+
+Argument for one run. As above, ``Z1 = V1 + sum_x a'_x U1_x`` and ``Z2 = V2 + sum_x a'_x U2_x`` over every
+key ``x`` the worker holds material for (the run's, the pack's others', any other request's), with
+``U``, ``V`` fixed before the keys and independent of them; ``|S| = 2^(lambda-1)``.
+
+* ``Z1`` free of keys (every ``U1_x = 0``): ``Z1 = V1`` and its groups are fixed. The check is linear in
+  the keys with coefficient ``U2_x - P_x`` (``P_x = 0`` for a key outside the run): unless all vanish it
+  holds for at most one value of one key, probability ``1/|S|``. If all vanish, ``V2 = 0`` and each group
+  ``P_i = U2_i = beta_i s_i + gamma_i`` is an affine function of request ``i``'s *own* score, since
+  ``Enc(a'_i s_i)`` and ``Enc(a'_i)`` are the only ciphertexts involving ``a'_i``. Another request's score
+  in ``i``'s place (packed from outside, from another grant, duplicated or swapped within the pack) fails.
+* ``Z1`` depends on keys: take the union over the ``2^(m G)`` values ``z`` of ``Z1``. For each, "``Z1 = z``"
+  and the check are two linear equations in the keys. Independent: probability ``1/|S|^2``. Dependent:
+  the check's coefficients are a multiple ``mu`` of ``Z1``'s; ``mu = 0`` pins every group, so one ``z``;
+  otherwise one group ``P_j(z)`` fixes ``mu`` and so every other group, at most ``2^G`` values ``z``, each
+  with probability ``1/|S|``. In all: at most ``2/|S| + 2^G/|S| + 2^(m G)/|S|^2``.
+
+Hence ``lambda - 1 >= G + 136`` and ``2 (lambda - 1) >= m G + 136`` (:data:`PACK_MARGIN_BITS`) keep
+every term below ``2^-134`` and a pack of up to 256 runs below ``2^-125`` with the combination; the key
+also stays at least ``L + 128`` bits for the one-request form, which still fits below ``p``
+(``2 L + lambda <= |n|/2 - 4``; :func:`_groups` picks ``m`` so). At 3072 bits a ``charlson-acci``
+request (``k = 3``, ``B = 111``) packs four to a plaintext with a 735-bit key: ``ceil(N / 4) + 1``
+decryptions answer ``N`` requests instead of ``N``.
+
+What the custodian learns is unchanged: it knew each request's slots (it answers them by request) and
+still sees exactly those values, blinded as before; the combined tag is a function of keys and values it
+already holds. What a malicious worker learns is unchanged too: each request's group answers ``k`` signs
+about an affine function of that request's own score, under that request's own grant, spent and audited
+per request; a pack that fails any check is answered with coins for every request it names (a pack is
+answered whole or not at all), and the one bit "passed or not" is the same one bit per query as before.
+
 What a malicious worker can still learn: per grant (one per authorised request, single use), one
 answer of ``k`` signs about an affine function ``A s + C`` of that request's own score, with ``A`` and
 ``C`` of its choosing, so at most ``k`` bits about the score, which is exactly the ``k`` comparisons the

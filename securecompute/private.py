@@ -338,8 +338,10 @@ class _CrtKey:
         """The plaintext modulo ``p`` alone, by one constant-time exponentiation: half a decryption.
 
         Enough for a tagged comparison query, whose honest plaintext is below ``2^(|n|/2 - 2) < p``
-        (securecompute.binding sizes the packing so), and sound for a dishonest one because the MAC check
-        holds modulo the prime ``p`` just as it does modulo ``n`` (see the binding module's docstring).
+        (securecompute.binding sizes the packing so), and for a packed query, whose value plaintexts are
+        below ``p`` and whose tags are only ever compared as residues modulo ``p``; sound for a dishonest
+        query because the MAC checks hold modulo the prime ``p`` just as modulo ``n`` (see the binding
+        module's docstring).
         """
         c = gmpy2.mpz(ciphertext)
         return int((gmpy2.powmod_sec(c, self.p - 1, self.psquare) - 1) // self.p * self.hp % self.p)
