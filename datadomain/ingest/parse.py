@@ -11,8 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from hashlib import sha256
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -44,6 +43,12 @@ BP_PANEL, SYSTOLIC, DIASTOLIC = "85354-9", "8480-6", "8462-4"
 HBA1C_CODES = {"4548-4", "17856-6"}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FAR_FUTURE_GRACE_DAYS = 1
+# Values read again and again in a feed (the dates of a few years, an export's lastUpdated stamps, the
+# spellings of a status) are parsed once per parser: at most this many of each are remembered.
+MEMO_SIZE = 1 << 16
+
+
+T = TypeVar("T")
 
 
 class LineError(Exception):
@@ -118,6 +123,10 @@ class Parser:
     catalog: catalog.Catalog = field(default_factory=catalog.current)
     # Local code systems that have a mapping table (datadomain.mapping), read once per run.
     local_systems: frozenset[str] = frozenset()
+    # Memos of pure functions of the text (see MEMO_SIZE): clinical dates, lastUpdated instants, statuses.
+    _dates: dict[str, date] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _instants: dict[str, datetime] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _statuses: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def parse(self, line: bytes | str) -> Row:
         # PostgreSQL text cannot hold NUL; a raw NUL is invalid JSON anyway, an escaped one is refused here.
@@ -163,7 +172,7 @@ class Parser:
         if sex not in ("male", "female", "other", "unknown"):
             raise LineError("invalid_value", "gender is not a FHIR administrative gender")
         version_id, last_updated = self.meta(resource)
-        key = hmac.new(self.pepper, resident_id.encode("ascii"), sha256).hexdigest()
+        key = hmac.digest(self.pepper, resident_id.encode("ascii"), "sha256").hex()  # one-shot, in C
         return PatientRow(
             resource_id,
             resident_id,
@@ -186,7 +195,7 @@ class Parser:
         except LineError as error:
             if error.code != "unknown_code_system":
                 raise
-            family, codes = "local", []
+            family, codes = "local", ""
             local_source, local_code = self.local(resource, concept, error)
         onset, onset_age = self.onset(resource)
         version_id, last_updated = self.meta(resource)
@@ -196,9 +205,9 @@ class Parser:
             version_id,
             last_updated,
             family,
-            " ".join(codes),
+            codes,
             self.verification(resource.get("verificationStatus")),
-            status_key(_status_text(resource.get("clinicalStatus")))[:20],
+            self.status(_status_text(resource.get("clinicalStatus")))[:20],
             onset,
             local_source,
             local_code,
@@ -224,8 +233,9 @@ class Parser:
         origin = (resource.get("meta") or {}).get("source")
         return "text:" + (text_key(origin) if isinstance(origin, str) else ""), key
 
-    def icd10_codes(self, concept: object) -> tuple[str, list[str]]:
-        """Every code of every ICD-10-family coding (first family found, codes in order, no repeats)."""
+    def icd10_codes(self, concept: object) -> tuple[str, str]:
+        """Every code of every ICD-10-family coding, space-separated (first family found, codes in order,
+        no repeats)."""
         systems = self.catalog.code_systems
         family = ""
         codes: list[str] = []
@@ -254,9 +264,10 @@ class Parser:
             raise LineError("unknown_code_system", "no ICD-10-family coding")
         if not codes:
             raise LineError("invalid_code", "the ICD-10 codings have no code")
-        if len(codes) > MAX_CODES or sum(len(code) + 1 for code in codes) > CODES_MAX_CHARS:
+        joined = codes[0] if len(codes) == 1 else " ".join(codes)
+        if len(codes) > MAX_CODES or len(joined) >= CODES_MAX_CHARS:
             raise LineError("invalid_code", "the condition has too many ICD-10 codes")
-        return family, codes
+        return family, joined
 
     def verification(self, concept: object) -> str:
         """The verificationStatus as one catalog code, whatever its encoding ("" when absent)."""
@@ -266,7 +277,7 @@ class Parser:
         synonyms = self.catalog.verification_synonyms
         code = synonyms.get(text)
         if code is None:
-            code = synonyms.get(status_key(text))
+            code = synonyms.get(self.status(text))
         if code is None:
             raise LineError("unknown_verification_status", "verificationStatus is not a known status")
         return code
@@ -352,11 +363,19 @@ class Parser:
         raw = meta.get("lastUpdated")
         if not raw:
             return version_id, EPOCH
+        if not isinstance(raw, str):
+            raise LineError("invalid_date", "meta.lastUpdated is not a valid instant")
+        if (known := self._instants.get(raw)) is not None:
+            return version_id, known
+        return version_id, _remember(self._instants, raw, self.instant(raw))
+
+    def instant(self, raw: str) -> datetime:
+        """A FHIR instant (with its zone) in UTC."""
         try:
             moment = datetime.fromisoformat(raw)
             if moment.tzinfo is None:
                 raise LineError("invalid_date", "meta.lastUpdated has no time zone")
-            return version_id, moment.astimezone(UTC)
+            return moment.astimezone(UTC)
         except (TypeError, ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted to UTC
             raise LineError("invalid_date", "meta.lastUpdated is not a valid instant") from None
 
@@ -393,10 +412,25 @@ class Parser:
             raise LineError("invalid_date", "a dateTime is out of range") from None
 
     def past_date(self, raw: object) -> date:
+        if isinstance(raw, str) and (known := self._dates.get(raw)) is not None:
+            return known
         value = self.parse_date(raw)
         if value.year < 1870 or (value - self.today).days > FAR_FUTURE_GRACE_DAYS:
             raise LineError("impossible_date", "a clinical date lies in the future or before 1870")
-        return value
+        return _remember(self._dates, raw, value) if isinstance(raw, str) else value
+
+    def status(self, text: str) -> str:
+        """:func:`status_key` of ``text``, remembered."""
+        if (known := self._statuses.get(text)) is not None:
+            return known
+        return _remember(self._statuses, text, status_key(text))
+
+
+def _remember(memo: dict[str, T], key: str, value: T) -> T:
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def _resident_id(identifiers: list[dict[str, Any]]) -> str | None:
