@@ -611,12 +611,12 @@ def vector_save(
         if values is not None:
             values_save(
                 patient_id=int(str(lookup["patient_id"])), catalog_version=str(lookup["catalog_version"]),
-                as_of=lookup["as_of"], records_stamp=records_stamp, values=values,
+                as_of=date.fromisoformat(str(lookup["as_of"])), records_stamp=records_stamp, values=values,
             )  # fmt: skip
 
 
 def values_save(
-    *, patient_id: int, catalog_version: str, as_of: object, records_stamp: int, values: dict[str, int]
+    *, patient_id: int, catalog_version: str, as_of: date, records_stamp: int, values: dict[str, int]
 ) -> None:
     """Upsert one subject's plaintext feature values (one statement: concurrent writers of the same
     records state write the same values)."""
