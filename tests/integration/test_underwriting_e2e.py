@@ -136,11 +136,14 @@ def test_unknown_ids_wrong_names_and_invalid_consent_get_one_reason_and_each_oth
         ("not_verified", request_body({**alice, "name": "不是本人"})),
         ("not_verified", marketing),
         ("manual_not_approved", request_body(alice, manual="unknown-manual")),
-        # The consent reference CONSENT-1 is recorded by the cases above with other evidence.
-        ("invalid_input", request_body(alice, artifact_sha256="f" * 64)),
     ]
     outcomes = [api.post(URL, body, format="json").json() for _, body in cases]
     assert [(o["status"], o["reason"]) for o in outcomes] == [("rejected", expected) for expected, _ in cases]
+    # The consent reference CONSENT-1 is recorded by the cases above with other evidence: the insurer's own
+    # input, refused like an invalid field, with no request made.
+    reused = api.post(URL, request_body(alice, artifact_sha256="f" * 64), format="json")
+    assert reused.status_code == 400
+    assert list(reused.json()["error"]["fields"]) == ["consent.reference"]
     settings.UNDERWRITING_RATE_LIMIT_COUNT = 1
     api.post(URL, request_body(bob, reference="first"), format="json")
     assert api.post(URL, request_body(bob, reference="second"), format="json").json()["reason"] == "rate_limited"
