@@ -86,12 +86,15 @@ def assert_within_width(locator: Any, width: int) -> None:
 
 
 def assert_inside(inner: Any, outer: Any) -> None:
-    """Each of ``inner``'s elements lies inside ``outer``'s box (nothing sticks out of its panel)."""
-    frame = outer.bounding_box()
+    """Each of ``inner``'s elements lies inside ``outer``'s content box (nothing sticks out of its panel)."""
+    edges = outer.evaluate(
+        "e => { const r = e.getBoundingClientRect(), s = getComputedStyle(e);"
+        " return [r.left + parseFloat(s.paddingLeft), r.right - parseFloat(s.paddingRight)]; }"
+    )
     for index in range(inner.count()):
         box = inner.nth(index).bounding_box()
-        assert box["x"] >= frame["x"], index
-        assert box["x"] + box["width"] <= frame["x"] + frame["width"] + 1, (index, box, frame)
+        assert box["x"] >= edges[0] - 1, (index, box, edges)
+        assert box["x"] + box["width"] <= edges[1] + 1, (index, box, edges)
 
 
 def text_of(locator: Any) -> str:
