@@ -185,7 +185,8 @@ def test_consent_is_recorded_once_per_reference_and_stays_immutable(
     assert first[0].request.consent_id == first[1].request.consent_id  # type: ignore[union-attr]
     again = submit(insurer, [item(*people[0], reference="c"), item(*people[0], reference="d", sha="d" * 64)])
     assert status_of(again[0]) == ("extracting", "")
-    assert again[1].error is not None and list(again[1].error.fields) == ["consent.reference"]
+    assert again[1].error is not None
+    assert list(again[1].error.fields) == ["consent.reference"]
     assert Consent.objects.count() == 1
     assert AuditEntry.objects.filter(action="consent.record").count() == 1
 
