@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,3 +75,22 @@ def test_nul_characters_and_huge_versions_are_refused() -> None:
     assert outcome(orjson.dumps({**VALID[0], "name": [{"text": "王\u0000"}]})) == "invalid_value"
     assert outcome(orjson.dumps({**VALID[1], "meta": {"versionId": str(2**63)}})) == "invalid_value"
     assert outcome(orjson.dumps({**VALID[1], "meta": {"lastUpdated": "0001-01-01T00:00:00+08:00"}})) == "invalid_date"
+
+
+def test_remembered_values_give_the_same_rows_and_the_memos_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datadomain.ingest import parse
+
+    monkeypatch.setattr(parse, "MEMO_SIZE", 4)
+    parser = Parser(pepper=b"pepper", today=date(2026, 6, 30))
+    days = [f"2020-01-{day:02d}" for day in range(1, 21)]
+    lines = [orjson.dumps({**condition(f"c{day}", "p1", "I50.9"), "onsetDateTime": day}) for day in days]
+    first = [parser.parse(line) for line in lines]
+    again = [parser.parse(line) for line in lines]
+    assert first == again == [PARSER.parse(line) for line in lines]
+    assert len(parser._dates) <= 4
+    assert len(parser._instants) <= 4
+    # A value refused once is refused again (refusals are never remembered).
+    future = orjson.dumps({**condition("cx", "p1", "I50.9"), "onsetDateTime": "2027-01-01"})
+    for _ in range(2):
+        with pytest.raises(LineError):
+            parser.parse(future)
