@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.utils import timezone
+from django.utils.translation import gettext, override
 
 from insurer_portal.batches import COLUMNS
 from insurer_portal.models import InsurerUser
@@ -29,7 +30,7 @@ from tests import fhir
 from tests.portal.conftest import ALICE_ID, ALICE_NAME
 from tests.portal.test_browser import ARTIFACTS, Pages, browser, pages, sign_in  # noqa: F401  # fixtures
 from tests.underwriting.conftest import client_for, request_body
-from underwriting.models import UnderwritingRequest
+from underwriting.models import RejectReason, UnderwritingRequest
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 WIDTHS = [1366, 390]
@@ -37,32 +38,37 @@ LANGUAGES = ["zh-hans", "en"]
 # A well-formed resident ID nobody in the test records has.
 STRANGER_ID = fhir.resident_id(date(1961, 7, 2), region="110105", sequence=318)
 
-TEXT = {
-    "en": {
-        "next": "What to do next:",
-        "limit": "at most 1 requests about one applicant in 30 days",
-        "retry": "allows a new request about this applicant from {date}",
-        "override": "ask the bureau's data-protection office for an override",
-        "check": "check the resident ID, name and signed consent, then submit a new request",
-        "submitted": "2 of 2 submitted",
-        "with_tier": "1 with a tier",
-        "without_tier": "1 without a tier (rejected, unrated or failed)",
-        "download_without": "Download the rows without a tier (CSV)",
-        "sha_help": "How do I fill in consent_sha256?",
-    },
-    "zh-hans": {
-        "next": "下一步：",  # noqa: RUF001  # the catalog's own punctuation
-        "limit": "贵司在 30 天内对同一投保人最多可提交 1 次请求",
-        "retry": "自 {date} 起可再次为该投保人提交请求",
-        "override": "向数据局的数据保护办公室申请为该投保人放宽限额",
-        "check": "请核对身份证号、姓名和已签署的同意书，然后重新提交申请",  # noqa: RUF001  # the catalog's own punctuation
-        "submitted": "已提交 2 / 2",
-        "with_tier": "1 个已得出等级",
-        "without_tier": "1 个没有等级（被拒、无法评级或失败）",  # noqa: RUF001  # the catalog's own punctuation
-        "download_without": "下载没有等级的行（CSV）",  # noqa: RUF001  # the catalog's own punctuation
-        "sha_help": "consent_sha256 怎么填？",  # noqa: RUF001  # the catalog's own punctuation
-    },
-}
+
+def words(language: str, settings: Any, retry: date | None = None) -> dict[str, str]:
+    """What the pages say, from the translation catalog the server uses (so a wording change in the catalog
+    does not break the test, and a string left untranslated shows up as English in the Chinese page)."""
+    with override(language):
+        limits = {
+            "count": settings.UNDERWRITING_RATE_LIMIT_COUNT,
+            "days": settings.UNDERWRITING_RATE_LIMIT_DAYS,
+            "subject": settings.UNDERWRITING_SUBJECT_LIMIT_COUNT,
+            "subject_days": settings.UNDERWRITING_SUBJECT_LIMIT_DAYS,
+        }
+        return {
+            "next": gettext("What to do next:"),
+            "limit": gettext(
+                "Your company may make at most %(count)s requests about one applicant in %(days)s days, and the "
+                "bureau allows at most %(subject)s about one person in %(subject_days)s days across all insurers."
+            )
+            % limits,
+            "retry": gettext("Your company's limit allows a new request about this applicant from %(date)s.")
+            % {"date": f"{retry:%Y-%m-%d}" if retry else ""},
+            "override": gettext(
+                "If a new request is justified sooner, ask the bureau's data-protection office for an override "
+                "for this applicant."
+            ),
+            "check": str(RejectReason.NOT_VERIFIED.label),
+            "submitted": gettext("%(count)s of %(total)s submitted") % {"count": 2, "total": 2},
+            "with_tier": gettext("%(count)s with a tier") % {"count": 1},
+            "without_tier": gettext("%(count)s without a tier (rejected, unrated or failed)") % {"count": 1},
+            "download_without": gettext("Download the rows without a tier (CSV)"),
+            "sha_help": gettext("How do I fill in consent_sha256?"),
+        }
 
 
 def at(seen: Pages, width: int, language: str) -> Any:
@@ -129,23 +135,29 @@ def test_a_rejection_shows_the_next_step(
     )
     assert (limited.reason, unverified.reason) == ("rate_limited", "not_verified")
     retry = timezone.localdate(first.created_at + timedelta(days=settings.UNDERWRITING_RATE_LIMIT_DAYS))
-    words = TEXT["en" if language == "en" else "zh-hans"]
+    said_to = words(language, settings, retry)
+    if language == "en":  # the wording itself, once: limits, retry date, override route, what to check
+        assert "at most 1 requests about one applicant in 30 days" in said_to["limit"]
+        assert "check the resident ID, name and signed consent" in said_to["check"]
+    else:  # every one translated: an English sentence in the Chinese page is what users reported
+        english = words("en", settings, retry)
+        assert [key for key, text in said_to.items() if text == english[key]] == []
 
     page = at(pages, width, language)
     sign_in(pages, "uw-ping")
     page.goto(f"{page.base_url}/portal/requests/{limited.pk}/")
     step = page.locator(".next-step")
     said = text_of(step)
-    assert said.startswith(words["next"])
-    assert words["limit"] in said
-    assert words["retry"].format(date=f"{retry:%Y-%m-%d}") in said
-    assert words["override"] in said
+    assert said.startswith(said_to["next"])
+    for part in ("limit", "retry", "override"):
+        assert said_to[part] in said, (part, said)
+    assert f"{retry:%Y-%m-%d}" in said
     assert_within_width(step, width)
     shot(page, "rejection-rate-limited", width, language)
 
     page.goto(f"{page.base_url}/portal/requests/{unverified.pk}/")
     note = text_of(page.locator(".result-note"))
-    assert words["check"] in note
+    assert said_to["check"] in note
     # One wording whichever check failed: the page must not tell an unknown ID from a wrong name.
     for telling in ("does not match", "unknown", "not found", "不匹配", "不存在"):
         assert telling not in note
@@ -179,15 +191,16 @@ def test_a_batch_shows_its_outcome_and_offers_the_rows_without_a_tier(
     approved_manuals: list[Any],
     custodian_key: Any,
     tmp_path: Path,
+    settings: Any,
     width: int,
     language: str,
 ) -> None:
-    words = TEXT["en" if language == "en" else "zh-hans"]
+    said_to = words(language, settings)
     page = at(pages, width, language)
     sign_in(pages, "uw-ping")
     page.goto(f"{page.base_url}/portal/batches/")
 
-    help_box = page.locator("details", has=page.locator("summary", has_text=words["sha_help"]))
+    help_box = page.locator("details", has=page.locator("summary", has_text=said_to["sha_help"]))
     assert not help_box.locator("code", has_text="sha256sum form.pdf").is_visible()
     help_box.locator("summary").click()
     for command in ("certutil -hashfile form.pdf SHA256", "shasum -a 256 form.pdf", "sha256sum form.pdf"):
@@ -203,9 +216,9 @@ def test_a_batch_shows_its_outcome_and_offers_the_rows_without_a_tier(
     counts = page.locator(".batch-counts")
     said = text_of(counts)
     for key in ("submitted", "with_tier", "without_tier"):
-        assert words[key] in said, (key, said)
+        assert said_to[key] in said, (key, said)
     assert_inside(counts.locator("li, .badge"), page.locator("#batch-progress .panel"))
-    link = page.locator("a", has_text=words["download_without"])
+    link = page.locator("a", has_text=said_to["download_without"])
     assert link.is_visible()
     assert_within_width(link, width)
     shot(page, "batch-outcome", width, language)
