@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from underwriting.models import ConsentConfirmation, UnderwritingRequest
+from underwriting.selectors import manual_title
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ def history_for(*, subject_key: str) -> list[HistoryRow]:
         .order_by("-created_at")
     )
     history = []
+    language = translation.get_language()
     for row in rows:
         confirmation = getattr(row, "confirmation", None)
         history.append(
@@ -52,7 +54,7 @@ def history_for(*, subject_key: str) -> list[HistoryRow]:
                 insurer=row.insurer.name,
                 created_at=row.created_at,
                 purpose="underwriting",
-                manual=row.manual.title if row.manual else row.manual_slug,
+                manual=manual_title(row.manual, language=language) if row.manual else row.manual_slug,
                 status=row.status,
                 status_label=str(row.get_status_display()),
                 decision=str(confirmation.get_status_display()) if confirmation and confirmation.reachable else "",

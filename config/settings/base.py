@@ -200,6 +200,8 @@ AXES_HTTP_RESPONSE_CODE = 429
 AXES_ENABLE_ADMIN = False  # the counters live in the cache (hashed), not in axes' tables
 AXES_VERBOSE = False
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Underwriting portal")
+# The authenticator admin never shows a staff member's TOTP secret or QR code (enrolment shows it once).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 # Password-reset mail; the console backend prints it (development and the demo).
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="portal@localhost")

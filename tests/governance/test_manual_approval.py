@@ -300,3 +300,18 @@ def test_the_review_shows_tier_labels_and_the_title_in_the_readers_language(
     assert tiers == ["A 优选体", "B 标准体", "C 次标准体", "D 拒保"]
     assert "年龄校正 Charlson 合并症指数" in page
     assert "充血性心力衰竭" in page
+
+
+def test_the_authenticator_admin_never_shows_a_staff_members_secret(staff: StaffFactory) -> None:
+    """Even a superuser sees neither the TOTP key nor its QR code once a device exists."""
+    from tests.factories import UserFactory
+    from tests.staff import authenticator
+
+    root = UserFactory(username="root", is_staff=True, is_superuser=True)
+    client = signed_in(root)
+    device = authenticator(root)
+    page = client.get(f"/admin/otp_totp/totpdevice/{device.pk}/change/").content.decode()
+    assert device.key not in page
+    assert "qrcode" not in page
+    assert client.get(f"/admin/otp_totp/totpdevice/{device.pk}/qrcode/").status_code == 403
+    assert client.get(f"/admin/otp_totp/totpdevice/{device.pk}/config/").status_code == 403

@@ -96,3 +96,20 @@ def test_the_forms_tie_errors_to_their_fields(db: None, django_capture_on_commit
     assert 'aria-describedby="id_code_error"' in page
     assert 'id="id_code_error"' in page
     assert "style=" not in page  # the Content-Security-Policy refuses inline styles
+
+
+def test_the_manual_is_named_in_the_residents_language(
+    resident_mode: Insurer, alice_with_phone: dict[str, str], django_capture_on_commit_callbacks: Any
+) -> None:
+    request_id = submit(resident_mode, alice_with_phone)
+    manual = UnderwritingRequest.objects.select_related("manual").get(pk=request_id).manual
+    assert manual is not None
+    client = Client()  # Chinese by default
+    sign_in(client, ALICE_ID, ALICE_PHONE, django_capture_on_commit_callbacks)
+    page = client.get("/residents/").content.decode()
+    report = client.get("/residents/report.csv").content.decode("utf-8-sig")
+    english_title = str(manual.title)
+    assert english_title not in page
+    assert english_title not in report
+    assert "Charlson" in page  # the Chinese title keeps the index's name
+    assert any("\u4e00" <= ch <= "\u9fff" for line in report.splitlines()[1:] for ch in line.split(",")[3])
