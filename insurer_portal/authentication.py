@@ -10,7 +10,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from insurer_portal.counters import counter_add, counter_subtract
+from insurer_portal.counters import Increment, counter_subtract, counters_add_within
 from insurer_portal.models import ApiKey, Insurer
 from insurer_portal.services import api_key_authenticate
 
@@ -75,13 +75,14 @@ class ApiKeyRateThrottle(BaseThrottle):
     """Calls per API key (API_THROTTLE_RATE) and per insurer over all its keys (API_INSURER_THROTTLE_RATE);
     past either, 429 with Retry-After (the seconds until the window that refused the call ends).
 
-    Fixed windows counted atomically in the shared cache (insurer_portal.counters): a call adds its weight
-    to its key's counter, then to its insurer's, for the current window, and goes through only if neither
-    went past its limit. The add returns the new total in the same step, so however many calls arrive at
-    once no more than the limit are let through (with one counter, exactly min(calls, limit)). A refused
-    call takes its share back from every counter it was added to, so a refused batch does not use up the
-    budget of smaller ones; a call one throttle refused is not counted by the next. At a window's edge a
-    client can fit up to twice the rate into a short span: the price of counters that cannot race.
+    Fixed windows counted atomically in the shared cache (insurer_portal.counters, one Redis round trip
+    for both): a call adds its weight to its key's counter, then to its insurer's, for the current window,
+    and goes through only if neither went past its limit. The add returns the new total in the same step,
+    so however many calls arrive at once no more than the limit are let through (with one counter, exactly
+    min(calls, limit)). A refused call takes its share back from every counter it was added to, so a
+    refused batch does not use up the budget of smaller ones; a call one throttle refused is not counted
+    by the next. At a window's edge a client can fit up to twice the rate into a short span: the price of
+    counters that cannot race.
     """
 
     scope = "api_key"
@@ -106,17 +107,22 @@ class ApiKeyRateThrottle(BaseThrottle):
         weight = self.weight(request)
         counted: list[tuple[str, int]] = getattr(request, _COUNTED, [])
         now = time.time()
-        for window in self.windows(request.auth):
-            number = int(now // window.seconds)
-            key = f"{window.key}:{number}"
-            # Two windows long: a counter never expires while its window can still be counted in.
-            if counter_add(key, weight, timeout=2 * window.seconds) > window.limit:
-                for earlier_key, earlier_weight in [*counted, (key, weight)]:
-                    counter_subtract(earlier_key, earlier_weight)
-                setattr(request, _REFUSED, True)
-                self.retry_after = max(1, math.ceil((number + 1) * window.seconds - now))
-                return False
-            counted.append((key, weight))
+        windows = self.windows(request.auth)
+        numbers = [int(now // window.seconds) for window in windows]
+        # Two windows long: a counter never expires while its window can still be counted in.
+        increments = [
+            Increment(f"{window.key}:{number}", weight, timeout=2 * window.seconds, limit=window.limit)
+            for window, number in zip(windows, numbers, strict=True)
+        ]
+        refused = counters_add_within(increments)  # takes back its own shares when one window refuses
+        if refused is not None:
+            for earlier_key, earlier_weight in counted:  # the shares of the throttles before this one
+                counter_subtract(earlier_key, earlier_weight)
+            setattr(request, _REFUSED, True)
+            window = windows[refused]
+            self.retry_after = max(1, math.ceil((numbers[refused] + 1) * window.seconds - now))
+            return False
+        counted.extend((increment.key, increment.delta) for increment in increments)
         setattr(request, _COUNTED, counted)
         return True
 

@@ -10,15 +10,34 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 
+from insurer_portal.counters import Increment, counters_add_within_on
+
 logger = logging.getLogger(__name__)
 _WARN_EVERY_SECONDS = 10.0
+
+# insurer_portal.counters.counters_add_within in one atomic step: KEYS are the counters, ARGV holds
+# (delta, timeout, limit) per counter. Returns the 1-based index of the counter that went past its limit
+# (every share added up to it taken back), 0 when all were added.
+_ADD_WITHIN_LIMITS = """
+for i = 1, #KEYS do
+    local delta = tonumber(ARGV[3 * i - 2])
+    redis.call('SET', KEYS[i], 0, 'EX', ARGV[3 * i - 1], 'NX')
+    if redis.call('INCRBY', KEYS[i], delta) > tonumber(ARGV[3 * i]) then
+        for j = 1, i do
+            redis.call('DECRBY', KEYS[j], ARGV[3 * j - 2])
+        end
+        return i
+    end
+end
+return 0
+"""
 
 
 def _with_fallback(name: str) -> Callable[..., Any]:
@@ -38,6 +57,22 @@ class RedisWithLocalFallback(RedisCache):
         super().__init__(server, params)
         self.local = LocMemCache("redis-fallback", {"OPTIONS": {"MAX_ENTRIES": 10_000}})
         self._warned_at = 0.0
+        self._add_within_limits: Any = None  # the registered script, made on first use
+
+    def add_within_limits(self, increments: Sequence[Increment]) -> int | None:
+        """insurer_portal.counters.counters_add_within in one Redis round trip (a Lua script, atomic);
+        the counters are the ones ``add``/``incr``/``decr`` see under the same keys."""
+        try:
+            client = self._cache.get_client(None, write=True)
+            if self._add_within_limits is None:
+                self._add_within_limits = client.register_script(_ADD_WITHIN_LIMITS)
+            keys = [self.make_and_validate_key(increment.key) for increment in increments]
+            args = [value for i in increments for value in (i.delta, i.timeout, i.limit)]
+            refused = int(self._add_within_limits(keys=keys, args=args, client=client))
+        except redis.RedisError as exc:
+            self._warn(exc)
+            return counters_add_within_on(self.local, increments)
+        return refused - 1 if refused else None
 
     def _warn(self, exc: Exception) -> None:
         now = time.monotonic()
