@@ -21,9 +21,10 @@ def _decrypt_raw(private_key: phe.PaillierPrivateKey, public_key: phe.PaillierPu
 
 def _tier(
     keys: KeyPair, features: list[int], weights: list[int], thresholds: list[int], known: int
-) -> tuple[int, bool]:
-    """The tier the worker reads when the domain authorised the request with ``known`` as the score, and
-    whether the custodian found the query's tag valid."""
+) -> tuple[int | None, bool]:
+    """The tier the worker reads when the domain authorised the request with ``known`` as the score (None
+    when the custodian found the tag invalid: its answer is then random coins, which need not even read as
+    a tier), and whether the custodian found the query's tag valid."""
     public_key, private_key = keys
     encryptor = fast_encryptor(public_key)
     score = encrypted_score(public_key, [encryptor.encrypt(x) for x in features], weights)
@@ -36,7 +37,9 @@ def _tier(
     )
     terms = GrantTerms("r", key_id(public_key), len(thresholds), params.slot_bits, mac_key)
     verdict = answer_comparisons(private_key, query, terms)
-    return tier_index_from_answer(state, verdict.answer), verdict.valid
+    if not verdict.valid:
+        return None, False
+    return tier_index_from_answer(state, verdict.answer), True
 
 
 def test_known_score_tags_encrypt_what_the_power_of_the_encrypted_score_does(keys_2048: KeyPair) -> None:
