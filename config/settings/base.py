@@ -508,6 +508,8 @@ LOGGING = {
         # Celery's per-task "succeeded ... <return value>" lines: task results are protocol messages
         # (e.g. the custodian's signs), not something for the log.
         "celery.app.trace": {"level": env.str("CELERY_TRACE_LOG_LEVEL", default="WARNING")},
+        # And its "Task ... received" line per task: a formatted record on every hop of every request.
+        "celery.worker.strategy": {"level": env.str("CELERY_TRACE_LOG_LEVEL", default="WARNING")},
     },
 }
 
