@@ -3,9 +3,42 @@ writes raw records runs under the domain's database role, never the web's."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from celery import signals
 from django.conf import settings
+from django.db import connections
 
 from config.celery import task
+
+logger = logging.getLogger(__name__)
+
+# Queues whose tasks encrypt under the active key (the domain's tag material, the scoring side's tiering).
+ENCRYPTING_QUEUES = ("domain", "scoring")
+
+
+@signals.worker_init.connect
+def encryptor_warm(sender: Any = None, **_: Any) -> None:
+    """Build the active key's encryption tables in a domain or scoring worker's main process, before it
+    forks its pool: every child starts with them (inherited, copy-on-write) instead of building its own on
+    its first task (at 3072 bits, 11 MB and about 200 ms of CPU per child). Best effort: without a key or a
+    database the children build them on first use, as before."""
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    consumed = queues.consume_from if queues is not None else None
+    if not consumed or not any(name in consumed for name in ENCRYPTING_QUEUES):
+        return
+    from datadomain import keyring
+    from securecompute import fast_encryptor
+
+    try:
+        fast_encryptor(keyring.active_public_key()[1])
+    except Exception as exc:  # noqa: BLE001  (start-up must go on; the tables are then built on first use)
+        logger.warning(
+            "encryption tables not built ahead (%s); each worker builds them on first use", type(exc).__name__
+        )
+    finally:
+        connections.close_all()  # the pool's children must not inherit this process's connection
 
 
 @task(name="datadomain.tasks.reprocess_quarantined", queue="domain", acks_late=True, ignore_result=True)

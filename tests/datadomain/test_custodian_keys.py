@@ -20,7 +20,7 @@ from datadomain.errors import DomainError
 from datadomain.models import CustodianKey
 from securecompute import fast_encryptor, private
 from securecompute.errors import WrongKekError
-from securecompute.keys import generate_keypair
+from securecompute.keys import generate_keypair, public_key_from_json
 
 pytestmark = pytest.mark.django_db
 
@@ -238,3 +238,29 @@ def test_rotate_kek_command_refuses_a_missing_or_malformed_new_kek(
         call_command("rotate_kek", stdout=StringIO())
     assert "change-me" not in str(refused.value)
     assert snapshot(live_keys) == before
+
+
+def _worker(*queues: str) -> Any:
+    """What ``worker_init`` is sent with: a worker whose app consumes ``queues``."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(consume_from=queues))))
+
+
+def test_domain_and_scoring_workers_build_the_encryption_tables_before_forking(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datadomain import tasks
+    from securecompute import encryption
+
+    monkeypatch.setattr(tasks.connections, "close_all", lambda: None)  # the test's own transaction stays open
+    n = public_key_from_json(custodian.keypair_create(bits=2048).public_key_json).n
+    for queues, built in ((("custodian",), False), (("domain",), True), (("scoring", "webhooks"), True)):
+        encryption._cache.clear()
+        tasks.encryptor_warm(sender=_worker(*queues))
+        assert (n in encryption._cache) is built, queues
+
+
+def test_a_worker_starts_without_an_active_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datadomain import tasks
+
+    monkeypatch.setattr(tasks.connections, "close_all", lambda: None)
+    tasks.encryptor_warm(sender=_worker("domain"))  # no key yet: logged, not raised
