@@ -125,6 +125,7 @@ class Parser:
     local_systems: frozenset[str] = frozenset()
     # Memos of pure functions of the text (see MEMO_SIZE): clinical dates, lastUpdated instants, statuses.
     _dates: dict[str, date] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _calendar: dict[str, date] = field(default_factory=dict, init=False, repr=False, compare=False)
     _instants: dict[str, datetime] = field(default_factory=dict, init=False, repr=False, compare=False)
     _statuses: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -163,7 +164,7 @@ class Parser:
         if id_birth is None:
             raise LineError("invalid_resident_id", "the resident ID fails GB 11643 validation")
         declared = resource.get("birthDate")
-        if declared is not None and self.parse_date(declared) != id_birth:
+        if declared is not None and self.date_of(declared) != id_birth:
             raise LineError("birth_date_mismatch", "birthDate differs from the birth date in the resident ID")
         name = _name(resource.get("name") or [])
         if not name:
@@ -308,7 +309,7 @@ class Parser:
         if not period.get("start"):
             raise LineError("malformed_resource", "the encounter has no period.start")
         start = self.past_date(period["start"])
-        end = self.parse_date(period["end"]) if period.get("end") else None
+        end = self.date_of(period["end"]) if period.get("end") else None
         if end is not None and end < start:
             raise LineError("impossible_date", "the encounter ends before it starts")
         version_id, last_updated = self.meta(resource)
@@ -410,6 +411,13 @@ class Parser:
             return moment.astimezone(LOCAL_ZONE).date()
         except OverflowError:
             raise LineError("invalid_date", "a dateTime is out of range") from None
+
+    def date_of(self, raw: object) -> date:
+        """:meth:`parse_date`, remembered."""
+        if isinstance(raw, str) and (known := self._calendar.get(raw)) is not None:
+            return known
+        value = self.parse_date(raw)
+        return _remember(self._calendar, raw, value) if isinstance(raw, str) else value
 
     def past_date(self, raw: object) -> date:
         if isinstance(raw, str) and (known := self._dates.get(raw)) is not None:

@@ -344,16 +344,21 @@ class Ingester:
         size = 0
         number = 0
         for item in source:
-            number = item.number if isinstance(item, Rejected) else item[0]
-            if number <= skip and number > 0:
-                self.summary.skipped_lines += 1
-                continue
             if isinstance(item, Rejected):
+                number = item.number
+                if 0 < number <= skip:
+                    self.summary.skipped_lines += 1
+                    continue
                 rejected.append(item)
                 size += len(item.raw)
-            elif item[1].strip():
-                batch.append(item)
-                size += len(item[1])
+            else:
+                number, line = item
+                if number <= skip:
+                    self.summary.skipped_lines += 1
+                    continue
+                if line[:1] == b"{" or line.strip():  # a blank line is skipped; the test avoids a copy
+                    batch.append(item)
+                    size += len(line)
             if len(batch) + len(rejected) >= self.batch_size or size >= BATCH_MAX_BYTES:
                 yield batch, rejected, max(number, skip)
                 batch, rejected, size = [], [], 0
