@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -252,7 +252,6 @@ def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dic
     spent. Returns each query's :class:`Reply`, by request ref.
     """
     entries = _members(queries)
-    _keys_load(ref for ref, _ in entries)
     plans = _grants_spend(entries)
     outcomes: list[tuple[_Plan, AnswerJSON, str]] = []
     singles = [plan for plan in plans if not is_packed(plan.query)]
@@ -274,20 +273,18 @@ def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dic
     return {plan.ref: Reply(plan.ref, answer, plan.use, reason) for plan, answer, reason in outcomes}
 
 
-def _keys_load(refs: Iterable[str]) -> None:
-    """Open the private keys the chunk's grants name before any grant is spent. A key that cannot be opened
-    (a wrong KEK after a rotation, a missing file) fails the task with nothing spent, to be sent again by the
-    sweeper once the custodian is fixed: it says nothing about any plaintext, so it must not be answered
-    with coins, which an honest worker could read as a tier."""
-    for fingerprint in set(ComparisonGrant.objects.filter(request_ref__in=list(refs)).values_list("key_id", flat=True)):
-        _private_key(fingerprint)
-
-
 def _grants_spend(queries: list[tuple[str, dict[str, Any]]]) -> list[_Plan]:
-    """Lock the chunk's grants and spend each on its query, in one committed transaction."""
+    """Lock the chunk's grants and spend each on its query, in one committed transaction.
+
+    The private keys the grants name are opened first, inside it: a key that cannot be opened (a wrong KEK
+    after a rotation, a missing file) fails the task with nothing spent, to be sent again by the sweeper
+    once the custodian is fixed. It says nothing about any plaintext, so it must not be answered with coins,
+    which an honest worker could read as a tier."""
     with transaction.atomic():
         refs = [ref for ref, _ in queries]
         grants = {g.request_ref: g for g in ComparisonGrant.objects.select_for_update().filter(request_ref__in=refs)}
+        for fingerprint in {grant.key_id for grant in grants.values()}:
+            _private_key(fingerprint)
         now = timezone.now()
         plans, spent = [], []
         digests: dict[int, str] = {}  # a packed query stands for many requests: hash it once
@@ -310,8 +307,17 @@ def _grants_spend(queries: list[tuple[str, dict[str, Any]]]) -> list[_Plan]:
             if plan.use in _OWNED and grant is not None and grant.spent_at and grant.spent_at >= grant.expires_at:
                 plan.refusal = "expired"  # spent only after it had expired: never decrypted
             plans.append(plan)
-        ComparisonGrant.objects.bulk_update(spent, ["status", "query_sha256", "spent_at"])
+        _grants_update(spent, ["status", "query_sha256", "spent_at"])
     return plans
+
+
+def _grants_update(grants: list[ComparisonGrant], fields: list[str]) -> None:
+    """Write ``fields`` of ``grants``: one plain UPDATE for a single grant (the steady single request), one
+    ``bulk_update`` (a CASE per field) for a chunk."""
+    if len(grants) == 1:
+        ComparisonGrant.objects.filter(pk=grants[0].pk).update(**{name: getattr(grants[0], name) for name in fields})
+    else:
+        ComparisonGrant.objects.bulk_update(grants, fields)
 
 
 def _answer(plan: _Plan) -> tuple[AnswerJSON, str]:
@@ -419,7 +425,7 @@ def _answers_record(outcomes: list[tuple[_Plan, AnswerJSON, str]]) -> None:
             detail = {"comparisons": count, "key_id": grant.key_id if grant else "", "replay": plan.use in _REPLAYS}
             events.append(Event("custodian.answer", "custodian", "underwriting_request", plan.ref, detail))
     with transaction.atomic():
-        ComparisonGrant.objects.bulk_update(answered, ["status", "answer", "outcome"])
+        _grants_update(answered, ["status", "answer", "outcome"])
         audit_record_many(events)
 
 
