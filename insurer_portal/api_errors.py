@@ -73,7 +73,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 def body_too_large_body() -> dict[str, Any]:
     """The 413 envelope, also sent by ops.middleware before a view runs."""
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    message = f"The request body is larger than the API accepts ({limit} bytes); send fewer items per call."
+    message = gettext(
+        "The request body is larger than the API accepts (%(limit)s bytes); send fewer items per call."
+    ) % {"limit": limit}
     return error_body("request_too_large", message)
 
 

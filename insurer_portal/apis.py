@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status
@@ -89,11 +90,11 @@ def idempotency_key_problem(value: str) -> str:
     """Why ``value`` cannot be an idempotency key, or "" when it can. Keys are compared whole: cutting a
     long one would make two keys that differ only past the limit replay each other's request."""
     if len(value) > IDEMPOTENCY_KEY_MAX_LENGTH:
-        return f"At most {IDEMPOTENCY_KEY_MAX_LENGTH} characters."
+        return gettext("At most %(limit)s characters.") % {"limit": IDEMPOTENCY_KEY_MAX_LENGTH}
     # Cc (C0/C1 controls: CR, LF, NUL...), Cf (invisible format characters), Cs (lone surrogates),
     # line and paragraph separators: they would hide in logs and make look-alike keys.
     if any(unicodedata.category(char) in {"Cc", "Cf", "Cs", "Zl", "Zp"} for char in value):
-        return "No control or invisible characters."
+        return gettext("No control or invisible characters.")
     return ""
 
 
@@ -159,17 +160,22 @@ class BatchItemsField(serializers.ListField):
 
 def batch_size_messages(limit: int) -> dict[str, Any]:
     """Why a batch is refused as a whole, each message with the limits (DRF's say "this list", "elements")."""
-    missing = f'Send the batch\'s items as a list under "requests": 1 to {limit} requests.'
+    # In the request's language: the serializer's fields are built per request (get_fields).
+    values = {"limit": limit}
+    missing = gettext('Send the batch\'s items as a list under "requests": 1 to %(limit)s requests.') % values
+    empty = gettext("The batch is empty: send 1 to %(limit)s requests.") % values
     return {
         "required": missing,
         "null": missing,
-        "not_a_list": f'"requests" must be a list of 1 to {limit} requests, not a {{input_type}}.',
-        "empty": f"The batch is empty: send 1 to {limit} requests.",
-        "min_length": f"The batch is empty: send 1 to {limit} requests.",
-        "max_length": (
-            f"A batch holds at most {limit} requests (API_BATCH_MAX_ITEMS): split yours into batches of {limit} "
-            "or fewer."
-        ),
+        # DRF fills in {input_type} itself.
+        "not_a_list": gettext('"requests" must be a list of 1 to %(limit)s requests, not a {input_type}.') % values,
+        "empty": empty,
+        "min_length": empty,
+        "max_length": gettext(
+            "A batch holds at most %(limit)s requests (API_BATCH_MAX_ITEMS): split yours into batches of "
+            "%(limit)s or fewer."
+        )
+        % values,
     }
 
 
@@ -385,7 +391,8 @@ class UnderwritingRequestListApi(InsurerAPIView):
         params = request.query_params
         status_filter = params.get("status")
         if status_filter and status_filter not in RequestStatus.values:
-            raise ValidationError({"status": [f"Use one of: {', '.join(RequestStatus.values)}."]})
+            choices = ", ".join(RequestStatus.values)
+            raise ValidationError({"status": [gettext("Use one of: %(choices)s.") % {"choices": choices}]})
         queryset = uw_selectors.requests_for_insurer(
             insurer_id=self.principal().insurer.pk,
             status=status_filter,
@@ -600,15 +607,19 @@ class UnderwritingRequestDetailApi(InsurerAPIView):
         return found
 
 
+def _wait_message() -> str:
+    return gettext("A number of seconds from 0 to %(limit)s.") % {"limit": MAX_WAIT_SECONDS}
+
+
 def _wait_seconds(value: str | None) -> float:
     if value in (None, ""):
         return 0.0
     try:
         seconds = float(value)
     except ValueError:
-        raise ValidationError({"wait": [f"A number of seconds from 0 to {MAX_WAIT_SECONDS}."]}) from None
+        raise ValidationError({"wait": [_wait_message()]}) from None
     if not 0 <= seconds <= MAX_WAIT_SECONDS:
-        raise ValidationError({"wait": [f"A number of seconds from 0 to {MAX_WAIT_SECONDS}."]})
+        raise ValidationError({"wait": [_wait_message()]})
     return seconds
 
 
@@ -622,6 +633,10 @@ class ConsentArtifactThrottle(ApiKeyRateThrottle):
     insurer_rate_setting = "API_INSURER_CONSENT_ARTIFACT_THROTTLE_RATE"
 
 
+def file_too_large(limit: int) -> str:
+    return gettext("The file is larger than %(limit)s bytes.") % {"limit": limit}
+
+
 class ConsentArtifactJsonSerializer(serializers.Serializer[Any]):
     content_base64 = serializers.CharField(
         help_text="The signed form, base64-encoded (standard alphabet, with padding).", trim_whitespace=True
@@ -633,7 +648,7 @@ class ConsentArtifactJsonSerializer(serializers.Serializer[Any]):
     def validate_content_base64(self, value: str) -> bytes:
         limit = int(settings.CONSENT_ARTIFACT_MAX_BYTES)
         if len(value) > (limit + 2) // 3 * 4 + 4:
-            raise serializers.ValidationError(f"The file is larger than {limit} bytes.")
+            raise serializers.ValidationError(file_too_large(limit))
         try:
             return base64.b64decode("".join(value.split()), validate=True)
         except (binascii.Error, ValueError):
@@ -696,9 +711,7 @@ class ConsentArtifactApi(InsurerAPIView):
             serializer.is_valid(raise_exception=True)
             upload = serializer.validated_data["file"]
             if upload.size > int(settings.CONSENT_ARTIFACT_MAX_BYTES):
-                raise ValidationError(
-                    {"file": [f"The file is larger than {settings.CONSENT_ARTIFACT_MAX_BYTES} bytes."]}
-                )
+                raise ValidationError({"file": [file_too_large(int(settings.CONSENT_ARTIFACT_MAX_BYTES))]})
             content, declared = upload.read(), str(upload.content_type or "")
         else:
             serializer = ConsentArtifactJsonSerializer(data=request.data)

@@ -189,9 +189,13 @@ def test_a_batch_refused_as_a_whole_says_the_limits(
     if items == "many":
         items = [request_body(alice, reference=f"B-{n}") for n in range(4)]
     body = {} if items is None else {"requests": items}
-    response = client_for(insurer).post(f"{URL}/batch", body, format="json")
+    response = client_for(insurer).post(f"{URL}/batch", body, format="json", HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 400
     assert assert_error_body(response, "invalid_input")["error"]["fields"] == {"requests": [message]}
+    chinese = client_for(insurer).post(f"{URL}/batch", body, format="json", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    [translated] = assert_error_body(chinese, "invalid_input")["error"]["fields"]["requests"]
+    assert "3" in translated
+    assert re.search(r"[\u4e00-\u9fff]", translated)
 
 
 # --- the pages name no other host ----------------------------------------------------------------------

@@ -32,7 +32,7 @@ from tests.underwriting.conftest import client_for, request_body
 from underwriting.charts import MAX_Y_TICKS, nice_ticks, tier_colour
 from underwriting.downloads import MAX_COLUMN_WIDTH, MIN_COLUMN_WIDTH, display_width
 from underwriting.manual_format import ManualFormatError, parse_manual
-from underwriting.models import RatingManual, UnderwritingRequest
+from underwriting.models import RatingManual, RequestStatus, UnderwritingRequest
 from underwriting.reference import builtin_documents
 
 pytestmark = pytest.mark.django_db
@@ -234,3 +234,25 @@ def test_value_ticks_start_at_zero_cover_the_peak_in_equal_round_steps(peak: int
     assert 2 <= len(ticks) <= MAX_Y_TICKS
     assert len(steps) == 1
     assert str(steps.pop()).strip("0") in {"1", "2", "5"}
+
+
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_api_errors_with_limits_in_them_speak_the_requests_language_too(api: APIClient, language: str) -> None:
+    """Messages that carry a number (the wait bound, a status list, batch and key limits) are translated
+    with the number filled in, not left in English beside Chinese field errors."""
+    chinese = language == "zh-hans"
+    problems = [
+        api.get(f"{API}/00000000-0000-0000-0000-000000000000?wait=abc", HTTP_ACCEPT_LANGUAGE=language).json()["error"][
+            "fields"
+        ]["wait"][0],
+        api.get(f"{API}?status=nonsense", HTTP_ACCEPT_LANGUAGE=language).json()["error"]["fields"]["status"][0],
+        api.post(f"{API}/batch", {"requests": []}, format="json", HTTP_ACCEPT_LANGUAGE=language).json()["error"][
+            "fields"
+        ]["requests"][0],
+    ]
+    for problem in problems:
+        codes = "|".join(sorted([*RequestStatus.values, "API_BATCH_MAX_ITEMS", "requests"], key=len, reverse=True))
+        words = re.sub(rf"\b({codes})\b", "", problem)  # codes stay codes in every language
+        assert (re.search("[A-Za-z]{3,}", words) is None) is chinese, problem
+    assert re.search(r"\b10\b", problems[0])  # the limits themselves are in the messages
+    assert "received" in problems[1]
