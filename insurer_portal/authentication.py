@@ -11,8 +11,8 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from insurer_portal.counters import Increment, counter_subtract, counters_add_within
-from insurer_portal.models import ApiKey, Insurer
 from insurer_portal.services import api_key_authenticate
+from tenants.models import ApiKey, Insurer
 
 # Set on a request by the throttles: the counters it was added to, and that one of them refused it.
 _COUNTED = "_throttle_counted"

@@ -9,7 +9,7 @@ from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
 
 from insurer_portal.batches import MAX_UPLOAD_BYTES
-from insurer_portal.models import InsurerUser
+from tenants.models import InsurerUser
 from underwriting.models import RequestStatus
 
 ID_PATTERN = r"^[0-9]{17}[0-9Xx]$"

@@ -13,7 +13,8 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
-from insurer_portal.models import ApiKey, Batch, InsurerUser
+from insurer_portal.models import Batch
+from tenants.models import ApiKey, InsurerUser
 from underwriting import selectors as uw_selectors
 from underwriting.charts import DayCount
 from underwriting.models import RequestStatus, UnderwritingRequest, WebhookDelivery, WebhookEndpoint

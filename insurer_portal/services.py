@@ -20,7 +20,8 @@ from audit.errors import AppError
 from audit.services import audit_record
 from config.celery import enqueue, enqueue_on_commit
 from insurer_portal import batches
-from insurer_portal.models import ApiKey, Batch, BatchRow, Insurer, InsurerUser
+from insurer_portal.models import Batch, BatchRow
+from tenants.models import ApiKey, Insurer, InsurerUser
 from underwriting import selectors as uw_selectors
 from underwriting.models import WebhookEndpoint
 from underwriting.services.requests import Applicant, ConsentEvidence, SubmitItem, SubmitOutcome, requests_submit_many

@@ -194,10 +194,11 @@ MATRIX: Final[dict[str, dict[str, str]]] = {
     # so the scoring zone neither reads the custodian's audit entries nor writes flags.
     "underwriting.MisuseFlag": {WEB: "SELECT UPDATE", DOMAIN: "SELECT INSERT UPDATE"},
     "underwriting.RateLimitOverride": {WEB: "SELECT INSERT UPDATE", DOMAIN: "SELECT UPDATE"},
+    # --- tenants (insurers, their users and API keys; tables still named insurer_portal_*) -------------------
+    "tenants.Insurer": {WEB: ALL, DOMAIN: "SELECT", SCORING: "SELECT"},
+    "tenants.ApiKey": {WEB: ALL},
+    "tenants.InsurerUser": {WEB: ALL},
     # --- insurer portal ---------------------------------------------------------------------------------------
-    "insurer_portal.Insurer": {WEB: ALL, DOMAIN: "SELECT", SCORING: "SELECT"},
-    "insurer_portal.ApiKey": {WEB: ALL},
-    "insurer_portal.InsurerUser": {WEB: ALL},
     # Batches are previewed in the portal and run on the domain queue (identity checks need the domain).
     "insurer_portal.Batch": {WEB: ALL, DOMAIN: "SELECT UPDATE"},
     "insurer_portal.BatchRow": {WEB: ALL, DOMAIN: "SELECT UPDATE"},

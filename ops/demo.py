@@ -22,8 +22,8 @@ from datadomain.residents import contact_set_for_subject
 from datadomain.selectors import subject_is_known
 from datadomain.services import subject_key_for
 from datadomain.synthetic import generate
-from insurer_portal.models import ApiKey, Insurer, InsurerUser
 from insurer_portal.services import api_key_create, api_key_revoke, insurer_ensure, portal_user_create
+from tenants.models import ApiKey, Insurer, InsurerUser
 from underwriting.models import ConsentMode, RatingManual, UnderwritingRequest
 from underwriting.reference import builtin_manual_paths
 from underwriting.services.confirmations import consent_policy_set

@@ -19,9 +19,9 @@ from django.views.decorators.http import require_POST
 
 from datadomain import residents as domain_residents
 from insurer_portal.lockout import counted_address
-from insurer_portal.models import Insurer
 from residents import lockout, selectors
 from residents.forms import CodeForm, ResidentIdForm
+from tenants.models import Insurer
 from underwriting.errors import UnderwritingError
 from underwriting.services.confirmations import confirmation_approve, confirmation_decline
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import factory
 from django.contrib.auth import get_user_model
 
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 
 
 class InsurerFactory(factory.django.DjangoModelFactory):

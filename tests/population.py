@@ -13,7 +13,7 @@ from django.core.management import call_command
 
 from datadomain import custodian
 from datadomain.synthetic import generate
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests.factories import InsurerFactory, UserFactory
 from tests.underwriting.conftest import client_for
 from underwriting.reference import builtin_manual_paths

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 
 pytestmark = pytest.mark.django_db
 

@@ -106,12 +106,12 @@ class UnderwritingRequest(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     insurer = models.ForeignKey(
-        "insurer_portal.Insurer", on_delete=models.PROTECT, related_name="requests", verbose_name=_("insurer")
+        "tenants.Insurer", on_delete=models.PROTECT, related_name="requests", verbose_name=_("insurer")
     )
     reference = models.CharField(_("insurer reference"), max_length=100)
     # The API key the request came through (none for the portal and batches): misuse flags count by key.
     api_key = models.ForeignKey(
-        "insurer_portal.ApiKey",
+        "tenants.ApiKey",
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
@@ -282,7 +282,7 @@ class WebhookEndpoint(models.Model):
     """Where an insurer's events go. The URL is checked by underwriting.netguard when saved and again at each
     delivery; the signing secret is stored encrypted (underwriting.webhook_secrets) and shown once."""
 
-    insurer = models.ForeignKey("insurer_portal.Insurer", on_delete=models.CASCADE, related_name="webhook_endpoints")
+    insurer = models.ForeignKey("tenants.Insurer", on_delete=models.CASCADE, related_name="webhook_endpoints")
     url = models.URLField(_("URL"), max_length=500)
     secret_encrypted = models.TextField(_("signing secret (encrypted)"), editable=False)
     secret_rotated_at = models.DateTimeField(_("signing secret issued"), null=True, blank=True, editable=False)
@@ -370,7 +370,7 @@ class MisuseFlag(models.Model):
     # What the flag is about, e.g. "burst|insurer:3|key:7"; one open or acknowledged flag per condition.
     condition = models.CharField(_("condition"), max_length=200, editable=False)
     insurer = models.ForeignKey(
-        "insurer_portal.Insurer",
+        "tenants.Insurer",
         on_delete=models.PROTECT,
         null=True,
         blank=True,
@@ -378,7 +378,7 @@ class MisuseFlag(models.Model):
         verbose_name=_("insurer"),
     )
     api_key = models.ForeignKey(
-        "insurer_portal.ApiKey",
+        "tenants.ApiKey",
         on_delete=models.PROTECT,
         null=True,
         blank=True,
@@ -428,7 +428,7 @@ class RateLimitOverride(models.Model):
     ``allowance`` more requests until ``expires_at``. Granting and each use are audited."""
 
     insurer = models.ForeignKey(
-        "insurer_portal.Insurer", on_delete=models.PROTECT, related_name="+", verbose_name=_("insurer")
+        "tenants.Insurer", on_delete=models.PROTECT, related_name="+", verbose_name=_("insurer")
     )
     subject_key = models.CharField(_("subject key"), max_length=64, db_index=True)
     reason = models.CharField(_("reason"), max_length=500)
@@ -473,7 +473,7 @@ class ConsentPolicy(models.Model):
     UNDERWRITING_CONSENT_MODE."""
 
     insurer = models.OneToOneField(
-        "insurer_portal.Insurer",
+        "tenants.Insurer",
         on_delete=models.CASCADE,
         primary_key=True,
         related_name="+",

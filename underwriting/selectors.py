@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -129,6 +129,23 @@ def request_for_insurer(*, insurer_id: int, request_id: uuid.UUID | str) -> Unde
         .defer(*LARGE_REQUEST_FIELDS)
         .first()
     )
+
+
+def request_for_api(*, insurer_id: int, request_id: uuid.UUID | str) -> UnderwritingRequest | None:
+    """:func:`request_for_insurer` for the API's answer (underwriting.serializers), which needs nothing of
+    the manual but its version: one query by primary key, the version read as ``manual_version``, no row of
+    the manual built and no ordering. Building a joined, deferred, ordered query costs more CPU than
+    running it, and a ``?wait`` call reads the request twice."""
+    try:
+        key = uuid.UUID(str(request_id))
+    except ValueError:
+        return None
+    rows = list(
+        UnderwritingRequest.objects.filter(pk=key, insurer_id=insurer_id)
+        .annotate(manual_version=F("manual__version"))
+        .order_by()[:1]
+    )
+    return rows[0] if rows else None
 
 
 # Columns an insurer-facing read never needs: the manual's text.

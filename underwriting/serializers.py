@@ -51,6 +51,8 @@ class RequestOutputSerializer(serializers.Serializer[UnderwritingRequest]):
 
     @extend_schema_field(ManualRefSerializer)
     def get_manual(self, request: UnderwritingRequest) -> dict[str, Any]:
+        if "manual_version" in vars(request):  # read by underwriting.selectors.request_for_api
+            return {"slug": request.manual_slug, "version": vars(request)["manual_version"]}
         return {"slug": request.manual_slug, "version": request.manual.version if request.manual else None}
 
     @extend_schema_field(ResultSerializer(allow_null=True))

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "ops",
     "audit",
     "datadomain",
+    "tenants",
     "underwriting",
     "insurer_portal",
     "django_otp",

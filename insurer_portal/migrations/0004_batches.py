@@ -7,8 +7,10 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
+    initial = True
+
     dependencies = [
-        ('insurer_portal', '0003_insurer_user'),
+        ('tenants', '0001_initial'),
         ('underwriting', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
@@ -28,7 +30,7 @@ class Migration(migrations.Migration):
                 ('started_at', models.DateTimeField(blank=True, null=True, verbose_name='started')),
                 ('finished_at', models.DateTimeField(blank=True, null=True, verbose_name='finished')),
                 ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='uploaded by')),
-                ('insurer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='batches', to='insurer_portal.insurer', verbose_name='insurer')),
+                ('insurer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='batches', to='tenants.insurer', verbose_name='insurer')),
             ],
             options={
                 'verbose_name': 'batch',

@@ -8,7 +8,7 @@ from django import template
 from django.utils.translation import get_language, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
-from insurer_portal.models import InsurerUser
+from tenants.models import InsurerUser
 from underwriting import selectors as uw_selectors
 from underwriting.charts import TIER_COLOURS
 from underwriting.models import RatingManual, UnderwritingRequest

@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django_otp import user_has_device
 
-from insurer_portal.models import InsurerUser
 from insurer_portal.selectors import membership_for
+from tenants.models import InsurerUser
 
 P = ParamSpec("P")
 PortalView = Callable[Concatenate[HttpRequest, InsurerUser, P], HttpResponse]

@@ -22,9 +22,9 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from insurer_portal import lockout, services
 from insurer_portal.forms import LoginForm, TokenForm
-from insurer_portal.models import InsurerUser
 from insurer_portal.selectors import membership_for
 from insurer_portal.views.access import needs_second_factor, portal_view, safe_next
+from tenants.models import InsurerUser
 
 SETUP_DEVICE_KEY = "portal-2fa-setup-device"
 

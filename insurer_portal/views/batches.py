@@ -15,9 +15,10 @@ from django.views.decorators.http import require_POST
 from insurer_portal import selectors, services
 from insurer_portal.batches import COLUMNS, BatchFileError, error_message
 from insurer_portal.forms import BatchUploadForm
-from insurer_portal.models import Batch, InsurerUser
+from insurer_portal.models import Batch
 from insurer_portal.templatetags.portal import decision_label
 from insurer_portal.views.access import portal_view
+from tenants.models import InsurerUser
 from underwriting import selectors as uw_selectors
 from underwriting.downloads import csv_writer, xlsx_download
 from underwriting.models import RequestStatus, UnderwritingRequest

@@ -9,8 +9,8 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from insurer_portal import selectors
-from insurer_portal.models import InsurerUser
 from insurer_portal.views.access import portal_view
+from tenants.models import InsurerUser
 from underwriting import charts
 from underwriting import selectors as uw_selectors
 

@@ -18,8 +18,8 @@ from django.views.decorators.http import require_POST
 from audit.errors import add_to_form
 from insurer_portal import selectors, services
 from insurer_portal.forms import ApiKeyCreateForm, MemberCreateForm, WebhookCreateForm
-from insurer_portal.models import InsurerUser
 from insurer_portal.services import InsurerError
+from tenants.models import InsurerUser
 from underwriting.errors import UnderwritingError
 from underwriting.models import webhook_outcome_for_insurer
 from underwriting.services.webhooks import webhook_endpoint_create, webhook_replay, webhook_secret_rotate

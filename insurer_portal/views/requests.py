@@ -13,8 +13,8 @@ from audit.errors import add_to_form
 from datadomain.consent_store import consent_artifact_store
 from insurer_portal import selectors
 from insurer_portal.forms import RequestFilterForm, RequestSubmitForm
-from insurer_portal.models import InsurerUser
 from insurer_portal.views.access import portal_view
+from tenants.models import InsurerUser
 from underwriting import selectors as uw_selectors
 from underwriting.errors import UnderwritingError
 from underwriting.models import UnderwritingRequest

@@ -18,8 +18,8 @@ from audit.models import AuditEntry
 from audit.services import audit_chain_verify
 from datadomain import custodian
 from datadomain import services as domain
-from insurer_portal.models import Insurer
 from insurer_portal.services import api_key_create, api_key_revoke
+from tenants.models import Insurer
 from tests.factories import UserFactory
 from tests.governance.conftest import approved
 from tests.staff import authenticator, current_code

@@ -13,8 +13,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from config.celery import app as celery_app
 from datadomain import custodian
-from insurer_portal.models import Insurer, InsurerUser
 from insurer_portal.services import portal_user_create
+from tenants.models import Insurer, InsurerUser
 from tests.underwriting.conftest import (  # noqa: F401  # fixtures shared with the underwriting tests
     ALICE_ID,
     ALICE_NAME,

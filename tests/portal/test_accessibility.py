@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from insurer_portal.models import InsurerUser
+from tenants.models import InsurerUser
 from tests.portal.test_browser import ARTIFACTS, Pages, browser, pages, sign_in  # noqa: F401  # fixtures
 from tests.underwriting.conftest import client_for, request_body
 

@@ -18,7 +18,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from insurer_portal.api_docs import EVENT_TYPES, EXAMPLE_SECRET, retry_delays
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests.underwriting.conftest import client_for, request_body
 from underwriting.services.webhooks import SIGNATURE_HEADER, verify_signature
 

@@ -19,7 +19,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from config.settings.env import csp_directives
 from insurer_portal.batches import COLUMNS
-from insurer_portal.models import InsurerUser
+from tenants.models import InsurerUser
 from tests.portal.conftest import ALICE_ID, ALICE_NAME, PASSWORD, code_for
 from tests.services import in_ci
 from tests.webhook_receiver import start_receiver

@@ -25,7 +25,7 @@ import pytest
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from insurer_portal.models import Insurer, InsurerUser
+from tenants.models import Insurer, InsurerUser
 from tests.portal.conftest import member
 from tests.portal.test_browser import ARTIFACTS, Pages, browser, pages, sign_in  # noqa: F401  # fixtures
 from underwriting.charts import tier_colour

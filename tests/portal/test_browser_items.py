@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.translation import gettext, override
 
 from insurer_portal.batches import COLUMNS
-from insurer_portal.models import InsurerUser
+from tenants.models import InsurerUser
 from tests import fhir
 from tests.portal.conftest import ALICE_ID, ALICE_NAME
 from tests.portal.test_browser import ARTIFACTS, Pages, browser, pages, sign_in  # noqa: F401  # fixtures

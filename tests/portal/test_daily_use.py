@@ -23,9 +23,10 @@ from openpyxl.utils import get_column_letter
 from rest_framework.test import APIClient
 
 from insurer_portal.forms import RequestFilterForm, RequestSubmitForm
-from insurer_portal.models import Batch, Insurer, InsurerUser
+from insurer_portal.models import Batch
 from insurer_portal.selectors import status_breakdown
 from insurer_portal.templatetags.portal import DECISIONS, tier_class, who
+from tenants.models import Insurer, InsurerUser
 from tests.portal.conftest import member
 from tests.portal.test_views_batches import csv_file, rows
 from tests.underwriting.conftest import client_for, request_body

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from insurer_portal.models import Insurer, InsurerUser
 from ops import demo
+from tenants.models import Insurer, InsurerUser
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +62,7 @@ def test_demo_staff_cover_every_role_with_two_privacy_officers_for_four_eyes() -
 def test_reseeding_after_losing_the_key_file_revokes_the_lost_key(settings: object) -> None:
     from pathlib import Path
 
-    from insurer_portal.models import ApiKey
+    from tenants.models import ApiKey
 
     key_file = Path(settings.VAR_DIR) / "demo-api-key.txt"  # type: ignore[attr-defined]
     for _ in range(settings.API_MAX_ACTIVE_KEYS + 2):  # type: ignore[attr-defined]

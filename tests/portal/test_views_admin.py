@@ -10,8 +10,8 @@ from django.contrib.auth.models import User
 from django.core import mail
 from django.test import Client
 
-from insurer_portal.models import ApiKey, Insurer, InsurerUser
 from insurer_portal.services import api_key_create
+from tenants.models import ApiKey, Insurer, InsurerUser
 from tests.webhook_receiver import Receiver
 from underwriting.models import UnderwritingRequest, WebhookDelivery, WebhookEndpoint
 

@@ -9,7 +9,7 @@ from django.core import mail
 from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from insurer_portal.models import Insurer, InsurerUser
+from tenants.models import Insurer, InsurerUser
 from tests.portal.conftest import PASSWORD, code_for, member
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests.portal.conftest import ALICE_ID, ALICE_NAME
 from underwriting.models import RatingManual, RequestStatus, UnderwritingRequest
 

@@ -12,7 +12,7 @@ from datadomain import messaging
 from datadomain import services as domain
 from datadomain.models import Patient
 from datadomain.residents import contact_set
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests import fhir
 from tests.underwriting.conftest import (  # noqa: F401 - shared fixtures
     ALICE_BIRTH,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from audit.models import AuditEntry
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from underwriting.admin_consent import ConsentConfirmationAdmin
 from underwriting.models import ConsentConfirmation, ConsentMode, ConsentPolicy
 from underwriting.services.confirmations import consent_policy_set

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests.portal.test_accessibility import violations
 from tests.portal.test_browser import ARTIFACTS, Pages, browser, pages  # noqa: F401  # fixtures
 from tests.residents.conftest import ALICE_PHONE, codes_sent_to

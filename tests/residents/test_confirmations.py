@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from datadomain import messaging
 from datadomain.models import Consent
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests.residents.conftest import ALICE_PHONE
 from tests.underwriting.conftest import client_for, request_body
 from underwriting.errors import UnderwritingError

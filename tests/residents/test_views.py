@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests.residents.conftest import ALICE_PHONE, codes_sent_to
 from tests.underwriting.conftest import ALICE_ID, client_for, request_body
 from underwriting.models import UnderwritingRequest

@@ -34,8 +34,9 @@ from config.celery import app as celery_app
 from datadomain import services as domain
 from datadomain.models import Consent
 from insurer_portal.batches import COLUMNS
-from insurer_portal.models import Batch, Insurer, InsurerUser
+from insurer_portal.models import Batch
 from insurer_portal.services import portal_user_create
+from tenants.models import Insurer, InsurerUser
 from tests import fhir
 from tests.factories import InsurerFactory, UserFactory
 from tests.staff import otp_login

@@ -25,8 +25,8 @@ from rest_framework.test import APIClient
 from config.settings.env import csp_directives
 from datadomain import identity
 from datadomain.services import resident_id_is_valid
-from insurer_portal.models import Insurer
 from ops.logging import JsonFormatter, RedactPersonalData, RequestIdFilter, decoded, redact_path
+from tenants.models import Insurer
 from tests import fhir
 from tests.deploy.test_production_settings import production_env, run_python
 from tests.gunicorn import database_url

@@ -19,7 +19,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from audit.models import AuditEntry
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests.residents.conftest import alice  # noqa: F401 - fixtures
 from tests.underwriting.conftest import (  # noqa: F401 - fixtures
     approved_manuals,

@@ -16,7 +16,7 @@ from django.test import Client
 
 from datadomain import services as domain
 from datadomain.custodian import keypair_create
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests.residents.conftest import (  # noqa: F401 - fixtures
     ALICE_PHONE,
     BOB_ID,

@@ -21,7 +21,8 @@ from openpyxl import load_workbook
 
 from audit import roles
 from insurer_portal.batches import COLUMNS
-from insurer_portal.models import Batch, BatchRow, Insurer
+from insurer_portal.models import Batch, BatchRow
+from tenants.models import Insurer
 from tests.audit.test_roles import staff_client
 from tests.portal.conftest import _portal_settings, underwriter, uw_client  # noqa: F401
 from tests.underwriting.conftest import (  # noqa: F401

@@ -26,8 +26,8 @@ import pytest
 from django.db import connection, connections
 
 from datadomain import custodian
-from insurer_portal.models import Insurer
 from insurer_portal.services import api_key_create
+from tenants.models import Insurer
 from tests import fhir
 from tests.factories import InsurerFactory
 from tests.gunicorn import gunicorn_server

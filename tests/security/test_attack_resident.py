@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests.residents.conftest import (  # noqa: F401 - fixtures
     ALICE_PHONE,
     BOB_ID,

@@ -18,7 +18,7 @@ from django.test import Client
 from audit.models import AuditEntry
 from datadomain import services as domain
 from datadomain.models.identity import MessageDelivery, PatientContact, ResidentCode
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests.residents.conftest import (  # noqa: F401 - fixtures
     ALICE_PHONE,
     _clean_outbox,

@@ -28,9 +28,9 @@ from django.core.cache import cache
 from django.test import Client, RequestFactory
 
 from insurer_portal import lockout
-from insurer_portal.models import InsurerUser
 from insurer_portal.services import portal_user_create
 from ops.client_address import client_address
+from tenants.models import InsurerUser
 from tests.factories import InsurerFactory, UserFactory
 from tests.gunicorn import Server, gunicorn_server
 from tests.staff import authenticator, current_code

@@ -24,8 +24,8 @@ from django.db import connection, connections
 from django.test import Client
 from rest_framework.test import APIClient
 
-from insurer_portal.models import ApiKey, Insurer, InsurerUser
 from insurer_portal.services import InsurerError, api_key_create, api_key_revoke, portal_user_create
+from tenants.models import ApiKey, Insurer, InsurerUser
 from tests.factories import InsurerFactory
 from tests.gunicorn import Server, gunicorn_server
 from tests.staff import otp_login

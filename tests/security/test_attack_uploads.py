@@ -20,7 +20,8 @@ from django.test import Client
 from openpyxl import Workbook
 
 from insurer_portal.batches import COLUMNS
-from insurer_portal.models import Batch, InsurerUser
+from insurer_portal.models import Batch
+from tenants.models import InsurerUser
 from tests.portal.conftest import _portal_settings, signed_in, underwriter  # noqa: F401
 from tests.underwriting.conftest import insurer  # noqa: F401
 

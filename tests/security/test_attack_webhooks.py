@@ -33,7 +33,7 @@ from django.utils import translation
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import AuditEntry
-from insurer_portal.models import Insurer, InsurerUser
+from tenants.models import Insurer, InsurerUser
 from tests.factories import InsurerFactory
 from tests.portal.conftest import _portal_settings, member, signed_in  # noqa: F401 - an autouse fixture
 from tests.staff import otp_login

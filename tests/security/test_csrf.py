@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver
 
 from insurer_portal import urls as portal_urls
-from insurer_portal.models import InsurerUser
+from tenants.models import InsurerUser
 from tests.portal.conftest import _portal_settings, insurer_admin, member, signed_in  # noqa: F401
 from tests.staff import otp_login
 from tests.underwriting.conftest import insurer  # noqa: F401

@@ -11,8 +11,9 @@ from django.urls import URLPattern
 from rest_framework.test import APIClient
 
 from insurer_portal import urls as portal_urls
-from insurer_portal.models import ApiKey, Batch, Insurer, InsurerUser
+from insurer_portal.models import Batch
 from insurer_portal.services import api_key_create
+from tenants.models import ApiKey, Insurer, InsurerUser
 from tests.portal.conftest import _portal_settings, insurer_admin, member, signed_in  # noqa: F401
 from tests.underwriting.conftest import client_for, insurer, other_insurer  # noqa: F401
 from underwriting.models import UnderwritingRequest, WebhookDelivery

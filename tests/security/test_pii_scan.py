@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
 from datadomain import custodian
-from insurer_portal.models import Insurer, InsurerUser
+from tenants.models import Insurer, InsurerUser
 from tests import fhir
 from tests.portal.conftest import _portal_settings, member, signed_in  # noqa: F401
 from tests.underwriting.conftest import (  # noqa: F401

@@ -12,8 +12,8 @@ from django.core.management import call_command
 from django.db import connection
 from rest_framework.test import APIClient
 
-from insurer_portal.models import Insurer
 from insurer_portal.services import api_key_create
+from tenants.models import Insurer
 from tests import fhir
 from tests.factories import InsurerFactory, UserFactory
 from underwriting.models import RatingManual

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from insurer_portal.models import ApiKey
+from tenants.models import ApiKey
 from tests import fhir
 from tests.underwriting.conftest import ALICE_ID, request_body, statements
 from underwriting.models import RatingManual, UnderwritingRequest

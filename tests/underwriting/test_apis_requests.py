@@ -11,8 +11,8 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from insurer_portal.models import ApiKey, Insurer
 from insurer_portal.services import api_key_revoke
+from tenants.models import ApiKey, Insurer
 from tests.underwriting.conftest import ALICE_ID, request_body
 from underwriting.models import RatingManual, UnderwritingRequest
 

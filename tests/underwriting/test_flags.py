@@ -11,8 +11,8 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEntry
-from insurer_portal.models import ApiKey, Insurer
 from insurer_portal.services import api_key_create
+from tenants.models import ApiKey, Insurer
 from tests.factories import InsurerFactory, UserFactory
 from underwriting.models import FlagKind, MisuseFlag, UnderwritingRequest, VerificationFailure
 from underwriting.services.flags import flag_review, flags_evaluate

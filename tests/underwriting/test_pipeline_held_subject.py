@@ -15,7 +15,7 @@ import pytest
 from audit.models import AuditEntry
 from datadomain import linkage
 from datadomain.custodian import keypair_create
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests import fhir
 from tests.underwriting.conftest import ALICE_BIRTH, ALICE_ID, client_for, request_body
 from underwriting.models import RatingManual, ScoringInput, UnderwritingRequest, VerificationFailure

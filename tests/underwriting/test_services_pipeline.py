@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from config.celery import app as celery_app
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from underwriting import tasks
 from underwriting.models import RatingManual, RequestStatus, UnderwritingRequest
 from underwriting.services.pipeline import requests_sweep

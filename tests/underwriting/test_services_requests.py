@@ -8,7 +8,7 @@ import pytest
 import time_machine
 
 from datadomain.selectors import subject_features
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests import fhir
 from underwriting.models import RatingManual, RequestStatus, UnderwritingRequest
 from underwriting.services.requests import Applicant, ConsentEvidence, request_date, request_submit

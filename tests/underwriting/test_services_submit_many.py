@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from datadomain.models import ComparisonGrant, Consent, CustodianKey
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests import fhir
 from tests.factories import UserFactory
 from tests.underwriting.conftest import ALICE_ID, ALICE_NAME, statements

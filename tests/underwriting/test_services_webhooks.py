@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from insurer_portal.models import Insurer
+from tenants.models import Insurer
 from tests.webhook_receiver import Receiver
 from underwriting.models import RequestStatus, UnderwritingRequest, WebhookDelivery
 from underwriting.services.webhooks import (

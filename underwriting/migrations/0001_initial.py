@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('insurer_portal', '0002_apikey'),
+        ('tenants', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -62,7 +62,7 @@ class Migration(migrations.Migration):
                 ('created_at', models.DateTimeField(auto_now_add=True, db_index=True, verbose_name='created')),
                 ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated')),
                 ('completed_at', models.DateTimeField(blank=True, null=True, verbose_name='completed')),
-                ('insurer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='requests', to='insurer_portal.insurer', verbose_name='insurer')),
+                ('insurer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='requests', to='tenants.insurer', verbose_name='insurer')),
                 ('manual', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='requests', to='underwriting.ratingmanual')),
             ],
             options={
@@ -95,7 +95,7 @@ class Migration(migrations.Migration):
                 ('secret', models.CharField(max_length=100, verbose_name='signing secret')),
                 ('is_active', models.BooleanField(default=True, verbose_name='active')),
                 ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created')),
-                ('insurer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='webhook_endpoints', to='insurer_portal.insurer')),
+                ('insurer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='webhook_endpoints', to='tenants.insurer')),
             ],
             options={
                 'verbose_name': 'webhook endpoint',

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('insurer_portal', '0004_batches'),
+        ('tenants', '0001_initial'),
         ('underwriting', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='underwritingrequest',
             name='api_key',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='insurer_portal.apikey', verbose_name='API key'),
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tenants.apikey', verbose_name='API key'),
         ),
         migrations.CreateModel(
             name='MisuseFlag',
@@ -36,8 +36,8 @@ class Migration(migrations.Migration):
                 ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated')),
                 ('reviewed_at', models.DateTimeField(blank=True, null=True, verbose_name='reviewed')),
                 ('review_note', models.CharField(blank=True, default='', max_length=500, verbose_name='review note')),
-                ('api_key', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='insurer_portal.apikey', verbose_name='API key')),
-                ('insurer', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='insurer_portal.insurer', verbose_name='insurer')),
+                ('api_key', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='tenants.apikey', verbose_name='API key')),
+                ('insurer', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='tenants.insurer', verbose_name='insurer')),
                 ('reviewed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='reviewed by')),
             ],
             options={
@@ -58,7 +58,7 @@ class Migration(migrations.Migration):
                 ('expires_at', models.DateTimeField(verbose_name='expires')),
                 ('granted_at', models.DateTimeField(auto_now_add=True, verbose_name='granted')),
                 ('granted_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='granted by')),
-                ('insurer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='insurer_portal.insurer', verbose_name='insurer')),
+                ('insurer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='tenants.insurer', verbose_name='insurer')),
             ],
             options={
                 'verbose_name': 'rate-limit override',

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("insurer_portal", "0004_batches"),
+        ("tenants", "0001_initial"),
         ("underwriting", "0006_webhook_secrets_encrypted"),
     ]
 
@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
                         primary_key=True,
                         related_name="+",
                         serialize=False,
-                        to="insurer_portal.insurer",
+                        to="tenants.insurer",
                         verbose_name="insurer",
                     ),
                 ),

@@ -281,11 +281,15 @@ def _requests_by_idempotency_key(insurer_id: int, items: Sequence[SubmitItem]) -
     keys = {item.idempotency_key for item in items if item.idempotency_key}
     if not keys:
         return {}
-    rows = (
+    # Almost always none is found: look with a query that is cheap to build, then read the rows found.
+    found = list(
         UnderwritingRequest.objects.filter(insurer_id=insurer_id, idempotency_key__in=keys)
-        .select_related("manual")
-        .defer(*LARGE_REQUEST_FIELDS)
+        .order_by()
+        .values_list("pk", flat=True)
     )
+    if not found:
+        return {}
+    rows = UnderwritingRequest.objects.filter(pk__in=found).select_related("manual").defer(*LARGE_REQUEST_FIELDS)
     return {row.idempotency_key: row for row in rows}
 
 

@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from insurer_portal.models import Insurer
 from insurer_portal.services import InsurerError, api_key_create
+from tenants.models import Insurer
 
 
 class Command(BaseCommand):
