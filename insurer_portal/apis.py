@@ -601,7 +601,7 @@ class UnderwritingRequestDetailApi(InsurerAPIView):
         return response
 
     def load(self, insurer_id: int, request_id: str | uuid.UUID) -> UnderwritingRequest:
-        found = uw_selectors.request_for_insurer(insurer_id=insurer_id, request_id=request_id)
+        found = uw_selectors.request_for_api(insurer_id=insurer_id, request_id=request_id)
         if found is None:
             raise NotFound("No such underwriting request.")
         return found
