@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from datadomain.models import PatientSource, QuarantinedLine
@@ -56,9 +56,7 @@ def open_conflicts(patient_ids: Iterable[int]) -> set[int]:
     """Subjects with a linked source whose demographics differ and are not confirmed as they are now."""
     held: set[int] = set()
     for _, patient_id, name, sex, subject_name, subject_sex, confirmed in _other_sources(patient_ids):
-        if differing_fields(name, sex, subject_name, subject_sex) and confirmed != demographics_digest(
-            name, sex, subject_name, subject_sex
-        ):
+        if _conflicts(name, sex, subject_name, subject_sex, confirmed):
             held.add(patient_id)
     return held
 
@@ -80,9 +78,34 @@ def unlinked_records(patient_ids: Iterable[int]) -> set[int]:
 
 
 def held(patient_ids: Iterable[int]) -> set[int]:
-    """Subjects whose records are incompletely or doubtfully linked: no vector, no answer."""
-    ids = list(patient_ids)
-    return open_conflicts(ids) | unlinked_records(ids)
+    """Subjects whose records are incompletely or doubtfully linked: no vector, no answer.
+
+    :func:`open_conflicts` and :func:`unlinked_records` together, in one query on the request path: every
+    linked source of the subjects, with its subject's demographics and whether open ``dangling_subject``
+    lines name it (an EXISTS through the partial index of open held lines)."""
+    waiting = QuarantinedLine.objects.filter(
+        reason_code="dangling_subject", resolved_at__isnull=True, subject_ref=OuterRef("resource_id")
+    )
+    rows = (
+        PatientSource.objects.filter(patient_id__in=list(patient_ids))
+        .annotate(waiting=Exists(waiting))
+        .values_list(
+            "patient_id", "resource_id", "patient__resource_id", "name", "sex", "patient__name", "patient__sex",
+            "confirmed", "waiting",
+        )
+    )  # fmt: skip
+    on_hold: set[int] = set()
+    for patient_id, resource_id, first_id, name, sex, subject_name, subject_sex, confirmed, dangling in rows:
+        if dangling or (resource_id != first_id and _conflicts(name, sex, subject_name, subject_sex, confirmed)):
+            on_hold.add(patient_id)
+    return on_hold
+
+
+def _conflicts(name: str, sex: str, subject_name: str, subject_sex: str, confirmed: str) -> bool:
+    """A linked source's demographics differ from its subject's and are not confirmed as they are now."""
+    return bool(differing_fields(name, sex, subject_name, subject_sex)) and confirmed != demographics_digest(
+        name, sex, subject_name, subject_sex
+    )
 
 
 def confirm(resource_id: str, *, by: str) -> bool:

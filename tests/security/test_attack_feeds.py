@@ -95,6 +95,9 @@ def _public_key() -> Any:
 
 
 def _vectors(rid: str) -> dict[str, Any]:
+    # The request path's one-query hold check agrees with its two parts, as staff see them.
+    ids = list(PatientSource.objects.values_list("patient_id", flat=True).distinct())
+    assert linkage.held(ids) == linkage.open_conflicts(ids) | linkage.unlinked_records(ids)
     public_key = _public_key()
     return services.encrypted_feature_vectors(
         subject_keys=[services.subject_key_for(rid)], feature_names=CHARLSON, as_of=AS_OF, public_key=public_key
