@@ -78,17 +78,9 @@ class IdentityCheck:
     resident_id_masked: str
 
 
-def identity_check(*, resident_id: str, name: str) -> IdentityCheck:
-    """Does the domain know this resident ID, and under this name? ``invalid_input`` for a malformed ID."""
-    check = identity_check_many(applicants=[(resident_id, name)])[0]
-    if check is None:
-        raise DomainError("invalid_input", "The resident ID is not a valid 18-character GB 11643 number.")
-    return check
-
-
 def identity_check_many(*, applicants: Sequence[tuple[str, str]]) -> list[IdentityCheck | None]:
-    """:func:`identity_check` for many (resident ID, name) pairs with one query, in their order;
-    ``None`` stands for a malformed ID."""
+    """Does the domain know each resident ID, and under this name? One query for all the (resident ID,
+    name) pairs, answers in their order; ``None`` stands for a malformed ID."""
     normalised = [identity.normalise(resident_id) for resident_id, _ in applicants]
     keys = [subject_key_for(value) if identity.is_valid(value) else None for value in normalised]
     wanted = {key for key in keys if key is not None}
@@ -113,10 +105,10 @@ def identity_check_many(*, applicants: Sequence[tuple[str, str]]) -> list[Identi
 
 
 @dataclass(frozen=True)
-class ConsentInput:
-    """Consent evidence for one subject, as an insurer presents it."""
+class ConsentEvidence:
+    """Consent evidence as an insurer presents it (the API, a batch row, the portal's form) or as the
+    bureau writes it for a resident's own confirmation; :func:`consent_record_many` stores it for a subject."""
 
-    subject_key: str
     reference: str
     signed_at: datetime
     expires_at: datetime | None
@@ -187,53 +179,31 @@ def _evidence_differs(consent: Consent, fields: _ConsentFields) -> bool:
 DIFFERENT_CONSENT = gettext_noop("A different consent was already recorded under this reference.")
 
 
-def consent_record(
-    *,
-    insurer_slug: str,
-    subject_key: str,
-    reference: str,
-    signed_at: datetime,
-    expires_at: datetime | None,
-    scope: list[str],
-    artifact_sha256: str,
-) -> int:
-    """Store consent evidence; the same (insurer, subject, reference) again returns the existing id,
-    unless its evidence differs, which is ``invalid_input`` (evidence is immutable once recorded).
-    :func:`consent_record_many` for one item, in its own transaction."""
-    item = ConsentInput(subject_key, reference, signed_at, expires_at, scope, artifact_sha256)
-    for attempt in (1, 2):
-        try:
-            with transaction.atomic():
-                recorded = consent_record_many(insurer_slug=insurer_slug, evidence=[item])[0]
-            break
-        except IntegrityError:  # recorded meanwhile by a concurrent call: the next pass finds it and compares
-            if attempt == 2:
-                raise
-    if isinstance(recorded, DomainError):
-        raise recorded
-    return recorded.consent_id
-
-
 @transaction.atomic(savepoint=False)  # part of the caller's transaction, which retries on IntegrityError
-def consent_record_many(*, insurer_slug: str, evidence: Sequence[ConsentInput]) -> list[RecordedConsent | DomainError]:
-    """:func:`consent_record` for many items: one SELECT of the references already recorded, one INSERT of
-    the new ones and one of their audit events. Each item gets its record, or the error consent_record
-    would raise; items with the same (subject, reference) share one record, in order, as they would one
-    after the other.
+def consent_record_many(
+    *, insurer_slug: str, evidence: Sequence[tuple[str, ConsentEvidence]]
+) -> list[RecordedConsent | DomainError]:
+    """Store consent evidence, each item a (subject key, evidence) pair: one SELECT of the references
+    already recorded, one INSERT of the new ones and one of their audit events. Each item gets its record,
+    or its error: ``invalid_input`` for malformed evidence, or for a reference the insurer already used for
+    the subject with other evidence (evidence is immutable once recorded). The same (subject, reference)
+    again returns the existing record; items with the same pair share one record, in order, as they would
+    one after the other.
 
     No savepoint per row: a concurrent insert of the same reference raises IntegrityError, and the caller
     retries its transaction, whose next pass finds that record and compares its evidence."""
-    checked = [_consent_fields_or_error(item) for item in evidence]
-    records = _consents_recorded(
-        insurer_slug, [i for i, f in zip(evidence, checked, strict=True) if isinstance(f, dict)]
-    )
+    checked = [_consent_fields_or_error(item) for _, item in evidence]
+    wanted = {
+        (subject, item.reference)
+        for (subject, item), fields in zip(evidence, checked, strict=True)
+        if isinstance(fields, dict)
+    }
+    records = _consents_recorded(insurer_slug, wanted)
     new: list[Consent] = []
-    for item, fields in zip(evidence, checked, strict=True):
-        if isinstance(fields, dict) and (item.subject_key, item.reference) not in records:
-            consent = Consent(
-                insurer_slug=insurer_slug, subject_key=item.subject_key, reference=item.reference, **fields
-            )
-            records[(item.subject_key, item.reference)] = consent
+    for (subject, item), fields in zip(evidence, checked, strict=True):
+        if isinstance(fields, dict) and (subject, item.reference) not in records:
+            consent = Consent(insurer_slug=insurer_slug, subject_key=subject, reference=item.reference, **fields)
+            records[(subject, item.reference)] = consent
             new.append(consent)
     stopped = dict(zip(map(id, records.values()), _consents_stopped_at(list(records.values())), strict=True))
     for consent in new:  # evidence a withdrawal already stopped is recorded as withdrawn
@@ -241,11 +211,11 @@ def consent_record_many(*, insurer_slug: str, evidence: Sequence[ConsentInput]) 
     Consent.objects.bulk_create(new)
     audit_record_many(_consent_event("consent.record", consent, scope=consent.scope) for consent in new)
     results: list[RecordedConsent | DomainError] = []
-    for item, fields in zip(evidence, checked, strict=True):
+    for (subject, item), fields in zip(evidence, checked, strict=True):
         if isinstance(fields, DomainError):
             results.append(fields)
             continue
-        consent = records[(item.subject_key, item.reference)]
+        consent = records[(subject, item.reference)]
         if _evidence_differs(consent, fields):
             results.append(DomainError("invalid_input", DIFFERENT_CONSENT, fields={"reference": [DIFFERENT_CONSENT]}))
         else:
@@ -253,7 +223,7 @@ def consent_record_many(*, insurer_slug: str, evidence: Sequence[ConsentInput]) 
     return results
 
 
-def _consent_fields_or_error(item: ConsentInput) -> _ConsentFields | DomainError:
+def _consent_fields_or_error(item: ConsentEvidence) -> _ConsentFields | DomainError:
     try:
         return _consent_fields(
             reference=item.reference, signed_at=item.signed_at, expires_at=item.expires_at, scope=item.scope,
@@ -263,11 +233,10 @@ def _consent_fields_or_error(item: ConsentInput) -> _ConsentFields | DomainError
         return exc
 
 
-def _consents_recorded(insurer_slug: str, evidence: Sequence[ConsentInput]) -> dict[tuple[str, str], Consent]:
+def _consents_recorded(insurer_slug: str, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], Consent]:
     """The records already stored for these (subject, reference) pairs, in one query."""
-    if not evidence:
+    if not wanted:
         return {}
-    wanted = {(item.subject_key, item.reference) for item in evidence}
     rows = Consent.objects.filter(
         insurer_slug=insurer_slug,
         subject_key__in={subject for subject, _ in wanted},
@@ -292,22 +261,13 @@ def _audit_consent(action: str, consent: Consent, *, by: str = "", **detail: obj
     audit_record_many([_consent_event(action, consent, by=by, **detail)])
 
 
-def consent_is_valid(*, consent_id: int, purpose: str = "underwriting", at: datetime) -> bool:
-    """Scope includes ``purpose``, signed at or before ``at``, not expired and not withdrawn at ``at``
-    (by a withdrawal of its own or one for its subject and insurer, see :func:`_consents_stopped_at`)."""
-    consent = Consent.objects.filter(pk=consent_id).first()
-    if consent is None:
-        return False
-    [stopped] = _consents_stopped_at([consent])
-    return RecordedConsent.of(consent, withdrawn_at=stopped).is_valid(purpose=purpose, at=at)
-
-
 def consent_problems(
     *, consent_ids: Sequence[int], purpose: str = "underwriting", at: datetime
 ) -> dict[int, ConsentProblem]:
-    """:func:`consent_is_valid` for many consents in a few queries: why each one that does not cover
-    ``purpose`` at ``at`` does not (``withdrawn`` or ``invalid``). Consents that cover it are left out, and
-    so are consents no longer stored (their subject was erased: the caller finds no records either)."""
+    """Why each consent that does not cover ``purpose`` at ``at`` does not (``withdrawn`` or ``invalid``;
+    see :meth:`RecordedConsent.problem`, withdrawals included as :func:`_consents_stopped_at` finds them),
+    in a few queries for all of them. Consents that cover it are left out, and so are consents no longer
+    stored (their subject was erased: the caller finds no records either)."""
     consents = list(Consent.objects.filter(pk__in=set(consent_ids)))
     problems: dict[int, ConsentProblem] = {}
     for consent, stopped in zip(consents, _consents_stopped_at(consents), strict=True):
@@ -488,19 +448,6 @@ def subject_erase(*, resident_id: str, by: str, detail: dict[str, int] | None = 
 
 
 # --- encrypted features ----------------------------------------------------------------------------
-
-
-def encrypted_feature_vector(
-    *, subject_key: str, feature_names: list[str], as_of: date, public_key: phe.PaillierPublicKey
-) -> list[phe.EncryptedNumber]:
-    """The subject's features as Paillier ciphertexts, in ``feature_names`` order (``unknown_subject``
-    when the domain does not know the subject)."""
-    vectors = encrypted_feature_vectors(
-        subject_keys=[subject_key], feature_names=feature_names, as_of=as_of, public_key=public_key
-    )
-    if subject_key not in vectors:
-        raise DomainError("unknown_subject", "The subject is not known to the data domain.")
-    return vectors[subject_key]
 
 
 def encrypted_feature_vectors(

@@ -43,9 +43,9 @@ from underwriting.services.requests import (
     ConsentEvidence,
     SubmitItem,
     SubmitOutcome,
-    body_fingerprint,
     request_submit,
     requests_submit_many,
+    submit_item,
 )
 
 MAX_WAIT_SECONDS = 10
@@ -118,12 +118,12 @@ def idempotency_key_header(request: Request) -> str:
     return value
 
 
-def submit_item(data: dict[str, Any], body: Any, idempotency_key: str) -> SubmitItem:
+def item_from_body(data: dict[str, Any], body: Any, idempotency_key: str) -> SubmitItem:
     """One validated request body as the submission service takes it. The fingerprint covers the body as
     sent, without a batch item's own ``idempotency_key``, so a batch item and a single POST of the same
     body under the same key are replays of each other."""
     sent = {name: value for name, value in dict(body).items() if name != "idempotency_key"}
-    return SubmitItem(
+    return submit_item(
         reference=data["reference"],
         applicant=Applicant(**data["applicant"]),
         manual_slug=data["manual"],
@@ -135,7 +135,7 @@ def submit_item(data: dict[str, Any], body: Any, idempotency_key: str) -> Submit
             artifact_sha256=data["consent"]["artifact_sha256"],
         ),
         idempotency_key=idempotency_key,
-        body_sha256=body_fingerprint(sent),
+        sent=sent,
     )
 
 
@@ -372,17 +372,12 @@ class UnderwritingRequestListApi(InsurerAPIView):
         idempotency_key = idempotency_key_header(request)
         serializer = RequestInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        item = submit_item(serializer.validated_data, request.data, idempotency_key)
+        item = item_from_body(serializer.validated_data, request.data, idempotency_key)
         principal = self.principal()
         created = request_submit(
             insurer_id=principal.insurer.pk,
             insurer_slug=principal.insurer.slug,
-            reference=item.reference,
-            applicant=item.applicant,
-            manual_slug=item.manual_slug,
-            consent=item.consent,
-            idempotency_key=item.idempotency_key,
-            body_sha256=item.body_sha256,
+            item=item,
             api_key_id=principal.api_key.pk,
         )[0]
         return Response(RequestOutputSerializer(created).data, status=status.HTTP_202_ACCEPTED)
@@ -515,7 +510,7 @@ def _batch_item(body: Any) -> SubmitItem | SubmitOutcome:
     """The item to submit or, when its fields are invalid, its outcome already."""
     serializer = BatchItemInputSerializer(data=body)
     if serializer.is_valid():
-        return submit_item(serializer.validated_data, body, serializer.validated_data["idempotency_key"])
+        return item_from_body(serializer.validated_data, body, serializer.validated_data["idempotency_key"])
     fields = flatten(serializer.errors)
     return SubmitOutcome(error=UnderwritingError("invalid_input", "The request has invalid fields.", fields=fields))
 

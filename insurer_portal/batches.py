@@ -444,10 +444,6 @@ def error_message(code: str) -> str:
     return _("Refused by the service: %(code)s.") % {"code": code}
 
 
-def row_fingerprint(values: dict[str, str]) -> str:
-    return hashlib.sha256(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
 # --- sealing: applicants' IDs and names are kept only encrypted between preview and run -----------------
 
 

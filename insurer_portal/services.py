@@ -24,7 +24,14 @@ from insurer_portal.models import Batch, BatchRow
 from tenants.models import ApiKey, Insurer, InsurerUser
 from underwriting import selectors as uw_selectors
 from underwriting.models import WebhookEndpoint
-from underwriting.services.requests import Applicant, ConsentEvidence, SubmitItem, SubmitOutcome, requests_submit_many
+from underwriting.services.requests import (
+    Applicant,
+    ConsentEvidence,
+    SubmitItem,
+    SubmitOutcome,
+    requests_submit_many,
+    submit_item,
+)
 from underwriting.services.webhooks import PostResult, post_signed
 
 
@@ -290,7 +297,7 @@ def batch_run(*, batch_id: int) -> None:
 
 def _batch_item(batch: Batch, row: batches.ParsedRow) -> SubmitItem:
     values = row.values
-    return SubmitItem(
+    return submit_item(
         reference=values["reference"],
         applicant=Applicant(resident_id=values["resident_id"], name=values["name"]),
         manual_slug=values["manual"],
@@ -302,7 +309,7 @@ def _batch_item(batch: Batch, row: batches.ParsedRow) -> SubmitItem:
             artifact_sha256=values["consent_sha256"].lower(),
         ),
         idempotency_key=f"portal-batch-{batch.pk}-{row.line}",
-        body_sha256=batches.row_fingerprint(values),
+        sent=values,
     )
 
 

@@ -28,7 +28,7 @@ from underwriting.models import ConsentMode, RatingManual, UnderwritingRequest
 from underwriting.reference import builtin_manual_paths
 from underwriting.services.confirmations import consent_policy_set
 from underwriting.services.manuals import manual_approve, manual_upload
-from underwriting.services.requests import Applicant, ConsentEvidence, request_submit
+from underwriting.services.requests import Applicant, ConsentEvidence, request_submit, submit_item
 
 DEMO_INSURER_SLUG = "demo-life"
 DEMO_INSURER_NAME = "示范人寿 Demo Life"
@@ -173,9 +173,7 @@ def requests_ensure(seeded: Seeded, insurer: Insurer, folder: Path, *, count: in
     manuals = [path.stem for path in builtin_manual_paths()]
     people = _demo_people(folder, count)
     for index, (resident_id, name) in enumerate(people):
-        request_submit(
-            insurer_id=insurer.pk,
-            insurer_slug=insurer.slug,
+        item = submit_item(
             reference=f"DEMO-{index + 1:04d}",
             applicant=Applicant(resident_id=resident_id, name=name),
             manual_slug=manuals[index % len(manuals)],
@@ -187,6 +185,7 @@ def requests_ensure(seeded: Seeded, insurer: Insurer, folder: Path, *, count: in
                 artifact_sha256="0" * 64,
             ),
         )
+        request_submit(insurer_id=insurer.pk, insurer_slug=insurer.slug, item=item)
     seeded.say(f"Submitted {len(people)} demo underwriting requests.")
 
 
@@ -222,14 +221,15 @@ def resident_demo_ensure(seeded: Seeded, folder: Path, *, index: int) -> None:
     insurer, _ = insurer_ensure(slug=DEMO_RESIDENT_INSURER, name="示范健康 Demo Health")
     consent_policy_set(insurer_id=insurer.pk, mode=ConsentMode.RESIDENT, confirmation_hours=72, actor="seed_demo")
     if not UnderwritingRequest.objects.filter(insurer=insurer).exists():
-        request_submit(
-            insurer_id=insurer.pk, insurer_slug=insurer.slug, reference="DEMO-RESIDENT-0001",
-            applicant=Applicant(resident_id=resident_id, name=name), manual_slug="charlson-acci",
+        item = submit_item(
+            reference="DEMO-RESIDENT-0001", applicant=Applicant(resident_id=resident_id, name=name),
+            manual_slug="charlson-acci",
             consent=ConsentEvidence(
                 reference="DEMO-RESIDENT-CONSENT", signed_at=timezone.now(), expires_at=None,
                 scope=["underwriting"], artifact_sha256="0" * 64,
             ),
         )  # fmt: skip
+        request_submit(insurer_id=insurer.pk, insurer_slug=insurer.slug, item=item)
     where = (
         f"the files under {settings.RESIDENT_MESSAGE_DIR}"
         if settings.RESIDENT_MESSAGE_BACKEND == "file"

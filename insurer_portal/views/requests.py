@@ -18,7 +18,7 @@ from tenants.models import InsurerUser
 from underwriting import selectors as uw_selectors
 from underwriting.errors import UnderwritingError
 from underwriting.models import UnderwritingRequest
-from underwriting.services.requests import Applicant, ConsentEvidence, body_fingerprint, request_submit
+from underwriting.services.requests import Applicant, ConsentEvidence, request_submit, submit_item
 
 PAGE_SIZE = 25
 # The submission's input field paths (as the API names them) and this form's fields.
@@ -63,27 +63,17 @@ def _submit(data: dict[str, object], membership: InsurerUser, token: str) -> Und
         scope=list(data["consent_scope"]),  # type: ignore[call-overload]
         artifact_sha256=digest,
     )
-    fingerprint = body_fingerprint(
-        {
-            "reference": data["reference"],
-            "resident_id": data["resident_id"],
-            "name": data["name"],
-            "manual": data["manual"],
-            "consent": consent.reference,
-            "sha256": digest,
-        }
-    )
-    created, _ = request_submit(
-        insurer_id=membership.insurer_id,
-        insurer_slug=membership.insurer.slug,
-        reference=str(data["reference"]),
-        applicant=Applicant(resident_id=str(data["resident_id"]), name=str(data["name"])),
-        manual_slug=str(data["manual"]),
+    sent = {name: str(data[name]) for name in ("reference", "resident_id", "name", "manual")}
+    item = submit_item(
+        reference=sent["reference"],
+        applicant=Applicant(resident_id=sent["resident_id"], name=sent["name"]),
+        manual_slug=sent["manual"],
         consent=consent,
         # One form rendering submits once, however often the button is pressed.
         idempotency_key=f"portal-{token}"[:200],
-        body_sha256=fingerprint,
+        sent={**sent, "consent": consent.reference, "sha256": digest},
     )
+    created, _ = request_submit(insurer_id=membership.insurer_id, insurer_slug=membership.insurer.slug, item=item)
     return created
 
 

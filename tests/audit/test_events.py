@@ -111,11 +111,13 @@ def test_consent_record_and_withdraw_are_audited(insurer: Insurer) -> None:
     from django.utils import timezone
 
     subject = domain.subject_key_for(ALICE_ID)
-    consent_id = domain.consent_record(
-        insurer_slug=insurer.slug, subject_key=subject, reference="C-1",
-        signed_at=timezone.now() - timedelta(days=1), expires_at=None, scope=["underwriting"],
+    evidence = domain.ConsentEvidence(
+        reference="C-1", signed_at=timezone.now() - timedelta(days=1), expires_at=None, scope=["underwriting"],
         artifact_sha256="b" * 64,
     )  # fmt: skip
+    [recorded] = domain.consent_record_many(insurer_slug=insurer.slug, evidence=[(subject, evidence)])
+    assert isinstance(recorded, domain.RecordedConsent)
+    consent_id = recorded.consent_id
     domain.consent_withdraw(consent_id=consent_id)
     domain.consent_withdraw(consent_id=consent_id)  # the first withdrawal stands; nothing new to record
     assert actions(target_type="consent") == ["consent.record", "consent.withdraw"]

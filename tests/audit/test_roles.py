@@ -62,10 +62,12 @@ def draft() -> RatingManual:
 
 @pytest.fixture
 def consent_id() -> int:
-    return domain.consent_record(
-        insurer_slug="some-life", subject_key="ab" * 32, reference="C-9", signed_at=timezone.now(),
-        expires_at=None, scope=["underwriting"], artifact_sha256="c" * 64,
-    )  # fmt: skip
+    evidence = domain.ConsentEvidence(
+        reference="C-9", signed_at=timezone.now(), expires_at=None, scope=["underwriting"], artifact_sha256="c" * 64
+    )
+    [recorded] = domain.consent_record_many(insurer_slug="some-life", evidence=[("ab" * 32, evidence)])
+    assert isinstance(recorded, domain.RecordedConsent)
+    return recorded.consent_id
 
 
 def test_the_role_groups_exist_after_migrate() -> None:

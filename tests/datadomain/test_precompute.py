@@ -44,9 +44,9 @@ def test_precompute_encrypts_every_subject_with_two_processes_and_requests_reuse
     assert stored.keys() == {f"p{i}" for i in range(6)}
     assert all(row.key_id == key_id(public_key) for row in stored.values())
 
-    vector = services.encrypted_feature_vector(
-        subject_key=keys[1], feature_names=names, as_of=AS_OF, public_key=public_key
-    )
+    [vector] = services.encrypted_feature_vectors(
+        subject_keys=[keys[1]], feature_names=names, as_of=AS_OF, public_key=public_key
+    ).values()
     assert [private_key.decrypt(n) for n in vector] == [1, 0, 4]  # born 1945: 81 years old
     kept = unpack(stored["p1"].features, stored["p1"].exponents, bytes(stored["p1"].ciphertexts))
     assert [n.ciphertext(False) for n in vector] == [kept[n][0] for n in names]

@@ -24,56 +24,63 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def test_identity_check_matches_normalised_names(load: Callable[..., None]) -> None:
     load(patient("p1", BORN, rid=RID, name="欧阳 小明"))
-    check = services.identity_check(resident_id=RID.lower(), name="欧阳小明 ")
+    [check] = services.identity_check_many(applicants=[(RID.lower(), "欧阳小明 ")])
     assert check == services.IdentityCheck("matched", services.subject_key_for(RID), services.mask_resident_id(RID))
 
 
 def test_identity_check_reports_mismatch_and_unknown(load: Callable[..., None]) -> None:
     load(patient("p1", BORN, rid=RID, name="王小明"))
-    assert services.identity_check(resident_id=RID, name="王小红").outcome == "mismatch"
     other = resident_id(date(1990, 1, 1))
-    assert services.identity_check(resident_id=other, name="王小明").outcome == "unknown"
+    mismatch, unknown = services.identity_check_many(applicants=[(RID, "王小红"), (other, "王小明")])
+    assert mismatch is not None
+    assert mismatch.outcome == "mismatch"
+    assert unknown is not None
+    assert unknown.outcome == "unknown"
 
 
-def test_identity_check_refuses_malformed_ids_without_echoing_them() -> None:
-    with pytest.raises(DomainError) as error:
-        services.identity_check(resident_id="370214198001011230", name="x")
-    assert error.value.code == "invalid_input"
-    assert "370214" not in str(error.value)
+def test_identity_check_answers_nothing_for_a_malformed_id() -> None:
+    assert services.identity_check_many(applicants=[("370214198001011230", "x")]) == [None]
 
 
 # --- consent -------------------------------------------------------------------------------------------
 
 
 def record(**overrides: object) -> int:
+    """One item through consent_record_many; its error raised."""
     fields: dict[str, object] = {
-        "insurer_slug": "acme",
-        "subject_key": "k" * 64,
         "reference": "C-1",
         "signed_at": T0,
         "expires_at": T0 + timedelta(days=30),
         "scope": ["underwriting", "claims"],
         "artifact_sha256": SHA,
     }
-    return services.consent_record(**{**fields, **overrides})  # type: ignore[arg-type]
+    evidence = services.ConsentEvidence(**{**fields, **overrides})  # type: ignore[arg-type]
+    [recorded] = services.consent_record_many(insurer_slug="acme", evidence=[("k" * 64, evidence)])
+    if isinstance(recorded, DomainError):
+        raise recorded
+    return recorded.consent_id
+
+
+def is_valid(consent_id: int, *, at: datetime, purpose: str = "underwriting") -> bool:
+    return consent_id not in services.consent_problems(consent_ids=[consent_id], purpose=purpose, at=at)
 
 
 def test_consent_is_valid_within_its_dates_and_scope() -> None:
     consent_id = record()
-    assert services.consent_is_valid(consent_id=consent_id, at=T0)
-    assert services.consent_is_valid(consent_id=consent_id, purpose="claims", at=T0 + timedelta(days=1))
-    assert not services.consent_is_valid(consent_id=consent_id, purpose="marketing", at=T0)
-    assert not services.consent_is_valid(consent_id=consent_id, at=T0 - timedelta(seconds=1))
-    assert not services.consent_is_valid(consent_id=consent_id, at=T0 + timedelta(days=30))
+    assert is_valid(consent_id, at=T0)
+    assert is_valid(consent_id, purpose="claims", at=T0 + timedelta(days=1))
+    assert not is_valid(consent_id, purpose="marketing", at=T0)
+    assert not is_valid(consent_id, at=T0 - timedelta(seconds=1))
+    assert not is_valid(consent_id, at=T0 + timedelta(days=30))
 
 
 def test_rejects_withdrawn_consent_from_the_withdrawal_on() -> None:
     consent_id = record(expires_at=None)
     services.consent_withdraw(consent_id=consent_id, at=T0 + timedelta(days=2))
-    assert services.consent_is_valid(consent_id=consent_id, at=T0 + timedelta(days=1))
-    assert not services.consent_is_valid(consent_id=consent_id, at=T0 + timedelta(days=2))
+    assert is_valid(consent_id, at=T0 + timedelta(days=1))
+    assert not is_valid(consent_id, at=T0 + timedelta(days=2))
     services.consent_withdraw(consent_id=consent_id, at=T0 + timedelta(days=9))  # the first withdrawal stands
-    assert not services.consent_is_valid(consent_id=consent_id, at=T0 + timedelta(days=3))
+    assert not is_valid(consent_id, at=T0 + timedelta(days=3))
 
 
 def test_recording_the_same_consent_twice_is_idempotent_but_changed_evidence_is_refused() -> None:
@@ -86,8 +93,9 @@ def test_recording_the_same_consent_twice_is_idempotent_but_changed_evidence_is_
         record(reference="C-3", signed_at=datetime(2026, 1, 1))
 
 
-def test_unknown_consent_is_not_valid() -> None:
-    assert not services.consent_is_valid(consent_id=999_999, at=T0)
+def test_a_consent_no_longer_stored_has_no_problem_to_report() -> None:
+    # Its subject was erased: the caller finds no records either, and answers for that.
+    assert services.consent_problems(consent_ids=[999_999], at=T0) == {}
 
 
 # --- features ------------------------------------------------------------------------------------------
@@ -160,6 +168,14 @@ def decrypt(private_key: phe.PaillierPrivateKey, numbers: list[phe.EncryptedNumb
     return [private_key.decrypt(number) for number in numbers]
 
 
+def vector(key: str, names: list[str], public_key: phe.PaillierPublicKey) -> list[phe.EncryptedNumber]:
+    """One subject through encrypted_feature_vectors."""
+    vectors = services.encrypted_feature_vectors(
+        subject_keys=[key], feature_names=names, as_of=AS_OF, public_key=public_key
+    )
+    return vectors[key]
+
+
 def test_encrypted_vector_decrypts_to_the_features_and_is_reused_while_fresh(
     load: Callable[..., None], keypair: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey]
 ) -> None:
@@ -167,14 +183,14 @@ def test_encrypted_vector_decrypts_to_the_features_and_is_reused_while_fresh(
     load(patient("p1", BORN, rid=RID), condition("c1", "p1", "I50.0"))
     key = services.subject_key_for(RID)
     names = ["charlson.chf", "charlson.copd", "age.acci_points"]
-    first = services.encrypted_feature_vector(subject_key=key, feature_names=names, as_of=AS_OF, public_key=public_key)
+    first = vector(key, names, public_key)
     assert decrypt(private_key, first) == [1, 0, 3]
-    again = services.encrypted_feature_vector(subject_key=key, feature_names=names, as_of=AS_OF, public_key=public_key)
+    again = vector(key, names, public_key)
     assert [n.ciphertext(False) for n in again] == [n.ciphertext(False) for n in first]
     assert EncryptedFeatureVector.objects.count() == 1
 
     load(condition("c2", "p1", "J44.9"))  # new records invalidate the stored vector
-    fresh = services.encrypted_feature_vector(subject_key=key, feature_names=names, as_of=AS_OF, public_key=public_key)
+    fresh = vector(key, names, public_key)
     assert decrypt(private_key, fresh) == [1, 1, 3]
     assert fresh[0].ciphertext(False) != first[0].ciphertext(False)
 
@@ -185,21 +201,16 @@ def test_encrypted_vector_adds_missing_features_to_a_fresh_row(
     public_key, private_key = keypair
     load(patient("p1", BORN, rid=RID), condition("c1", "p1", "C78.0"))
     key = services.subject_key_for(RID)
-    services.encrypted_feature_vector(
-        subject_key=key, feature_names=["charlson.chf"], as_of=AS_OF, public_key=public_key
-    )
-    both = services.encrypted_feature_vector(
-        subject_key=key, feature_names=["charlson.metacanc", "charlson.chf"], as_of=AS_OF, public_key=public_key
-    )
+    vector(key, ["charlson.chf"], public_key)
+    both = vector(key, ["charlson.metacanc", "charlson.chf"], public_key)
     assert decrypt(private_key, both) == [1, 0]
     assert set(EncryptedFeatureVector.objects.get().features) == {"charlson.chf", "charlson.metacanc"}
 
 
-def test_encrypted_vector_of_an_unknown_subject_is_an_error(
+def test_an_unknown_subject_has_no_encrypted_vector(
     keypair: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey],
 ) -> None:
-    with pytest.raises(DomainError) as error:
-        services.encrypted_feature_vector(
-            subject_key="x", feature_names=["charlson.chf"], as_of=AS_OF, public_key=keypair[0]
-        )
-    assert error.value.code == "unknown_subject"
+    vectors = services.encrypted_feature_vectors(
+        subject_keys=["x"], feature_names=["charlson.chf"], as_of=AS_OF, public_key=keypair[0]
+    )
+    assert vectors == {}

@@ -67,8 +67,8 @@ def test_progress_counts_vectors_on_the_active_key_and_on_older_ones(
     old, new = rotated
     progress = selectors.reencryption_progress()
     assert (progress.active_key_id, progress.on_active, progress.on_old, progress.percent_done) == (new.key_id, 0, 2, 0)
-    domain.encrypted_feature_vector(
-        subject_key=domain.subject_key_for(ALICE_ID), feature_names=FEATURES, as_of=date(2026, 6, 30),
+    domain.encrypted_feature_vectors(
+        subject_keys=[domain.subject_key_for(ALICE_ID)], feature_names=FEATURES, as_of=date(2026, 6, 30),
         public_key=keyring.public_key(new.key_id),
     )  # fmt: skip
     progress = selectors.reencryption_progress()

@@ -40,8 +40,14 @@ from tests.underwriting.conftest import (  # noqa: F401 - fixtures shared with t
     reviewer,
 )
 from underwriting.models import RequestStatus, UnderwritingRequest
-from underwriting.services.requests import Applicant, ConsentEvidence, SubmitItem, SubmitOutcome, requests_submit_many
-from underwriting.services.requests import body_fingerprint as fingerprint
+from underwriting.services.requests import (
+    Applicant,
+    ConsentEvidence,
+    SubmitItem,
+    SubmitOutcome,
+    requests_submit_many,
+    submit_item,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("approved_manuals")]
 
@@ -68,7 +74,9 @@ def item(applicant: dict[str, str], reference: str) -> SubmitItem:
     evidence = ConsentEvidence(
         f"C-{reference}", _moment(consent["signed_at"]), None, consent["scope"], consent["artifact_sha256"]
     )
-    return SubmitItem(reference, Applicant(**applicant), "charlson-acci", evidence, "", fingerprint(body))
+    return submit_item(
+        reference=reference, applicant=Applicant(**applicant), manual_slug="charlson-acci", consent=evidence, sent=body
+    )
 
 
 def _moment(text: str) -> Any:

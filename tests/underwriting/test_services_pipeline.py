@@ -99,18 +99,18 @@ def test_an_unreachable_broker_does_not_fail_an_accepted_request(
     from kombu.exceptions import OperationalError
 
     from tests.underwriting.conftest import ALICE_ID
-    from underwriting.services.requests import Applicant, ConsentEvidence, request_submit
+    from underwriting.services.requests import Applicant, ConsentEvidence, request_submit, submit_item
 
     def broker_down(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     monkeypatch.setattr(tasks.drain_extraction, "apply_async", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
-        request, created = request_submit(
-            insurer_id=insurer.pk, insurer_slug=insurer.slug, reference="R",
-            applicant=Applicant(ALICE_ID, alice["name"]), manual_slug="charlson-acci",
+        item = submit_item(
+            reference="R", applicant=Applicant(ALICE_ID, alice["name"]), manual_slug="charlson-acci",
             consent=ConsentEvidence("C", timezone.now() - timedelta(days=1), None, ["underwriting"], "c" * 64),
         )  # fmt: skip
+        request, created = request_submit(insurer_id=insurer.pk, insurer_slug=insurer.slug, item=item)
     assert created
     assert UnderwritingRequest.objects.get(pk=request.pk).status == RequestStatus.EXTRACTING
     assert "broker unavailable, extract stage not sent" in caplog.text

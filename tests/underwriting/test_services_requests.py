@@ -11,7 +11,7 @@ from datadomain.selectors import subject_features
 from tenants.models import Insurer
 from tests import fhir
 from underwriting.models import RatingManual, RequestStatus, UnderwritingRequest
-from underwriting.services.requests import Applicant, ConsentEvidence, request_date, request_submit
+from underwriting.services.requests import Applicant, ConsentEvidence, request_date, request_submit, submit_item
 from underwriting.services.state import transition
 
 pytestmark = pytest.mark.django_db
@@ -34,10 +34,10 @@ def test_age_points_use_the_age_on_the_request_date(
     rid = fhir.resident_id(birth, sequence=321)
     ingest([fhir.patient("pat-bday", rid, "周敏", birth)])
     with time_machine.travel(datetime(2026, 11, 23, 16, 30, tzinfo=UTC), tick=False):
-        request, created = request_submit(
-            insurer_id=insurer.pk, insurer_slug=insurer.slug, reference="R", applicant=Applicant(rid, "周敏"),
-            manual_slug="charlson-acci", consent=consent(),
-        )  # fmt: skip
+        item = submit_item(
+            reference="R", applicant=Applicant(rid, "周敏"), manual_slug="charlson-acci", consent=consent()
+        )
+        request, created = request_submit(insurer_id=insurer.pk, insurer_slug=insurer.slug, item=item)
     assert created
     assert request.as_of == date(2026, 11, 24)
     features = subject_features(subject_key=request.subject_key, feature_names=["age.acci_points"], as_of=request.as_of)

@@ -33,6 +33,7 @@ from underwriting.services.requests import (
     SubmitOutcome,
     request_submit,
     requests_submit_many,
+    submit_item,
 )
 from underwriting.services.webhooks import webhook_endpoint_create
 
@@ -53,7 +54,10 @@ def item(
     body: str = "",
 ) -> SubmitItem:
     consent = ConsentEvidence(consent_ref, SIGNED, None, list(scope), sha)
-    return SubmitItem(reference, Applicant(resident_id, name), manual, consent, key, body or reference)
+    return submit_item(
+        reference=reference, applicant=Applicant(resident_id, name), manual_slug=manual, consent=consent,
+        idempotency_key=key, sent={"body": body or reference},
+    )  # fmt: skip
 
 
 def submit(insurer: Insurer, items: list[SubmitItem]) -> list[SubmitOutcome]:
@@ -249,9 +253,8 @@ def test_a_lost_idempotency_race_replays_the_winner(
     insurer: Insurer, people: list[tuple[str, str]], approved_manuals: list[RatingManual], monkeypatch: Any
 ) -> None:
     winner, _ = request_submit(
-        insurer_id=insurer.pk, insurer_slug=insurer.slug, reference="R", applicant=Applicant(*people[0]),
-        manual_slug="charlson-acci", consent=item().consent, idempotency_key="k1", body_sha256="x",
-    )  # fmt: skip
+        insurer_id=insurer.pk, insurer_slug=insurer.slug, item=item(*people[0], key="k1", body="x")
+    )
     lookup = submission._requests_by_idempotency_key
     calls: list[int] = []
 
@@ -272,10 +275,7 @@ def test_request_submit_raises_the_items_error(
     insurer: Insurer, alice: dict[str, str], approved_manuals: list[RatingManual]
 ) -> None:
     with pytest.raises(UnderwritingError) as refused:
-        request_submit(
-            insurer_id=insurer.pk, insurer_slug=insurer.slug, reference="R",
-            applicant=Applicant("110105194912310021", "x"), manual_slug="charlson-acci", consent=item().consent,
-        )  # fmt: skip
+        request_submit(insurer_id=insurer.pk, insurer_slug=insurer.slug, item=item("110105194912310021", "x"))
     assert refused.value.code == "invalid_input"
     assert "110105194912310021" not in str(refused.value)
 

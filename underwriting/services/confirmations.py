@@ -97,13 +97,15 @@ def _record_consent(confirmation: ConsentConfirmation, now: datetime) -> int:
     [recorded] = domain.consent_record_many(
         insurer_slug=request.insurer.slug,
         evidence=[
-            domain.ConsentInput(
-                subject_key=request.subject_key,
-                reference=f"{domain_residents.RESIDENT_REFERENCE_PREFIX}{request.pk}",
-                signed_at=now,
-                expires_at=None,
-                scope=["underwriting"],
-                artifact_sha256=digest,
+            (
+                request.subject_key,
+                domain.ConsentEvidence(
+                    reference=f"{domain_residents.RESIDENT_REFERENCE_PREFIX}{request.pk}",
+                    signed_at=now,
+                    expires_at=None,
+                    scope=["underwriting"],
+                    artifact_sha256=digest,
+                ),
             )
         ],
     )

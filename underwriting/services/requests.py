@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -48,6 +48,7 @@ from datadomain import residents as domain_residents
 from datadomain import services as domain
 from datadomain.consent_store import consent_artifact_exists
 from datadomain.errors import DomainError
+from datadomain.services import ConsentEvidence as ConsentEvidence  # the submission input's consent part
 from underwriting import selectors
 from underwriting.errors import UnderwritingError
 from underwriting.models import (
@@ -82,17 +83,8 @@ class Applicant:
 
 
 @dataclass(frozen=True)
-class ConsentEvidence:
-    reference: str
-    signed_at: datetime
-    expires_at: datetime | None
-    scope: list[str]
-    artifact_sha256: str
-
-
-@dataclass(frozen=True)
 class SubmitItem:
-    """One request to submit, as the API, the portal or a batch row gives it."""
+    """One request to submit, as the API, the portal or a batch row gives it; built by :func:`submit_item`."""
 
     reference: str
     applicant: Applicant
@@ -120,26 +112,34 @@ def body_fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
+def submit_item(
+    *,
+    reference: str,
+    applicant: Applicant,
+    manual_slug: str,
+    consent: ConsentEvidence,
+    idempotency_key: str = "",
+    sent: Mapping[str, Any] | None = None,
+) -> SubmitItem:
+    """The one way to build a :class:`SubmitItem`, for the API, a batch row and the portal's form alike.
+
+    ``sent`` is what the insurer sent for this item, as sent (a JSON body, a file's row, the form's fields);
+    its :func:`body_fingerprint` tells a replay (same idempotency key, same input) from a conflict (same
+    key, other input). Without it the item has no fingerprint, which only an item without a key may lack."""
+    fingerprint = body_fingerprint(dict(sent)) if sent is not None else ""
+    return SubmitItem(reference, applicant, manual_slug, consent, idempotency_key, fingerprint)
+
+
 def request_date(now: datetime | None = None) -> date:
     """The request date in the bureau's time zone (Asia/Shanghai): age points use it."""
     return timezone.localdate(now or timezone.now())
 
 
 def request_submit(
-    *,
-    insurer_id: int,
-    insurer_slug: str,
-    reference: str,
-    applicant: Applicant,
-    manual_slug: str,
-    consent: ConsentEvidence,
-    idempotency_key: str = "",
-    body_sha256: str = "",
-    api_key_id: int | None = None,
+    *, insurer_id: int, insurer_slug: str, item: SubmitItem, api_key_id: int | None = None
 ) -> tuple[UnderwritingRequest, bool]:
     """Accept one request (:func:`requests_submit_many` with one item). Returns (request, created);
     raises the item's UnderwritingError (invalid resident ID, idempotency conflict)."""
-    item = SubmitItem(reference, applicant, manual_slug, consent, idempotency_key, body_sha256)
     [outcome] = requests_submit_many(
         insurer_id=insurer_id, insurer_slug=insurer_slug, items=[item], api_key_id=api_key_id
     )
@@ -364,7 +364,7 @@ def _check_identity_and_consent(drafts: list[_Draft], submitter: _Submitter, now
     checks = domain.identity_check_many(
         applicants=[(d.item.applicant.resident_id, d.item.applicant.name) for d in drafts]
     )
-    evidence = [_consent_input(draft.request.subject_key, draft.item.consent) for draft in drafts]
+    evidence = [(draft.request.subject_key, draft.item.consent) for draft in drafts]
     recorded = domain.consent_record_many(insurer_slug=submitter.insurer_slug, evidence=evidence)
     for draft, check, consent in zip(drafts, checks, recorded, strict=True):
         if isinstance(consent, DomainError):
@@ -409,13 +409,6 @@ def _await_resident(draft: _Draft, *, reachable: bool, submitter: _Submitter, no
         reachable=reachable,
         expires_at=now + timedelta(hours=submitter.confirmation_hours),
     )
-
-
-def _consent_input(subject_key: str, consent: ConsentEvidence) -> domain.ConsentInput:
-    return domain.ConsentInput(
-        subject_key=subject_key, reference=consent.reference, signed_at=consent.signed_at,
-        expires_at=consent.expires_at, scope=consent.scope, artifact_sha256=consent.artifact_sha256,
-    )  # fmt: skip
 
 
 def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> None:
