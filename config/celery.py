@@ -1,4 +1,5 @@
-"""The Celery application and the project's one way to enqueue a task, :func:`enqueue`.
+"""The Celery application and the project's one way to enqueue a task, :func:`enqueue` (:func:`send` when
+the caller waits for the answer).
 
 Configuration lives in Django settings under the ``CELERY_`` prefix. Each task names itself and its queue
 on its decorator, :func:`task`; Celery routes by CELERY_TASK_ROUTES, which repeats the queues by name for
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 from celery import Celery, Task, shared_task, signals
+from celery.result import AsyncResult
 from django.db import transaction
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
@@ -56,6 +58,13 @@ def enqueue(name: str, *args: Any, what: str, link: str | None = None, **options
     error is logged and swallowed instead of turning accepted work into an error for the user. Without a
     broker (REDIS_URL unset, development and tests) the task runs here and now, and its errors propagate.
     """
+    return send(name, *args, what=what, link=link, **options) is not None
+
+
+def send(name: str, *args: Any, what: str, link: str | None = None, **options: Any) -> AsyncResult[Any] | None:
+    """:func:`enqueue` for a caller that waits for the task's answer: its AsyncResult, or None, logged
+    (``what`` names the step), when the broker cannot take it. Such a caller is a page waiting on the
+    domain (the four-eyes explanation), so a broker error is for it to show, not an error page."""
     if app.conf.task_always_eager and name not in app.tasks:
         # In-process, this process is every worker, the custodian included: load the task's module.
         importlib.import_module(name.rpartition(".")[0])
@@ -63,11 +72,10 @@ def enqueue(name: str, *args: Any, what: str, link: str | None = None, **options
     if link is not None:
         signature.link(app.signature(link))
     try:
-        signature.apply_async()
+        return signature.apply_async()
     except (BrokerError, RedisError, ConnectionError) as exc:
         logger.warning("broker unavailable, %s not sent (%s)", what, exc.__class__.__name__)
-        return False
-    return True
+        return None
 
 
 def enqueue_on_commit(name: str, *args: Any, what: str, link: str | None = None, **options: Any) -> None:

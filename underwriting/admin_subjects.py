@@ -21,14 +21,14 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, gettext_noop
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from audit.approvals import ApprovalError
 from audit.models import Approval
+from config.celery import send
 from datadomain import services as domain
-from underwriting import tasks
 from underwriting.downloads import csv_download
 from underwriting.errors import UnderwritingError
 from underwriting.services import explain, subjects
@@ -130,19 +130,21 @@ def _explanation_op(request: HttpRequest, op: str, context: dict[str, Any]) -> N
 
 # How long the admin waits for the data domain's worker to compute an explanation.
 EXPLAIN_TIMEOUT_SECONDS = 60
+DOMAIN_UNAVAILABLE = gettext_noop(
+    "The data domain did not answer in time. Ask again once its workers run (see the service status)."
+)
 
 
 def _explain_in_domain(approval_id: int, officer_id: int) -> explain.Explanation:
     """The explanation runs on the domain queue, under the domain's database role (the web's reads no
     clinical record); the page waits for it. Its result is deleted from the result store once read."""
-    result = tasks.explain_subject.apply_async(args=(approval_id, officer_id))
+    result = send("underwriting.tasks.explain_subject", approval_id, officer_id, what="subject explanation")
+    if result is None:
+        raise UnderwritingError("domain_unavailable", _(DOMAIN_UNAVAILABLE))
     try:
         outcome = result.get(timeout=EXPLAIN_TIMEOUT_SECONDS)
     except CeleryTimeoutError:
-        raise UnderwritingError(
-            "domain_unavailable",
-            _("The data domain did not answer in time. Ask again once its workers run (see the service status)."),
-        ) from None
+        raise UnderwritingError("domain_unavailable", _(DOMAIN_UNAVAILABLE)) from None
     finally:
         result.forget()
     if "error" in outcome:

@@ -267,3 +267,35 @@ def test_an_explanation_is_asked_for_approved_by_another_officer_and_shown_once(
         "pia", "pia", "quinn",
     )  # fmt: skip
     assert_no_personal_data()
+
+
+def test_an_explanation_the_broker_cannot_take_is_a_message_and_leaves_the_approval_unspent(
+    staff: StaffFactory,
+    alice_decision: str,
+    in_process_tasks: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Sent through config.celery's dispatcher: a broker outage is logged and shown, not a server error."""
+    from kombu.exceptions import OperationalError
+
+    from config.celery import app
+
+    pia, quinn = staff(roles.PRIVACY_OFFICER, "pia"), staff(roles.PRIVACY_OFFICER, "quinn")
+    as_pia = signed_in(pia)
+    as_pia.post(PAGE, {"op": "ask_explanation", "request_id": alice_decision, "reason": "the subject asked why"})
+    approval = Approval.objects.get(kind="subject_explanation")
+    signed_in(quinn).post("/admin/audit/approval/", {"action": "approve", "_selected_action": [approval.pk]})
+
+    def broker_down(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(app.tasks["underwriting.tasks.explain_subject"], "apply_async", broker_down)
+    with caplog.at_level(logging.WARNING, logger="config.celery"):
+        shown = as_pia.post(PAGE, {"op": "show_explanation", "approval_id": approval.pk})
+    assert shown.status_code == 200
+    assert "explanation" not in shown.context
+    assert any("did not answer in time" in message for message in messages_of(shown))
+    assert "broker unavailable, subject explanation not sent (OperationalError)" in caplog.text
+    assert Approval.objects.get().status == "approved"  # not executed: it can be shown once the broker is back
+    assert not AuditEntry.objects.filter(action="subject.explain").exists()
