@@ -39,6 +39,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.report import Report
 from benchmarks.store_fill import (
@@ -218,8 +219,9 @@ def _more_people(env: dict[str, str], patients: int, seed: int, folder: Path) ->
     return str(folder)
 
 
-# Both feature sets are encrypted under one key, the second merged into the first's rows (as the request
-# path's vectors are): storage is measured after each, once the table holds only live rows.
+# Both feature sets are encrypted under one key, each as of its own date, so that the second makes new rows
+# instead of replacing the first's: the tables only grow, and each set's storage is the growth it caused
+# (an update would leave dead row versions that a concurrent ANALYZE's snapshot can keep in the files).
 _ENCRYPT = """
 import json, os, resource, time
 from datetime import date
@@ -234,65 +236,72 @@ def own():
     return sum(getattr(resource.getrusage(who), part) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
                for part in ("ru_utime", "ru_stime"))
 
-SIZES = (
-    "SELECT (SELECT count(*) FROM {vectors}), pg_total_relation_size('{vectors}'),"
-    " (SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = '{vectors}'),"
-    " pg_indexes_size('{vectors}'), (SELECT coalesce(avg(length(ciphertexts)), 0) FROM {vectors}),"
-    " (SELECT count(*) FROM {values}), pg_total_relation_size('{values}')"
-)
+def sizes(day):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM {vectors} WHERE as_of = %s), pg_total_relation_size('{vectors}'),"
+            " (SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = '{vectors}'),"
+            " pg_indexes_size('{vectors}'), (SELECT coalesce(avg(length(ciphertexts)), 0) FROM {vectors}"
+            " WHERE as_of = %s), (SELECT count(*) FROM {values} WHERE as_of = %s), pg_total_relation_size('{values}')",
+            [day, day, day],
+        )
+        return dict(zip(("vectors", "vector_bytes", "toast_bytes", "index_bytes", "blob_bytes", "values",
+                         "value_bytes"), map(float, cursor.fetchone())))
+
 manuals = sorted(Path("underwriting/manuals").glob("*.yaml"))
 union = sorted({{item["name"] for path in manuals for item in yaml.safe_load(path.read_text())["features"]}})
 public_key, _ = generate_keypair(3072)
-for label, names in (("charlson-acci", CHARLSON_ACCI), ("all built-in manuals", union)):
+before = sizes(date(2000, 1, 1))
+for label, names, day in (("charlson-acci", CHARLSON_ACCI, date(2026, 6, 30)),
+                          ("all built-in manuals", union, date(2026, 7, 1))):
     connection.close()
     own_before, started = own(), time.perf_counter()
-    result = precompute(public_key=public_key, feature_names=names, as_of=date(2026, 6, 30), processes=2,
-                        limit={subjects})
+    result = precompute(public_key=public_key, feature_names=names, as_of=day, processes=2, limit={subjects})
     seconds, own_spent = time.perf_counter() - started, own() - own_before
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM FULL {vectors}, {values}")
-        cursor.execute(SIZES)
-        sizes = dict(zip(("vectors", "vector_bytes", "toast_bytes", "index_bytes", "blob_bytes", "values",
-                          "value_bytes"), map(float, cursor.fetchone())))
+    after = sizes(day)
+    grown = {{name: after[name] - before[name] for name in after if name.endswith("_bytes") and name != "blob_bytes"}}
     print("RESULT", json.dumps({{"label": label, "features": len(names), "encrypted": result.encrypted,
-                                "seconds": seconds, "cpu": own_spent, **sizes}}))
+                                "seconds": seconds, "cpu": own_spent, **after, **grown}}))
+    before = after
 """
 
 
 def _encryption(report: Report, storage: Report, env: dict[str, str], subjects: int) -> None:
     output = manage(env, "shell", "-c", _ENCRYPT.format(subjects=subjects, vectors=VECTORS, values=VALUES))
     for line in output.splitlines():
-        if not line.startswith("RESULT "):
-            continue
-        run = json.loads(line.removeprefix("RESULT "))
-        encrypted, label, features = int(run["encrypted"]), run["label"], run["features"]
-        rate = encrypted / run["seconds"]
-        report.rows.append([
-            f"encrypt {label} vectors ({features} features, 3072 bits, 2 processes)", encrypted, run["seconds"],
-            rate, "-", f"{1e6 * run['cpu'] / max(encrypted, 1):,.0f} (precompute)", "-",
-        ])  # fmt: skip
-        if label == "charlson-acci":
-            report.add_target(
-                "bulk encryption subjects/s (charlson-acci, 3072 bits, 2 cores)", rate, 100, higher_is_better=True
-            )
-        for table, rows, size in (
-            (VECTORS, run["vectors"], run["vector_bytes"]),
-            (VALUES, run["values"], run["value_bytes"]),
-        ):
-            per = size / max(rows, 1)
-            storage.rows.append([f"{table} ({label}: {features} features)", int(rows), size / 1e6, per, "subject", per])
-        vectors = max(run["vectors"], 1)
-        storage.notes.append(
-            f"{label} vectors per subject: {run['blob_bytes']:,.0f} bytes of ciphertexts; "
-            f"{(run['vector_bytes'] - run['toast_bytes'] - run['index_bytes']) / vectors:,.0f} heap (with the TOAST "
-            "table's own index), "
-            f"{run['toast_bytes'] / vectors:,.0f} TOAST, {run['index_bytes'] / vectors:,.0f} indexes"
-        )
+        if line.startswith("RESULT "):
+            _encryption_rows(report, storage, json.loads(line.removeprefix("RESULT ")))
     storage.notes.append(
-        "vectors: one row per subject, key and as-of date holding every precomputed feature (ciphertexts as "
-        "fixed-width bytes, 768 bytes each at 3072 bits); the second set is merged into the same rows; both "
-        "tables rewritten (VACUUM FULL) before they are measured. The encryption rows' CPU is the precompute "
-        "processes' (main and the two encrypting workers), the database's not included"
+        "vectors: one row per subject, key and as-of date holding the precomputed features (ciphertexts as "
+        "fixed-width bytes, 768 bytes each at 3072 bits); each feature set is computed as of its own date, so "
+        "its bytes are the growth of the tables (heap, TOAST, indexes) that its rows caused. The encryption "
+        "rows' CPU is the precompute processes' (main and the two encrypting workers), the database's not included"
+    )
+
+
+def _encryption_rows(report: Report, storage: Report, run: dict[str, Any]) -> None:
+    encrypted, label, features = int(run["encrypted"]), run["label"], run["features"]
+    rate = encrypted / run["seconds"]
+    report.rows.append([
+        f"encrypt {label} vectors ({features} features, 3072 bits, 2 processes)", encrypted, run["seconds"],
+        rate, "-", f"{1e6 * run['cpu'] / max(encrypted, 1):,.0f} (precompute)", "-",
+    ])  # fmt: skip
+    if label == "charlson-acci":
+        report.add_target(
+            "bulk encryption subjects/s (charlson-acci, 3072 bits, 2 cores)", rate, 100, higher_is_better=True
+        )
+    for table, rows, size in (
+        (VECTORS, run["vectors"], run["vector_bytes"]),
+        (VALUES, run["values"], run["value_bytes"]),
+    ):
+        per = size / max(rows, 1)
+        storage.rows.append([f"{table} ({label}: {features} features)", int(rows), size / 1e6, per, "subject", per])
+    vectors = max(run["vectors"], 1)
+    heap = run["vector_bytes"] - run["toast_bytes"] - run["index_bytes"]
+    storage.notes.append(
+        f"{label} vectors per subject: {run['blob_bytes']:,.0f} bytes of ciphertexts; {heap / vectors:,.0f} heap "
+        f"(with the TOAST table's own index), {run['toast_bytes'] / vectors:,.0f} TOAST, "
+        f"{run['index_bytes'] / vectors:,.0f} indexes"
     )
 
 
