@@ -57,7 +57,13 @@ def enqueue(name: str, *args: Any, what: str, link: str | None = None, **options
     a network blip) the step is not lost, only late, and the sweepers (beat) send it again. So a broker
     error is logged and swallowed instead of turning accepted work into an error for the user. Without a
     broker (REDIS_URL unset, development and tests) the task runs here and now, and its errors propagate.
+
+    Nobody waits for the task's result, so it is sent with ``ignore_result``: otherwise Celery's Redis
+    result backend subscribes the sending process to the result's channel on every send, and while Redis
+    restarts that subscription gives up with a RuntimeError ("the Celery application must be restarted")
+    that no broker error handler catches, turning an accepted request into a 500.
     """
+    options.setdefault("ignore_result", True)
     return send(name, *args, what=what, link=link, **options) is not None
 
 

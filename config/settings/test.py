@@ -36,7 +36,8 @@ CUSTODIAN_KEY_DIR = VAR_DIR / "test-keys"
 # Signs the tests' audit anchors. Set here rather than in os.environ, which the production-settings tests
 # hand to the processes they start.
 AUDIT_ANCHOR_SIGNING_KEY = "7e5a" * 16
-DATABASES["default"]["CONN_MAX_AGE"] = 0
+# A fault test's workers keep their connections between tasks, as deployed (tests/faults/conftest.py).
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("TEST_WORKER_CONN_MAX_AGE", "0"))
 # Residents' codes and notices stay in memory (datadomain.messaging.outbox) unless a test says otherwise.
 RESIDENT_MESSAGE_BACKEND = os.environ.get("RESIDENT_MESSAGE_BACKEND", "locmem")
 # Counters in a shared Redis (sign-in lock-out, API throttles) belong to this run: failures counted by an

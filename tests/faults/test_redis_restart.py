@@ -27,12 +27,14 @@ from tests.faults.conftest import (
     FAULT_GROUPS,
     FaultStack,
     Supervisor,
+    assert_completed_once_with_the_right_tiers,
     assert_no_personal_data_in_logs,
+    batch_under_way,
     make_population,
     start_fault_stack,
+    submit,
     wait_terminal,
 )
-from tests.faults.test_worker_faults import assert_completed_once_with_a_consistent_trail, submit
 from tests.population import wait_for
 from tests.services import require_redis
 from tests.workers import WorkerPool
@@ -112,22 +114,19 @@ def test_redis_restart_during_a_batch_loses_nothing(
     server, stack = restartable
     assert set(stack.pool.workers) == set(FAULT_GROUPS)
     population = make_population(tmp_path)
-    ids = submit(population, 20, "BATCH")
-    wait_for(
-        lambda: UnderwritingRequest.objects.filter(pk__in=ids, status="completed").count() >= 3,
-        timeout=60, what="the batch under way",
-    )  # fmt: skip
+    ids = submit(population, 30, "BATCH")
+    batch_under_way(ids)
     in_progress = UnderwritingRequest.objects.filter(pk__in=ids).exclude(status="completed").count()
 
     with Supervisor(stack) as supervisor:
         server.kill()  # everything queued or unacknowledged is gone with it (no persistence)
-        during = submit(population, 3, "OUTAGE", start=20)  # accepted while the broker is down
+        during = submit(population, 3, "OUTAGE", start=30)  # accepted while the broker is down
         time.sleep(2)
         server.start()
         wait_terminal(ids + during, timeout=120, stack=stack)
 
     assert in_progress > 0, "Redis went down while part of the batch was still in flight"
-    assert_completed_once_with_a_consistent_trail(ids + during)
+    assert_completed_once_with_the_right_tiers(ids + during)
     assert_no_personal_data_in_logs(stack, population["people"])
     assert len(supervisor.restarts) <= len(FAULT_GROUPS), supervisor.restarts
     if supervisor.restarts:
