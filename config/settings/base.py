@@ -332,6 +332,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task running when the broker connection drops is left to finish (Celery 6 will cancel it by default):
+# every step is safe to run twice and its rows are the truth, so its work is kept, not thrown away.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # With Redis, an unacknowledged message returns to its queue after the visibility timeout; keep it
 # above the hard time limit so a slow task is never run twice while it is still running.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300)}
