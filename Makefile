@@ -59,7 +59,7 @@ lint: install
 # bandit: asserts (B101) only narrow types; tests/security/bandit-baseline.json holds the reviewed findings
 # (SQL built from the ingest writer's own table names, webhook URLs limited to http(s) when saved, the
 # synthetic generator's seeded random). A new finding fails the lint.
-BANDIT_PATHS := config ops audit datadomain underwriting insurer_portal securecompute docker
+BANDIT_PATHS := config ops audit tenants datadomain underwriting insurer_portal securecompute docker
 
 ## faults: fault-injection tests on real processes (kill -9 a worker, restart Redis, drop the database ...)
 faults: install

@@ -303,7 +303,7 @@ SIGNATURE_PARAMETER = {
 
 # --- the guide above the operations --------------------------------------------------------------------
 
-EXAMPLE_SECRET = "whsec_example-secret-do-not-use"  # noqa: S105  # documentation only, matches nothing
+EXAMPLE_SECRET = "whsec_example-secret-do-not-use"  # noqa: S105  # nosec B105: documentation only, matches nothing
 EXAMPLE_TIMESTAMP = 1795400000
 
 
