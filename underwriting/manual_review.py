@@ -7,26 +7,19 @@ labels. :func:`manual_review_for` adds the one read it needs, the previous appro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from django.utils.translation import get_language, pgettext_lazy
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from datadomain import selectors as domain
 from underwriting import selectors
 from underwriting.manual_format import ManualDocument, ManualTier
-from underwriting.models import RatingManual
+from underwriting.models import DECISION_LABELS, RatingManual
 
 Change = Literal["", "added", "removed", "changed"]
 CHANGE_LABELS = {"added": _("added"), "removed": _("removed"), "changed": _("changed")}
-DECISION_LABELS = {
-    "accept": pgettext_lazy("underwriting decision", "accept"),
-    "rate": pgettext_lazy("underwriting decision", "rate"),
-    "postpone": pgettext_lazy("underwriting decision", "postpone"),
-    "refer": pgettext_lazy("underwriting decision", "refer"),
-    "decline": pgettext_lazy("underwriting decision", "decline"),
-}
 
 
 @dataclass(frozen=True)
@@ -126,22 +119,18 @@ def _tiers(current: ManualDocument, previous: ManualDocument | None) -> list[Tie
         if previous is None:
             rows.append(row)
         elif old is None:
-            rows.append(_with(row, "added"))
+            rows.append(replace(row, change="added"))
         elif (old.label, old.scores, old.decision, old.table_rating) != (
             row.label,
             row.scores,
             row.decision,
             row.table_rating,
         ):
-            rows.append(_with(row, "changed", previous=old))
+            rows.append(replace(row, change="changed", previous=old))
         else:
             rows.append(row)
     codes = {tier.code for tier in current.tiers}
-    return rows + [_with(row, "removed") for code, row in before.items() if code not in codes]
-
-
-def _with(row: TierRow, change: Change, previous: TierRow | None = None) -> TierRow:
-    return TierRow(row.code, row.label, row.scores, row.decision, row.table_rating, change, previous)
+    return rows + [replace(row, change="removed") for code, row in before.items() if code not in codes]
 
 
 def manual_review(current: ManualDocument, previous: ManualDocument | None, labels: dict[str, str]) -> ManualReview:

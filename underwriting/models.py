@@ -7,6 +7,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 
 class RatingManual(models.Model):
@@ -57,6 +58,17 @@ class RatingManual(models.Model):
 
     def __str__(self) -> str:
         return f"{self.slug} v{self.version}"
+
+
+# What a request's ``decision`` (a manual tier's decision, underwriting.manual_format.DECISIONS) says in the
+# reader's language: the portal's pages and downloads and the manual review show these.
+DECISION_LABELS = {
+    "accept": pgettext_lazy("underwriting decision", "accept"),
+    "rate": pgettext_lazy("underwriting decision", "rate"),
+    "postpone": pgettext_lazy("underwriting decision", "postpone"),
+    "refer": pgettext_lazy("underwriting decision", "refer"),
+    "decline": pgettext_lazy("underwriting decision", "decline"),
+}
 
 
 class RequestStatus(models.TextChoices):

@@ -5,23 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from django import template
-from django.utils.translation import get_language, pgettext_lazy
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from tenants.models import InsurerUser
 from underwriting import selectors as uw_selectors
 from underwriting.charts import TIER_COLOURS
-from underwriting.models import RatingManual, UnderwritingRequest
+from underwriting.models import DECISION_LABELS, RatingManual, UnderwritingRequest
 
 register = template.Library()
 
-DECISIONS = {
-    "accept": pgettext_lazy("underwriting decision", "accept"),
-    "rate": pgettext_lazy("underwriting decision", "rate"),
-    "postpone": pgettext_lazy("underwriting decision", "postpone"),
-    "refer": pgettext_lazy("underwriting decision", "refer"),
-    "decline": pgettext_lazy("underwriting decision", "decline"),
-}
 STATUS_TONE = {
     "completed": "ok",
     "rejected": "bad",
@@ -33,7 +26,7 @@ EVENT_TYPES = {"request.completed", "request.rejected", "request.unrated", "requ
 
 @register.filter
 def decision_label(code: str) -> str:
-    return str(DECISIONS.get(code, code or "—"))
+    return str(DECISION_LABELS.get(code, code or "—"))
 
 
 @register.filter

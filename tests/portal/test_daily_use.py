@@ -25,7 +25,7 @@ from rest_framework.test import APIClient
 from insurer_portal.forms import RequestFilterForm, RequestSubmitForm
 from insurer_portal.models import Batch
 from insurer_portal.selectors import status_breakdown
-from insurer_portal.templatetags.portal import DECISIONS, tier_class, who
+from insurer_portal.templatetags.portal import tier_class, who
 from tenants.models import Insurer, InsurerUser
 from tests.portal.conftest import member
 from tests.portal.test_views_batches import csv_file, rows
@@ -33,7 +33,7 @@ from tests.underwriting.conftest import client_for, request_body
 from underwriting.charts import MAX_Y_TICKS, nice_ticks, tier_colour
 from underwriting.downloads import MAX_COLUMN_WIDTH, MIN_COLUMN_WIDTH, display_width
 from underwriting.manual_format import ManualFormatError, parse_manual
-from underwriting.models import RatingManual, RequestStatus, UnderwritingRequest
+from underwriting.models import DECISION_LABELS, RatingManual, RequestStatus, UnderwritingRequest
 from underwriting.reference import builtin_documents
 
 pytestmark = pytest.mark.django_db
@@ -87,7 +87,8 @@ def test_batch_results_say_status_reason_and_decision_in_the_users_language_besi
     assert (first["status"], first["tier"], first["decision"]) == ("completed", "D", "decline")  # stable codes
     assert first["status_text"] == completed
     assert first["label"] == label
-    assert first["decision_text"] == str(DECISIONS["decline"]) if language == "en" else first["decision_text"] != ""
+    declined = str(DECISION_LABELS["decline"])
+    assert first["decision_text"] == declined if language == "en" else first["decision_text"] != ""
     assert all(row["status_text"] != row["status"] for row in table if row["status"] and language == "zh-hans")
     del rejected_reason
 
