@@ -313,11 +313,11 @@ def _upsert_postgresql(cursor: Any, table: Table, resolved: str, batch_id: int, 
         # for, and the probe of the stored rows (one per row: a tenth of a bulk load) is never run.
         f" AND (SELECT count(*) FROM up) < (SELECT count(*) FROM resolved WHERE {where}))"
         " SELECT (SELECT count(*) FILTER (WHERE inserted) FROM up), (SELECT count(*) FILTER (WHERE NOT inserted)"
-        " FROM up), (SELECT coalesce(array_agg(line_number), ARRAY[]::bigint[]) FROM resolved"
-        f" WHERE {'NOT (' + where + ')' if missing else 'false'}),"
-        f" (SELECT coalesce(array_agg({'patient_ref' if missing else 'resource_id'}), ARRAY[]::text[]) FROM resolved"
-        f" WHERE {'NOT (' + where + ')' if missing else 'false'}),"
-        " (SELECT coalesce(array_agg(line_number), ARRAY[]::bigint[]) FROM conflicts)"
+        " FROM up), d.lines, d.refs, (SELECT coalesce(array_agg(line_number), ARRAY[]::bigint[]) FROM conflicts)"
+        # The dangling rows' line numbers and references from one scan, so that they pair up.
+        " FROM (SELECT coalesce(array_agg(line_number), ARRAY[]::bigint[]) AS lines,"
+        f" coalesce(array_agg({'patient_ref' if missing else 'resource_id'}), ARRAY[]::text[]) AS refs"
+        f" FROM resolved WHERE {'NOT (' + where + ')' if missing else 'false'}) d"
     )
     written.inserted, written.updated, dangling, references, conflicts = cursor.fetchone()
     written.dangling = sorted(zip(dangling, references, strict=True))
