@@ -490,8 +490,8 @@ def subject_vectors(
     if not patients:
         return {}
     stamps = records_stamps(list(patients.values()))
-    version = catalog.current().version
-    lookup = {"catalog_version": version, "key_id": key_fingerprint(public_key), "as_of": as_of}
+    version, key_id = catalog.current().version, key_fingerprint(public_key)
+    lookup = {"catalog_version": version, "key_id": key_id, "as_of": as_of}
     rows = EncryptedFeatureVector.objects.filter(patient_id__in=list(patients.values()), **lookup).values_list(
         "patient_id", "records_stamp", "features", "exponents", "ciphertexts"
     )
@@ -514,8 +514,9 @@ def subject_vectors(
             computed = dict(zip(missing, map(int, values[pk]), strict=True))
             plain[pk] = {**plain.get(pk, {}), **computed} if pk in stored else computed
             vector_save(
-                lookup={"patient_id": pk, **lookup}, records_stamp=stamps[pk], ciphertexts=current[pk], values=plain[pk]
-            )
+                patient_id=pk, catalog_version=version, key_id=key_id, as_of=as_of,
+                records_stamp=stamps[pk], ciphertexts=current[pk], values=plain[pk],
+            )  # fmt: skip
     return {
         subject_key: SubjectVector(
             [from_pair(public_key, current[pk][name]) for name in feature_names],
@@ -540,13 +541,21 @@ def _in_order(values: dict[str, int], feature_names: Sequence[str]) -> list[int]
 
 
 def vector_save(
-    *, lookup: dict[str, object], records_stamp: int, ciphertexts: Stored, values: dict[str, int] | None = None
+    *,
+    patient_id: int,
+    catalog_version: str,
+    key_id: str,
+    as_of: date,
+    records_stamp: int,
+    ciphertexts: Stored,
+    values: dict[str, int],
 ) -> None:
-    """Store ciphertexts computed from the records state ``records_stamp`` and, when given, the plaintext
-    ``values`` they were made from (in the same transaction: the two never disagree at one stamp).
+    """Store ciphertexts computed from the records state ``records_stamp`` and the plaintext ``values``
+    they were made from (in the same transaction: the two never disagree at one stamp).
 
     The stamp is read before the features are computed, so a change committed meanwhile leaves the
     row stale (recomputed next time) rather than wrongly fresh."""
+    lookup = {"patient_id": patient_id, "catalog_version": catalog_version, "key_id": key_id, "as_of": as_of}
     names, exponents, blob = pack(ciphertexts)
     defaults = {"records_stamp": records_stamp, "features": names, "exponents": exponents, "ciphertexts": blob}
     with transaction.atomic():
@@ -555,11 +564,13 @@ def vector_save(
                 EncryptedFeatureVector.objects.update_or_create(**lookup, defaults=defaults)  # type: ignore[arg-type]
         except IntegrityError:  # another worker created the row first: both computed the same state
             EncryptedFeatureVector.objects.filter(**lookup).update(**defaults)
-        if values is not None:
-            values_save(
-                patient_id=int(str(lookup["patient_id"])), catalog_version=str(lookup["catalog_version"]),
-                as_of=date.fromisoformat(str(lookup["as_of"])), records_stamp=records_stamp, values=values,
-            )  # fmt: skip
+        values_save(
+            patient_id=patient_id,
+            catalog_version=catalog_version,
+            as_of=as_of,
+            records_stamp=records_stamp,
+            values=values,
+        )
 
 
 def values_save(
