@@ -226,7 +226,7 @@ def build_tier_query(
         coefficient, constant = _affine(group, plan.slot_bits)
         # Enc(s(1 + 2^L a))^A * Enc(2^L a)^C * Enc(C) = Enc((A s + C)(1 + 2^L a)): the packed slots and their
         # tag. Enc(C) brings a fresh obfuscator, so the query's randomness is independent of its inputs'.
-        blinded = _double_power(base, coefficient, unit, constant, nsquare)
+        blinded = multi_power([(base, coefficient), (unit, constant)], nsquare)
         packed.append(int(blinded * encryptor.encrypt_residue(constant) % nsquare))
     query = ComparisonQuery(
         key_id=key_id(public_key),
@@ -342,33 +342,6 @@ def tier_index_from_answer(state: TieringState, answer: ComparisonAnswer) -> int
     if exceeded != [True] * tier + [False] * (len(exceeded) - tier):
         raise ProtocolError("the answer is not monotone in the thresholds")
     return tier
-
-
-def _double_power(first: Any, first_exponent: int, second: Any, second_exponent: int, modulus: Any) -> Any:
-    """``first^e1 * second^e2 mod modulus`` by interleaved 4-bit windows (Straus 1964; Shamir's trick):
-    one run of squarings for both powers, about two thirds of the cost of two ``powmod`` calls at the
-    query's exponent sizes. Exponents are public to the worker (its own blinding); a negative one inverts."""
-    if first_exponent < 0:
-        first, first_exponent = gmpy2.invert(first, modulus), -first_exponent
-    if second_exponent < 0:
-        second, second_exponent = gmpy2.invert(second, modulus), -second_exponent
-    window, size = 4, 16
-    firsts, seconds = [gmpy2.mpz(1)] * size, [gmpy2.mpz(1)] * size
-    for index in range(1, size):
-        firsts[index] = firsts[index - 1] * first % modulus
-        seconds[index] = seconds[index - 1] * second % modulus
-    digits = -(-max(first_exponent.bit_length(), second_exponent.bit_length(), 1) // window)
-    accumulator = gmpy2.mpz(1)
-    for digit in range(digits - 1, -1, -1):
-        for _ in range(window):
-            accumulator = accumulator * accumulator % modulus
-        shift = digit * window
-        i, j = (first_exponent >> shift) & 15, (second_exponent >> shift) & 15
-        if i:
-            accumulator = accumulator * firsts[i] % modulus
-        if j:
-            accumulator = accumulator * seconds[j] % modulus
-    return accumulator
 
 
 def _log_uniform(rng: random.Random) -> int:
