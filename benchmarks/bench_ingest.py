@@ -162,14 +162,10 @@ def _lines(folder: Path) -> int:
 
 
 _INGEST = """
-import os, resource, time
+import resource, time
 from django.db import connection
+from benchmarks.support import cpu_seconds
 from datadomain.ingest.runner import Ingester
-
-def cpu(pid):
-    with open(f"/proc/{{pid}}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 def own(who):
     usage = resource.getrusage(who)
@@ -178,17 +174,14 @@ def own(who):
 with connection.cursor() as cursor:
     cursor.execute("SELECT pg_backend_pid()")
     backend = cursor.fetchone()[0]
-try:
-    backend_before = cpu(backend)
-except OSError:
-    backend_before = None
+backend_before = cpu_seconds({{backend}}).get(backend)  # None: the server runs on another machine
 # The parser processes are this process's children, reaped when the run ends.
 main_before, parsers_before = own(resource.RUSAGE_SELF), own(resource.RUSAGE_CHILDREN)
 started = time.perf_counter()
 Ingester(workers=2, restart={restart}).run([{folder!r}])
 seconds = time.perf_counter() - started
 main_spent, parsers_spent = own(resource.RUSAGE_SELF) - main_before, own(resource.RUSAGE_CHILDREN) - parsers_before
-backend_spent = cpu(backend) - backend_before if backend_before is not None else float("nan")
+backend_spent = cpu_seconds({{backend}})[backend] - backend_before if backend_before is not None else float("nan")
 print("RESULT", seconds, main_spent, parsers_spent, backend_spent)
 """
 
