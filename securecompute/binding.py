@@ -214,14 +214,12 @@ def tag_material(
 ) -> TagMaterial:
     """The tag material for ``score`` (the domain's own ``Enc(s)``), re-randomised so that it cannot be
     linked to the ciphertexts it was computed from."""
-    n = gmpy2.mpz(modulus(public_key))
-    nsquare = n * n
-    shifted = gmpy2.mpz(mac_key) << params.value_bits
-    if shifted >= n:
-        raise ProtocolError("the MAC key does not fit the key's plaintext space")
+    n = modulus(public_key)
+    nsquare = gmpy2.mpz(n) ** 2
+    shifted = _tag_key(mac_key, params, n)
     encryptor = fast_encryptor(public_key)
     score_tag = gmpy2.powmod(raw_ciphertext(score, public_key), shifted, nsquare) * encryptor.obfuscator() % nsquare
-    return TagMaterial(score_tag=int(score_tag), unit_tag=encryptor.encrypt_residue(int(shifted)))
+    return TagMaterial(score_tag=int(score_tag), unit_tag=encryptor.encrypt_residue(shifted))
 
 
 def tag_material_for_known_score(
@@ -237,13 +235,19 @@ def tag_material_for_known_score(
     like every ciphertext of the fast encryptor), so they are no more linkable to the vector than the
     re-randomised power was. A negative score is the residue ``n - |2^L a s|``, as phe encodes it."""
     n = modulus(public_key)
-    shifted = mac_key << params.value_bits
-    if shifted >= n:
-        raise ProtocolError("the MAC key does not fit the key's plaintext space")
+    shifted = _tag_key(mac_key, params, n)
     encryptor = fast_encryptor(public_key)
     return TagMaterial(
         score_tag=encryptor.encrypt_residue(shifted * score % n), unit_tag=encryptor.encrypt_residue(shifted)
     )
+
+
+def _tag_key(mac_key: int, params: BindingParams, n: int) -> int:
+    """``2^L a`` (:func:`pack_key`), which the tag material encrypts; it must lie below ``n``."""
+    shifted = pack_key(mac_key, params)
+    if shifted >= n:
+        raise ProtocolError("the MAC key does not fit the key's plaintext space")
+    return shifted
 
 
 def tagged_score(public_key: phe.PaillierPublicKey, score: phe.EncryptedNumber, tags: TagMaterial) -> int:
