@@ -105,7 +105,9 @@ def requests_for_insurer(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
 ) -> QuerySet[UnderwritingRequest]:
-    queryset = UnderwritingRequest.objects.filter(insurer_id=insurer_id).select_related("manual")
+    queryset = (
+        UnderwritingRequest.objects.filter(insurer_id=insurer_id).select_related("manual").defer(*LARGE_REQUEST_FIELDS)
+    )
     if status:
         queryset = queryset.filter(status=status)
     if reference:

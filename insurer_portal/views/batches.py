@@ -92,7 +92,9 @@ def batch_cancel(request: HttpRequest, membership: InsurerUser, batch_id: int) -
 
 def _result_rows(batch: Batch, *, without_tier_only: bool = False) -> list[list[object]]:
     out: list[list[object]] = []
-    for row in batch.rows.select_related("request__manual"):
+    # The manual only for its tier labels, which request_tier_label reads by key: not its text per row.
+    large = [f"request__{name}" for name in uw_selectors.LARGE_REQUEST_FIELDS]
+    for row in batch.rows.select_related("request__manual").defer(*large):
         uw = row.request
         if without_tier_only and uw is not None and uw.status == RequestStatus.COMPLETED:
             continue
