@@ -228,11 +228,11 @@ class _Plan:
     ref: str
     query: dict[str, Any]
     grant: ComparisonGrant | None
+    digest: str  # the query's SHA-256, which its grant is spent on
     refusal: str = ""
     stored: AnswerJSON | None = None
     use: GrantUse = GrantUse.REFUSED
     answer: AnswerJSON | None = None  # a packed query's answer for this request, once it passed
-    digest: str = ""
 
 
 def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dict[str, Reply]:
@@ -254,17 +254,14 @@ def comparisons_answer_many(*, queries: list[tuple[str, dict[str, Any]]]) -> dic
     entries = _members(queries)
     plans = _grants_spend(entries)
     outcomes: list[tuple[_Plan, AnswerJSON, str]] = []
-    singles = [plan for plan in plans if not is_packed(plan.query)]
     packs: dict[int, list[_Plan]] = {}
     for plan in plans:
         if is_packed(plan.query):
             packs.setdefault(id(plan.query), []).append(plan)
-    for plan in singles:
-        if plan.stored is not None:
-            answer, reason = plan.stored, ""
+        elif plan.stored is not None:
+            outcomes.append((plan, plan.stored, ""))
         else:
-            answer, reason = _answer(plan)
-        outcomes.append((plan, answer, reason))
+            outcomes.append((plan, *_answer(plan)))
     for members in packs.values():
         outcomes += _answer_pack(members)
     _answers_record(outcomes)
@@ -291,7 +288,7 @@ def _grants_spend(queries: list[tuple[str, dict[str, Any]]]) -> list[_Plan]:
         for ref, query in queries:
             grant = grants.get(ref)
             digest = digests[id(query)] = digests.get(id(query)) or _digest(query)
-            plan = _Plan(ref, query, grant, digest=digest)
+            plan = _Plan(ref, query, grant, digest)
             if grant is None:
                 plan.refusal = "no_grant"
             elif grant.status == ComparisonGrant.Status.ISSUED:
@@ -399,8 +396,7 @@ def _refusal_signs(plan: _Plan, count: int) -> list[bool]:
     if plan.grant is None:
         return random_signs(count)
     mac_key = int(plan.grant.mac_key, 16)
-    digest = plan.digest or _digest(plan.query)
-    return keyed_signs(mac_key.to_bytes((mac_key.bit_length() + 7) // 8, "big"), digest, count)
+    return keyed_signs(mac_key.to_bytes((mac_key.bit_length() + 7) // 8, "big"), plan.digest, count)
 
 
 def _claimed_count(query: dict[str, Any]) -> int:
