@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import unicodedata
 import uuid
 from datetime import UTC, datetime
@@ -602,19 +603,16 @@ class UnderwritingRequestDetailApi(InsurerAPIView):
         return found
 
 
-def _wait_message() -> str:
-    return gettext("A number of seconds from 0 to %(limit)s.") % {"limit": MAX_WAIT_SECONDS}
-
-
 def _wait_seconds(value: str | None) -> float:
     if value in (None, ""):
         return 0.0
     try:
         seconds = float(value)
     except ValueError:
-        raise ValidationError({"wait": [_wait_message()]}) from None
+        seconds = math.nan  # refused below like any other value outside the range
     if not 0 <= seconds <= MAX_WAIT_SECONDS:
-        raise ValidationError({"wait": [_wait_message()]})
+        message = gettext("A number of seconds from 0 to %(limit)s.") % {"limit": MAX_WAIT_SECONDS}
+        raise ValidationError({"wait": [message]})
     return seconds
 
 
