@@ -332,8 +332,9 @@ def _tier_queries(items: list[_ScoringItem]) -> tuple[list[TieringSecret], list[
                     item.public_key, item.pack.score, item.pack.tags, item.pack.thresholds,
                     request_id=item.pack.request_id, params=params, score_bound=item.pack.score_bound,
                 )  # fmt: skip
-                secrets.append(_secret(item, dict(single.to_dict()), state))
-                queries.append((item.pack.request_id, dict(single.to_dict())))
+                message = dict(single.to_dict())
+                secrets.append(_secret(item, message, state))
+                queries.append((item.pack.request_id, message))
             continue
         pack_id = f"pack-{uuid.uuid4()}"
         packed, states = build_packed_query(
@@ -341,10 +342,11 @@ def _tier_queries(items: list[_ScoringItem]) -> tuple[list[TieringSecret], list[
         )
         leader = group[0].pack.request_id
         pointer: dict[str, Any] = {"v": PROTOCOL_VERSION, "pack": pack_id, "leader": leader}
+        message = dict(packed.to_dict())
         for item in group:
-            query = dict(packed.to_dict()) if item.pack.request_id == leader else pointer
+            query = message if item.pack.request_id == leader else pointer
             secrets.append(_secret(item, query, states[item.pack.request_id]))
-        queries.append((pack_id, dict(packed.to_dict())))
+        queries.append((pack_id, message))
     return secrets, queries
 
 
