@@ -187,7 +187,8 @@ def _consent_still_given(requests: list[Claimed]) -> list[Claimed]:
         reason=RejectReason.CONSENT_WITHDRAWN,
     )
     webhooks_enqueue_for_requests(request_ids=rejected)
-    return [r for r in requests if r.pk not in set(stopped)]
+    stopped_ids = set(stopped)
+    return [r for r in requests if r.pk not in stopped_ids]
 
 
 def _authorise_group(
