@@ -5,6 +5,9 @@ chunk, which stored vectors are still fresh, features of the stale ones (a few q
 processes only encrypt (no database, no Django state): they receive the modulus once and integer
 vectors, and return ciphertexts. Each chunk is then upserted in one statement, with the plaintext values
 the ciphertexts were made from (``FeatureValues``, read by the data domain alone) in a second.
+
+Several machines share the work with a ``Shard`` each: every subject belongs to exactly one of N shards,
+chosen by its subject key, so N runs against one database cover every subject once between them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 
 import phe
 from django.db import connection, connections, transaction
+from django.db.models import F, QuerySet, Value
+from django.db.models.functions import StrIndex, Substr
 
 from datadomain import catalog
 from datadomain.encryption import Stored, encrypt_vector, key_fingerprint, pack, to_pair, unpack
@@ -46,11 +51,56 @@ class PrecomputeResult:
     already_fresh: int = 0
 
 
-def _chunks(chunk_size: int, limit: int | None) -> Iterator[list[int]]:
+# Hex digits in the order of their value from 1: a digit's position is its value ('0' is not found: 0).
+_HEX_DIGITS = "123456789abcdef"
+# Seven hex digits (28 bits) stay within PostgreSQL's 32-bit integer, so the expression needs no casts;
+# the bias of 2**28 mod N over 2**28 subjects is below one in a million for N up to 256.
+_SHARD_DIGITS = 7
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Share ``index`` of ``count``: the subjects whose subject key, read as hex, has its first seven
+    digits equal to ``index`` modulo ``count``. The subject key is an HMAC of the resident ID, so shards are
+    even in size and the same on every machine and in every run, whatever order subjects were loaded in."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: needs N >= 1 and K from 0 to N-1")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"K/N"``, as given on the command line."""
+        index, slash, count = text.partition("/")
+        if not slash or not index.strip().isdigit() or not count.strip().isdigit():
+            raise ValueError(f"shard {text!r}: expected K/N, two whole numbers such as 0/4")
+        return cls(int(index), int(count))
+
+    def owns(self, subject_key: str) -> bool:
+        """The same rule as ``subjects`` (which runs it in the database), for one lower-case hex key."""
+        return int(subject_key[:_SHARD_DIGITS], 16) % self.count == self.index
+
+    def subjects(self) -> QuerySet[Patient]:
+        """The shard's patients. The digits are read in SQL (substring and position, the same on
+        PostgreSQL and SQLite), so each chunk's query and the count stay in the database."""
+        if self.count == 1:
+            return Patient.objects.all()
+        digits = [StrIndex(Value(_HEX_DIGITS), Substr(F("subject_key"), i, 1)) for i in range(1, _SHARD_DIGITS + 1)]
+        value: Any = digits[0]
+        for digit in digits[1:]:
+            value = value * 16 + digit
+        return Patient.objects.alias(shard=value % self.count).filter(shard=self.index)
+
+
+def _chunks(chunk_size: int, limit: int | None, shard: Shard) -> Iterator[list[int]]:
     last, remaining = 0, limit if limit is not None else -1
+    subjects = shard.subjects()
     while remaining:
         size = chunk_size if remaining < 0 else min(chunk_size, remaining)
-        ids = list(Patient.objects.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:size])
+        ids = list(subjects.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:size])
         if not ids:
             return
         yield ids
@@ -76,11 +126,12 @@ def precompute(
     processes: int = 2,
     chunk_size: int = 200,
     limit: int | None = None,
+    shard: Shard = Shard(),
     on_progress: Callable[[int], None] | None = None,
 ) -> PrecomputeResult:
-    """Make sure every patient (or the first ``limit`` by id) has a fresh vector of ``feature_names``
-    under ``public_key`` on ``as_of``. While the workers encrypt one chunk, this process stores the
-    previous one and extracts the next."""
+    """Make sure every patient of ``shard`` (all by default; or the shard's first ``limit`` by id) has a
+    fresh vector of ``feature_names`` under ``public_key`` on ``as_of``. While the workers encrypt one
+    chunk, this process stores the previous one and extracts the next."""
     current = catalog.current()
     current.require(feature_names)
     job = _Job(list(feature_names), current, key_fingerprint(public_key), as_of)
@@ -91,7 +142,7 @@ def precompute(
     context = multiprocessing.get_context("fork")
     with context.Pool(processes, initializer=_init_worker, initargs=(public_key.n,)) as pool:
         pending: _Chunk | None = None
-        for ids in _chunks(chunk_size, limit):
+        for ids in _chunks(chunk_size, limit, shard):
             chunk = job.prepare(ids, pool, result)
             if pending is not None:
                 job.store(pending, result, on_progress)

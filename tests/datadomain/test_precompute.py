@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 from io import StringIO
+from typing import Any
 
 import phe
 import pytest
@@ -11,8 +12,8 @@ from django.core.management.base import CommandError
 
 from datadomain import services
 from datadomain.encryption import unpack
-from datadomain.models import CustodianKey, EncryptedFeatureVector, FeatureValues
-from datadomain.precompute import precompute
+from datadomain.models import CustodianKey, EncryptedFeatureVector, FeatureValues, Patient
+from datadomain.precompute import Shard, precompute
 from securecompute.keys import key_id, public_key_to_json
 from tests.datadomain.conftest import AS_OF
 from tests.datadomain.fhir import condition, patient, resident_id
@@ -100,3 +101,134 @@ def test_the_plaintext_values_stay_in_step_with_the_ciphertexts(
     EncryptedFeatureVector.objects.all().delete()  # cold: extracted at request time, stored with its values
     assert vectors()[keys[1]].values == fresh[keys[1]].values
     assert FeatureValues.objects.count() == 3
+
+
+NAMES = ["charlson.chf", "charlson.copd", "age.acci_points"]
+
+
+def stored() -> tuple[dict[int, tuple[int, list[str], str]], dict[int, tuple[int, dict[str, int]]]]:
+    """What a run leaves, without the ciphertexts (fresh randomness each time): each vector's stamp, names
+    and key, and each subject's plaintext values."""
+    vectors = {
+        row.patient_id: (row.records_stamp, list(row.features), row.key_id)
+        for row in EncryptedFeatureVector.objects.all()
+    }
+    values = {row.patient_id: (row.records_stamp, row.values) for row in FeatureValues.objects.all()}
+    return vectors, values
+
+
+@pytest.mark.parametrize("count", [1, 3, 5])
+def test_shards_together_write_exactly_what_one_full_run_writes(
+    count: int, load: Callable[..., None], keypair: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey]
+) -> None:
+    public_key, _ = keypair
+    population(load, size=12)
+    full = precompute(public_key=public_key, feature_names=NAMES, as_of=AS_OF, processes=1, chunk_size=4)
+    expected = stored()
+    assert len(expected[0]) == len(expected[1]) == full.encrypted == 12
+    EncryptedFeatureVector.objects.all().delete()
+    FeatureValues.objects.all().delete()
+
+    seen: set[int] = set()
+    for index in range(count):
+        shard = Shard(index, count)
+        result = precompute(
+            public_key=public_key, feature_names=NAMES, as_of=AS_OF, processes=1, chunk_size=2, shard=shard
+        )
+        written = set(EncryptedFeatureVector.objects.values_list("patient_id", flat=True)) - seen
+        assert not written & seen
+        assert result.encrypted == result.subjects == len(written)
+        # The rule in SQL is the documented one: the subject key's first seven hex digits, modulo N.
+        owned = {pk for pk, key in Patient.objects.values_list("pk", "subject_key") if shard.owns(key)}
+        assert written == owned == set(shard.subjects().values_list("pk", flat=True))
+        seen |= written
+    assert stored() == expected
+
+
+def test_a_shard_run_twice_redoes_nothing_and_limit_counts_within_the_shard(
+    load: Callable[..., None], keypair: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey]
+) -> None:
+    public_key, _ = keypair
+    population(load, size=8)
+    shard = Shard(1, 2)
+    members = sorted(shard.subjects().values_list("pk", flat=True))
+    assert 0 < len(members) < 8  # both halves hold someone with these eight keys
+    first = precompute(public_key=public_key, feature_names=NAMES, as_of=AS_OF, processes=1, limit=1, shard=shard)
+    assert first.encrypted == 1
+    assert list(EncryptedFeatureVector.objects.values_list("patient_id", flat=True)) == members[:1]
+    precompute(public_key=public_key, feature_names=NAMES, as_of=AS_OF, processes=1, shard=shard)
+    before = stored()
+    again = precompute(public_key=public_key, feature_names=NAMES, as_of=AS_OF, processes=1, shard=shard)
+    assert (again.subjects, again.encrypted, again.already_fresh) == (len(members), 0, len(members))
+    assert stored() == before
+
+
+@pytest.mark.parametrize("text", ["2/2", "3/2", "-1/2", "0/0", "1", "a/b", "1/2/3", "", "1/-2"])
+def test_bad_shards_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="shard"):
+        Shard.parse(text)
+    with pytest.raises(CommandError, match="--shard"):
+        call_command("precompute_features", "--shard", text, "--no-progress", stdout=StringIO())
+
+
+def test_shard_objects_check_their_values() -> None:
+    with pytest.raises(ValueError, match="K from 0 to N-1"):
+        Shard(2, 2)
+    with pytest.raises(ValueError, match="N >= 1"):
+        Shard(0, 0)
+    assert Shard.parse(" 1 / 4 ") == Shard(1, 4)
+    assert Shard.parse("0/1") == Shard()
+
+
+def test_precompute_command_takes_a_shard_with_its_size_as_the_progress_total(
+    load: Callable[..., None],
+    keypair: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datadomain.management.commands import precompute_features
+
+    public_key, _ = keypair
+    population(load, size=8)
+    CustodianKey.objects.create(key_id=key_id(public_key), public_key_json=public_key_to_json(public_key))
+    totals: list[int] = []
+
+    class Bar:
+        def __init__(self, *, total: int, **kwargs: Any) -> None:
+            totals.append(total)
+            self.done = 0
+
+        def __enter__(self) -> Bar:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            assert self.done == totals[-1]  # the bar ends full
+
+        def update(self, n: int) -> None:
+            self.done += n
+
+    monkeypatch.setattr(precompute_features, "tqdm", Bar)
+    sizes = [Shard(k, 3).subjects().count() for k in range(3)]
+    for k in range(3):
+        out = StringIO()
+        call_command(
+            "precompute_features", "--shard", f"{k}/3", "--processes", "1", "--as-of", "2026-06-30", stdout=out
+        )
+        assert f"shard {k}/3: {sizes[k]} subjects, {sizes[k]} encrypted" in out.getvalue()
+    assert totals == sizes
+    assert sum(sizes) == 8 == EncryptedFeatureVector.objects.count()
+    someone = next(k for k in range(3) if sizes[k])
+    call_command(
+        "precompute_features", "--shard", f"{someone}/3", "--limit", "1", "--processes", "1", stdout=StringIO()
+    )
+    assert totals[-1] == 1
+
+
+def test_replace_retiring_is_refused_with_a_shard_before_any_work(
+    load: Callable[..., None], keypair: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey]
+) -> None:
+    public_key, _ = keypair
+    population(load, size=2)
+    CustodianKey.objects.create(key_id=key_id(public_key), public_key_json=public_key_to_json(public_key))
+    with pytest.raises(CommandError, match="run it once without --shard"):
+        call_command("precompute_features", "--shard", "0/2", "--replace-retiring", "--no-progress", stdout=StringIO())
+    assert not EncryptedFeatureVector.objects.exists()
