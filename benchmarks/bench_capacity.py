@@ -106,6 +106,9 @@ WARM_UP_REQUESTS = 10
 DRAIN_SECONDS = 300.0
 WARM_UP_DRAIN_SECONDS = 120.0
 QUEUES = ("domain", "scoring", "custodian", "webhooks")
+# Not in flight on the stack: seed_demo's resident-confirmation demo request waits for its resident, not
+# for a worker, and would keep the warm-up of a layout with beat from ever seeing the stack drained.
+WAITING_ON_PEOPLE = ("awaiting_consent",)
 
 
 # --- the real stack -------------------------------------------------------------------------------------
@@ -143,7 +146,7 @@ class Scratch:
             self.rows(
                 "SELECT count(*) FROM underwriting_underwritingrequest WHERE reference LIKE %s "
                 "AND NOT status = ANY(%s)",
-                [references, list(TERMINAL)],
+                [references, [*TERMINAL, *WAITING_ON_PEOPLE]],
             )[0][0]
         )
 
@@ -211,6 +214,22 @@ class StackTarget:
                 pipe.llen(key)
         pipe.hlen("unacked")
         return not any(pipe.execute())
+
+    def in_flight(self, references: str) -> str:
+        """What keeps the stack from being idle: unfinished requests by status, queues with messages."""
+        statuses = self.scratch.rows(
+            "SELECT status, count(*) FROM underwriting_underwritingrequest WHERE reference LIKE %s "
+            "AND NOT status = ANY(%s) GROUP BY status ORDER BY status",
+            [references, [*TERMINAL, *WAITING_ON_PEOPLE]],
+        )
+        parts = [f"{count} {status}" for status, count in statuses]
+        for queue in QUEUES:
+            for key in (queue, *(f"{queue}\x06\x16{priority}" for priority in (3, 6, 9))):
+                if length := self.redis.llen(key):
+                    parts.append(f"{length} in {key.split(chr(6))[0]}")
+        if unacked := self.redis.hlen("unacked"):
+            parts.append(f"{unacked} delivered, unacknowledged")
+        return ", ".join(parts) or "nothing"
 
     def cpu_groups(self) -> dict[str, Callable[[], set[int]]]:
         groups: dict[str, Callable[[], set[int]]] = {
@@ -350,7 +369,9 @@ def _layout(
         if not target.warm_up(populations):
             notes.append(
                 f"{layout}: the stack had requests or tasks in flight {WARM_UP_DRAIN_SECONDS:.0f} s after the warm-up"
+                f" ({target.in_flight('%' if target.sweeper else 'CAP-%')})"
             )
+            log(notes[-1])
         for mix in settings.populations:
             log(f"bench_capacity: {layout} layout, {mix} population(s)")
             steps = capacity_search(
