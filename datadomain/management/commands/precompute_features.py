@@ -47,7 +47,8 @@ class Command(BaseCommand):
             default=Shard(),
             metavar="K/N",
             help="only the subjects whose subject key falls in share K of N (K from 0 to N-1; default 0/1, "
-            "every subject); the N shares together cover every subject exactly once, on any machine",
+            "every subject); the N shares together cover every subject exactly once, on any machine. Give every "
+            "machine the same N, --as-of and --features",
         )
         parser.add_argument("--no-progress", action="store_true")
         parser.add_argument(
