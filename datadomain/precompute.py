@@ -51,7 +51,8 @@ class PrecomputeResult:
     already_fresh: int = 0
 
 
-# Hex digits in the order of their value from 1: a digit's position is its value ('0' is not found: 0).
+# Hex digits in the order of their value from 1: a digit's position is its value. '0' is not found, so
+# it counts 0, and so would any other character: every key, even a malformed one, is in exactly one share.
 _HEX_DIGITS = "123456789abcdef"
 # Seven hex digits (28 bits) stay within PostgreSQL's 32-bit integer, so the expression needs no casts;
 # the bias of 2**28 mod N over 2**28 subjects is below one in a million for N up to 256.
