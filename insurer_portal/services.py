@@ -114,13 +114,36 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
     return key
 
 
+_KEY_COLUMNS = ("id", "insurer_id", "key_sha256", "last_used_at", "revoked_at")
+
+
 def api_key_authenticate(*, plaintext: str) -> ApiKey | None:
     """The active key matching ``plaintext``, with its last-used time refreshed (at most once a minute)."""
     parts = plaintext.split("_", 2)
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
         return None
-    key = ApiKey.objects.select_related("insurer").filter(prefix=parts[1]).first()
-    if key is None or not hmac.compare_digest(key.key_sha256, _hash_key(plaintext)) or not key.is_active:
+    # One row by its unique prefix, as plain values: no ordering, no model rows built by the ORM.
+    row = (
+        ApiKey.objects.filter(prefix=parts[1])
+        .order_by()
+        .values_list(*_KEY_COLUMNS, "insurer__slug", "insurer__name", "insurer__is_active")[:1]
+    )
+    found = next(iter(row), None)
+    if found is None or not hmac.compare_digest(found[2], _hash_key(plaintext)):
+        return None
+    pk, insurer_id, key_sha256, last_used_at, revoked_at, slug, name, insurer_active = found
+    key = ApiKey(
+        pk=pk,
+        insurer_id=insurer_id,
+        prefix=parts[1],
+        key_sha256=key_sha256,
+        last_used_at=last_used_at,
+        revoked_at=revoked_at,
+    )
+    key._state.adding, key._state.db = False, row.db
+    key.insurer = Insurer(pk=insurer_id, slug=slug, name=name, is_active=insurer_active)
+    key.insurer._state.adding, key.insurer._state.db = False, row.db
+    if not key.is_active:
         return None
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:

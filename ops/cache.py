@@ -58,12 +58,17 @@ class RedisWithLocalFallback(RedisCache):
         self.local = LocMemCache("redis-fallback", {"OPTIONS": {"MAX_ENTRIES": 10_000}})
         self._warned_at = 0.0
         self._add_within_limits: Any = None  # the registered script, made on first use
+        # Its client, made once: Django's get_client builds a new redis.Redis (with its table of reply
+        # callbacks) on every call. The pool under it is the backend's, re-created by redis-py after a fork.
+        self._script_client: Any = None
 
     def add_within_limits(self, increments: Sequence[Increment]) -> int | None:
         """insurer_portal.counters.counters_add_within in one Redis round trip (a Lua script, atomic);
         the counters are the ones ``add``/``incr``/``decr`` see under the same keys."""
         try:
-            client = self._cache.get_client(None, write=True)
+            client = self._script_client
+            if client is None:
+                client = self._script_client = self._cache.get_client(None, write=True)
             if self._add_within_limits is None:
                 self._add_within_limits = client.register_script(_ADD_WITHIN_LIMITS)
             keys = [self.make_and_validate_key(increment.key) for increment in increments]
