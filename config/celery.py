@@ -71,9 +71,12 @@ def send(name: str, *args: Any, what: str, link: str | None = None, **options: A
     """:func:`enqueue` for a caller that waits for the task's answer: its AsyncResult, or None, logged
     (``what`` names the step), when the broker cannot take it. Such a caller is a page waiting on the
     domain (the four-eyes explanation), so a broker error is for it to show, not an error page."""
-    if app.conf.task_always_eager and name not in app.tasks:
-        # In-process, this process is every worker, the custodian included: load the task's module.
-        importlib.import_module(name.rpartition(".")[0])
+    if app.conf.task_always_eager:
+        # In-process, this process is every worker, the custodian included: load the modules of the task
+        # and of its callback (a signature of a task this process does not hold goes to the broker).
+        for needed in (name, link):
+            if needed is not None and needed not in app.tasks:
+                importlib.import_module(needed.rpartition(".")[0])
     signature = app.signature(name, args=args, **options)
     if link is not None:
         signature.link(app.signature(link))
