@@ -33,8 +33,8 @@ from typing import Any, TypeVar
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from audit.services import Event, audit_record_many
@@ -73,6 +73,7 @@ from underwriting.models import (
     TieringSecret,
     UnderwritingRequest,
     VerificationFailure,
+    WebhookEndpoint,
 )
 from underwriting.services.dispatch import stage_wake, stage_wake_on_commit, stage_woken
 from underwriting.services.state import fail, transition_many
@@ -117,6 +118,7 @@ class Claimed:
     subject_key: str
     as_of: date
     consent_id: int | None = None
+    hooked: bool = False  # its insurer had an active webhook endpoint when it was claimed (``_claim(hooked=True)``)
 
     def document(self) -> ManualDocument:
         if self.manual_id is None:
@@ -124,12 +126,17 @@ class Claimed:
         return selectors.manual_document_by_id(self.manual_id)
 
 
-def _claim(status: str, *, limit: int, ids: Iterable[str] | None = None) -> list[Claimed]:
-    """Lock up to ``limit`` requests in ``status``, oldest first, skipping those another drain holds."""
+def _claim(status: str, *, limit: int, ids: Iterable[str] | None = None, hooked: bool = False) -> list[Claimed]:
+    """Lock up to ``limit`` requests in ``status``, oldest first, skipping those another drain holds.
+    ``hooked``: also read whether each request's insurer has an active webhook endpoint (in the same
+    statement), for a stage that makes requests terminal."""
     rows = UnderwritingRequest.objects.select_for_update(skip_locked=True).filter(status=status)
     if ids is not None:
         rows = rows.filter(pk__in=list(ids))
     fields = ["pk", "manual_id", "subject_key", "as_of", "consent_id"]
+    if hooked:
+        active = WebhookEndpoint.objects.filter(insurer_id=OuterRef("insurer_id"), is_active=True)
+        rows, fields = rows.annotate(hooked=Exists(active)), [*fields, "hooked"]
     return [Claimed(*row) for row in rows.order_by("updated_at").values_list(*fields)[:limit]]
 
 
@@ -256,18 +263,52 @@ def _score_chunk(limit: int) -> int:
     TieringSecret, which no other zone can read."""
     with transaction.atomic():
         requests = _claim(RequestStatus.SCORING, limit=limit)
-        inputs = {i.request_id: i for i in ScoringInput.objects.filter(request_id__in=[r.pk for r in requests])}
+        inputs = _take(ScoringInput, [r.pk for r in requests])  # the ciphertexts are not needed after this chunk
         items, failed = _each(requests, lambda request: _scoring_item(request, inputs.get(request.pk)))
         moved = transition_many(
             {pk: {} for pk in items}, from_status=RequestStatus.SCORING, to_status=RequestStatus.TIERING
         )
         secrets, queries = _tier_queries([items[pk] for pk in moved])
         TieringSecret.objects.bulk_create(secrets)
-        ScoringInput.objects.filter(request_id__in=[r.pk for r in requests]).delete()  # ciphertexts no longer needed
         if queries:
             transaction.on_commit(partial(_ask_custodian, queries))
         _fail_many(failed, from_status=RequestStatus.SCORING, what="scored")
     return len(requests)
+
+
+StageRow = TypeVar("StageRow", ScoringInput, TieringSecret)
+
+
+def _take(model: type[StageRow], request_ids: list[uuid.UUID]) -> dict[uuid.UUID, StageRow]:
+    """Read and delete the stage rows of these requests, in the caller's transaction (a rollback keeps
+    them): one ``DELETE ... RETURNING`` on PostgreSQL, a SELECT and a DELETE elsewhere."""
+    if not request_ids:
+        return {}
+    if connection.vendor != "postgresql":
+        rows = {row.request_id: row for row in model.objects.filter(request_id__in=request_ids)}
+        model.objects.filter(request_id__in=request_ids).delete()
+        return rows
+    fields = model._meta.concrete_fields
+    table = model._meta.db_table
+    columns = ", ".join(f'"{field.column}"' for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'DELETE FROM "{table}" WHERE "request_id" = ANY(%s::uuid[]) RETURNING {columns}',  # noqa: S608 # nosec B608 - names from the model, values bound
+            [[str(pk) for pk in request_ids]],
+        )
+        fetched = cursor.fetchall()
+    converters = [(field.get_db_converters(connection), field.get_col(table)) for field in fields]
+    names = [field.attname for field in fields]
+    taken: dict[uuid.UUID, StageRow] = {}
+    for row in fetched:
+        values = []
+        for value, (functions, column) in zip(row, converters, strict=True):
+            for function in functions:  # as the ORM reads the column (a JSON field's text, parsed)
+                value = function(value, column, connection)
+            values.append(value)
+        instance = model.from_db(connection.alias, names, values)
+        taken[instance.request_id] = instance
+    return taken
 
 
 def _each(requests: list[Claimed], compute: Callable[[Claimed], T]) -> tuple[dict[uuid.UUID, T], dict[uuid.UUID, str]]:
@@ -383,17 +424,15 @@ def requests_finalize(*, answers: dict[str, dict[str, Any]]) -> int:
     completed; a request whose answer is unusable (not monotone, or read too close to its grant's expiry)
     turns ``failed``."""
     with transaction.atomic():
-        requests = _claim(RequestStatus.TIERING, limit=len(answers), ids=answers)
-        secrets = {t.request_id: t for t in TieringSecret.objects.filter(request_id__in=[r.pk for r in requests])}
+        requests = _claim(RequestStatus.TIERING, limit=len(answers), ids=answers, hooked=True)
+        secrets = _take(TieringSecret, [r.pk for r in requests])  # the secret state goes with the answer
         now = timezone.now()
         changes, failed = _each(
             requests, lambda request: _tier_fields(request, secrets.get(request.pk), answers[str(request.pk)], now)
         )
         completed = transition_many(changes, from_status=RequestStatus.TIERING, to_status=RequestStatus.COMPLETED)
-        TieringSecret.objects.filter(
-            request_id__in=[r.pk for r in requests]
-        ).delete()  # the secret state goes with the answer
-        webhooks_enqueue_for_requests(request_ids=completed)
+        hooked = {request.pk for request in requests if request.hooked}
+        webhooks_enqueue_for_requests(request_ids=[pk for pk in completed if pk in hooked])  # none: no query
         _fail_many(failed, from_status=RequestStatus.TIERING, what="tiered")
     return len(completed)
 
