@@ -3,7 +3,9 @@
 Each terminal transition publishes a message on the request's Redis channel once its transaction has
 committed; a waiter subscribes, reads the request (so a transition that happened before it subscribed is
 not missed) and then sleeps until a message or the deadline. A request that completes while its caller
-waits costs two reads, instead of a poll every few milliseconds.
+waits costs two reads, instead of a poll every few milliseconds. The waiters of a process share one
+subscription connection (:class:`_Listener`): a wait sends SUBSCRIBE and UNSUBSCRIBE on it and opens no
+connection of its own.
 
 Best effort by design: the database row is the truth. A message lost to a Redis hiccup only delays the
 waiter until its next fallback read (``FALLBACK_POLL_SECONDS``); without Redis (the embedded default) the
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -86,41 +90,156 @@ def wait_terminal(
 ) -> bool:
     """Block until ``is_terminal()`` holds (True) or ``timeout`` seconds passed (False)."""
     deadline = time.monotonic() + timeout
-    client = redis_client()
-    subscription = None
-    if client is not None:
-        try:
-            subscription = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-            subscription.subscribe(channel(request_id))
-        except redis.RedisError:
-            subscription = None
+    name = channel(request_id)
+    listener = _listener()
+    woken = listener.register(name) if listener is not None else None
     try:
-        while not is_terminal():  # first read after subscribing: an earlier transition is not missed
+        while True:
+            if woken is not None:
+                woken.clear()  # before the read: a wake-up during it is not lost
+            if is_terminal():  # the first read comes after subscribing: an earlier transition is not missed
+                return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            if subscription is None:
+            if woken is None:
                 time.sleep(min(remaining, 0.05))
+            else:
+                woken.wait(min(remaining, poll_seconds))
+    finally:
+        if woken is not None and listener is not None:
+            listener.unregister(name, woken)
+
+
+# The listener's read returns this often while nothing arrives, and waits this long after losing Redis
+# before it connects again (waiters meanwhile fall back to reading the request every poll_seconds).
+_LISTEN_SECONDS = 5.0
+_RECONNECT_SECONDS = 1.0
+
+
+class _Listener:
+    """One Redis subscription per process, shared by every waiter in it.
+
+    A waiter registers an event for its request's channel; a thread of the process reads the one pub/sub
+    connection and sets the events of the channel a message arrived on. Subscribing and unsubscribing are
+    commands sent on that connection, so a wait opens no connection of its own. Started lazily, in the
+    process that waits (never in gunicorn's master before the fork). When Redis goes away the thread drops
+    the connection and subscribes again on a new one; waiters whose wake-up was lost meanwhile read the
+    request at their next fallback poll, and a waiter that cannot subscribe polls as without Redis.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.waiters: dict[str, set[threading.Event]] = {}
+        self.pubsub: Any = None
+        self.broken = False
+        self.thread: threading.Thread | None = None
+
+    def register(self, name: str) -> threading.Event | None:
+        """An event set on each message on channel ``name``; None when the channel cannot be subscribed."""
+        woken = threading.Event()
+        with self.lock:
+            if self.thread is None:  # the first waiter: the connection is made by its subscribe below
+                self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                self.thread = threading.Thread(target=self._run, name="wait-wake-ups", daemon=True)
+                self.thread.start()
+            if self.broken or self.pubsub is None:
+                return None
+            waiting = self.waiters.setdefault(name, set())
+            if not waiting:
+                try:
+                    self.pubsub.subscribe(name)
+                except redis.RedisError as exc:
+                    # The thread connects again; until then every waiter polls instead of trying in turn.
+                    del self.waiters[name]
+                    self._lost(exc)
+                    return None
+            waiting.add(woken)
+        return woken
+
+    def unregister(self, name: str, woken: threading.Event) -> None:
+        with self.lock:
+            waiting = self.waiters.get(name)
+            if waiting is None:
+                return
+            waiting.discard(woken)
+            if waiting:
+                return
+            del self.waiters[name]
+            if self.pubsub is not None and not self.broken:
+                try:
+                    self.pubsub.unsubscribe(name)
+                except redis.RedisError as exc:
+                    self._lost(exc)
+
+    def _lost(self, exc: Exception) -> None:
+        """Called with the lock held: the connection is given up, the thread makes a new one."""
+        if not self.broken:
+            logger.info("wake-up subscription lost (%s); waiters fall back to polling", exc.__class__.__name__)
+        self.broken = True
+
+    def _run(self) -> None:
+        while True:
+            pubsub = self.pubsub
+            if self.broken or pubsub is None:
+                self._reconnect()
                 continue
             try:
-                _next_wake_up(subscription, min(remaining, poll_seconds))
-            except redis.RedisError:
-                subscription = None
-        return True
-    finally:
-        if subscription is not None:
-            with contextlib.suppress(redis.RedisError):
-                subscription.close()
+                message = pubsub.get_message(timeout=_LISTEN_SECONDS)
+            except (redis.RedisError, OSError, ValueError, AttributeError) as exc:
+                with self.lock:
+                    self._lost(exc)
+                continue
+            if message is not None and message.get("type") == "message":
+                name = message["channel"]
+                with self.lock:
+                    events = list(self.waiters.get(name.decode() if isinstance(name, bytes) else name, ()))
+                for woken in events:
+                    woken.set()
+
+    def _reconnect(self) -> None:
+        with self.lock:
+            old, self.pubsub = self.pubsub, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.close()
+        time.sleep(_RECONNECT_SECONDS)
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            pubsub.ping()  # connects here, outside the lock, so no waiter waits for a dead Redis
+            with self.lock:
+                if self.waiters:
+                    pubsub.subscribe(*self.waiters)
+                self.pubsub, self.broken = pubsub, False
+                # A wake-up may have been lost while the connection was down: every waiter reads again.
+                for waiting in self.waiters.values():
+                    for woken in waiting:
+                        woken.set()
+        except redis.RedisError:
+            with contextlib.suppress(Exception):
+                pubsub.close()
 
 
-def _next_wake_up(subscription: redis.client.PubSub, timeout: float) -> None:
-    """Return on the channel's next message or after ``timeout`` seconds. ``get_message`` also returns
-    (with None) when it reads the server's confirmation of the subscription; that is not a wake-up, and
-    reading the request again for it would cost a query per wait for nothing."""
-    deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        if subscription.get_message(timeout=remaining) is not None:
-            return
+_listeners: dict[str, _Listener] = {}
+_listeners_lock = threading.Lock()
+
+
+def _listener() -> _Listener | None:
+    """This process's listener for REDIS_URL (a new one after a fork); None without Redis."""
+    client = redis_client()
+    if client is None:
+        return None
+    url = str(settings.REDIS_URL)
+    found = _listeners.get(url)
+    if found is not None and found.pid == os.getpid():
+        return found
+    with _listeners_lock:
+        found = _listeners.get(url)
+        if found is None or found.pid != os.getpid():
+            found = _listeners[url] = _Listener(client)
+        return found
 
 
 @contextlib.contextmanager
