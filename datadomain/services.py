@@ -181,7 +181,7 @@ DIFFERENT_CONSENT = gettext_noop("A different consent was already recorded under
 
 @transaction.atomic(savepoint=False)  # part of the caller's transaction, which retries on IntegrityError
 def consent_record_many(
-    *, insurer_slug: str, evidence: Sequence[tuple[str, ConsentEvidence]]
+    *, insurer_slug: str, evidence: Sequence[tuple[str, ConsentEvidence]], audit: list[Event] | None = None
 ) -> list[RecordedConsent | DomainError]:
     """Store consent evidence, each item a (subject key, evidence) pair: one SELECT of the references
     already recorded, one INSERT of the new ones and one of their audit events. Each item gets its record,
@@ -191,7 +191,10 @@ def consent_record_many(
     one after the other.
 
     No savepoint per row: a concurrent insert of the same reference raises IntegrityError, and the caller
-    retries its transaction, whose next pass finds that record and compares its evidence."""
+    retries its transaction, whose next pass finds that record and compares its evidence.
+
+    With ``audit``, the audit events are appended to it instead, for the caller to record in its own
+    INSERT in the same transaction."""
     checked = [_consent_fields_or_error(item) for _, item in evidence]
     wanted = {
         (subject, item.reference)
@@ -209,7 +212,11 @@ def consent_record_many(
     for consent in new:  # evidence a withdrawal already stopped is recorded as withdrawn
         consent.withdrawn_at = stopped[id(consent)]
     Consent.objects.bulk_create(new)
-    audit_record_many(_consent_event("consent.record", consent, scope=consent.scope) for consent in new)
+    events = [_consent_event("consent.record", consent, scope=consent.scope) for consent in new]
+    if audit is None:
+        audit_record_many(events)
+    else:
+        audit.extend(events)
     results: list[RecordedConsent | DomainError] = []
     for (subject, item), fields in zip(evidence, checked, strict=True):
         if isinstance(fields, DomainError):

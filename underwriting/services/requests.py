@@ -248,10 +248,11 @@ def _submit_once(submitter: _Submitter, items: Sequence[SubmitItem]) -> list[Sub
             drafts.append(_Draft(index, item, _new_request(submitter, item, now)))
             if key:
                 claimed[key] = drafts[-1]
-    _verify(drafts, submitter, now)
+    audit: list[Event] = []  # the domain's consent events, inserted with the requests' own
+    _verify(drafts, submitter, now, audit)
     refused = {draft.index: SubmitOutcome(error=draft.error) for draft in drafts if draft.error is not None}
     drafts = [draft for draft in drafts if draft.error is None]
-    _save(drafts, submitter, now)
+    _save(drafts, submitter, now, audit)
     outcomes.update(refused)
     outcomes.update((draft.index, SubmitOutcome(request=draft.request, created=True)) for draft in drafts)
     outcomes.update(
@@ -331,7 +332,7 @@ def _new_request(submitter: _Submitter, item: SubmitItem, now: datetime) -> Unde
 # --- verification ----------------------------------------------------------------------------------
 
 
-def _verify(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
+def _verify(drafts: list[_Draft], submitter: _Submitter, now: datetime, audit: list[Event]) -> None:
     """Decide each draft: it proceeds (``extracting``), is rejected with a reason, or its input is refused.
 
     Order matters: the manual first (cheap, no personal data), then the rate limits, which look at nothing
@@ -340,7 +341,7 @@ def _verify(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
     """
     _check_manuals(drafts, submitter.insurer_slug)
     _check_rate_limit(_pending(drafts), submitter.insurer_id, now)
-    _check_identity_and_consent(_pending(drafts), submitter, now)
+    _check_identity_and_consent(_pending(drafts), submitter, now, audit)
 
 
 def _check_manuals(drafts: list[_Draft], insurer_slug: str) -> None:
@@ -353,7 +354,7 @@ def _check_manuals(drafts: list[_Draft], insurer_slug: str) -> None:
             draft.reject(RejectReason.MANUAL_NOT_APPROVED)
 
 
-def _check_identity_and_consent(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
+def _check_identity_and_consent(drafts: list[_Draft], submitter: _Submitter, now: datetime, audit: list[Event]) -> None:
     """Both checks run for every draft, and any failure is the one reason ``not_verified``: an unknown ID,
     a wrong name and consent that does not cover the request look alike to the insurer.
 
@@ -365,7 +366,7 @@ def _check_identity_and_consent(drafts: list[_Draft], submitter: _Submitter, now
         applicants=[(d.item.applicant.resident_id, d.item.applicant.name) for d in drafts]
     )
     evidence = [(draft.request.subject_key, draft.item.consent) for draft in drafts]
-    recorded = domain.consent_record_many(insurer_slug=submitter.insurer_slug, evidence=evidence)
+    recorded = domain.consent_record_many(insurer_slug=submitter.insurer_slug, evidence=evidence, audit=audit)
     for draft, check, consent in zip(drafts, checks, recorded, strict=True):
         if isinstance(consent, DomainError):
             # Malformed evidence, or a reference reused with different evidence (evidence is immutable):
@@ -464,10 +465,12 @@ def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> N
 # --- writing -----------------------------------------------------------------------------------------
 
 
-def _save(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
-    """Insert the requests in their final status with their events and audit entries; queue the
-    ones that proceed and the terminal ones' webhooks once this transaction commits."""
+def _save(drafts: list[_Draft], submitter: _Submitter, now: datetime, audit: list[Event]) -> None:
+    """Insert the requests in their final status with their events and audit entries (after ``audit``,
+    the consent evidence's, in the same INSERT); queue the ones that proceed and the terminal ones'
+    webhooks once this transaction commits."""
     if not drafts:
+        audit_record_many(audit)  # evidence recorded for items refused after all
         return
     for draft in drafts:
         _settle(draft, now)
@@ -476,7 +479,7 @@ def _save(drafts: list[_Draft], submitter: _Submitter, now: datetime) -> None:
     VerificationFailure.objects.bulk_create([draft.failure for draft in drafts if draft.failure is not None])
     waiting = [draft.confirmation for draft in drafts if draft.confirmation is not None]
     ConsentConfirmation.objects.bulk_create(waiting)
-    audit_record_many(event for draft in drafts for event in _audit_events(draft))
+    audit_record_many([*audit, *(event for draft in drafts for event in _audit_events(draft))])
     if any(draft.status == RequestStatus.EXTRACTING for draft in drafts):
         # The comparison grant is issued by the data domain when it extracts the features, not here.
         stage_wake_on_commit("extract")
