@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Literal, TypedDict
+from functools import cache
+from typing import Any, Literal, TypedDict
 
+import orjson
 import phe
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 from django.utils.translation import gettext_noop
@@ -22,12 +24,12 @@ from audit.approvals import Staff, approval_claim
 from audit.models import Approval
 from audit.services import Event, audit_record, audit_record_many, subject_ref
 from config.celery import enqueue
-from datadomain import catalog, identity, linkage
+from datadomain import catalog, identity, keyring, linkage
 from datadomain.consent_store import consent_artifact_delete
 from datadomain.encryption import Stored, encrypt_vector, from_pair, key_fingerprint, pack, to_pair, unpack
 from datadomain.errors import DomainError
 from datadomain.extraction import features_for_patients
-from datadomain.freshness import records_stamps
+from datadomain.freshness import records_stamps, stamp_sql
 from datadomain.models import (
     ComparisonGrant,
     Condition,
@@ -41,7 +43,7 @@ from datadomain.models import (
     QuarantinedLine,
 )
 from datadomain.models.consent import ConsentWithdrawal
-from datadomain.models.identity import MessageDelivery, PatientContact, ResidentCode
+from datadomain.models.identity import MessageDelivery, PatientContact, PatientSource, ResidentCode
 from datadomain.selectors import key_retire_refusal
 from securecompute.binding import BindingParams, TagMaterial, new_mac_key, tag_material, tag_material_for_known_score
 from securecompute.paillier import modulus
@@ -482,39 +484,164 @@ def subject_vectors(
 ) -> dict[str, SubjectVector]:
     """The vectors of ``feature_names`` for each known subject; unknown subjects are left out.
 
-    Set-based: four queries for the whole list (subjects, records stamps, stored vectors, their plaintext
-    values) when the store holds a fresh vector for each (subject, catalog version, key, as-of date);
+    Set-based: when the store holds a fresh vector for each (subject, catalog version, key, as-of date),
+    one statement for the whole list on PostgreSQL (subjects, whether any may be held, records stamps,
+    stored vectors and their plaintext values; see :func:`_stored_state`), four queries elsewhere;
     subjects whose vector is missing or stale have their features extracted together, encrypted and
     stored, with their values.
     """
+    _check_feature_names(feature_names)
+    state = _stored_state(subject_keys, catalog.current().version, key_fingerprint(public_key), as_of)
+    return _vectors(state, feature_names, as_of, public_key)
+
+
+# The active key as this process last read it (key id, public key): see subject_vectors_active.
+_active_key: tuple[str, phe.PaillierPublicKey] | None = None
+
+
+def subject_vectors_active(
+    *, subject_keys: Sequence[str], feature_names: Sequence[str], as_of: date
+) -> tuple[str, phe.PaillierPublicKey, dict[str, SubjectVector]]:
+    """:func:`subject_vectors` under the active key: (key id, public key, vectors).
+
+    The process remembers the active key (``keyring.active_public_key``, pinning checked), and on
+    PostgreSQL the vectors' statement reads which key is active now: a rotation or retirement since is
+    seen in that same statement, and the key is read again before anything is encrypted under the old
+    one. Elsewhere the key is read each time."""
+    global _active_key
+    _check_feature_names(feature_names)
+    version = catalog.current().version
+    if connection.vendor != "postgresql":
+        key_id, public_key = keyring.active_public_key()
+        state = _stored_state(subject_keys, version, key_fingerprint(public_key), as_of)
+        return key_id, public_key, _vectors(state, feature_names, as_of, public_key)
+    for attempt in range(2):
+        if _active_key is None or attempt:
+            _active_key = keyring.active_public_key()
+        key_id, public_key = _active_key
+        state = _stored_state(subject_keys, version, key_fingerprint(public_key), as_of)
+        if state.active_key == key_id:
+            return key_id, public_key, _vectors(state, feature_names, as_of, public_key)
+    _active_key = None
+    raise DomainError("no_active_key", "The active custodian key changed while it was read; try again.")
+
+
+def _check_feature_names(feature_names: Sequence[str]) -> None:
     unknown = sorted(set(feature_names) - set(catalog.current().features))
     if unknown:
         raise DomainError("invalid_input", f"Unknown catalog features: {', '.join(unknown)}.")
+
+
+@dataclass(frozen=True)
+class _StoredState:
+    """What the store holds for some subjects: their patients (held ones left out), records stamps, the
+    vectors and plaintext values stored at those stamps, and the active key's id (PostgreSQL only)."""
+
+    patients: dict[str, int]
+    stamps: dict[int, int]
+    vectors: dict[int, Stored]
+    values: dict[int, dict[str, int]]
+    active_key: str | None = None
+
+
+def _stored_state(subject_keys: Sequence[str], version: str, key_id: str, as_of: date) -> _StoredState:
+    if connection.vendor == "postgresql":
+        return _stored_state_statement(subject_keys, version, key_id, as_of)
+    if not subject_keys:
+        return _StoredState({}, {}, {}, {})
     patients = dict(Patient.objects.filter(subject_key__in=list(subject_keys)).values_list("subject_key", "pk"))
     # Incompletely or doubtfully linked records (datadomain.linkage) are never answered: no vector.
     on_hold = linkage.held(patients.values())
     patients = {key: pk for key, pk in patients.items() if pk not in on_hold}
     if not patients:
-        return {}
+        return _StoredState({}, {}, {}, {})
     stamps = records_stamps(list(patients.values()))
-    version, key_id = catalog.current().version, key_fingerprint(public_key)
     lookup = {"catalog_version": version, "key_id": key_id, "as_of": as_of}
     rows = EncryptedFeatureVector.objects.filter(patient_id__in=list(patients.values()), **lookup).values_list(
         "patient_id", "records_stamp", "features", "exponents", "ciphertexts"
     )
-    stored: dict[int, Stored] = {
+    vectors: dict[int, Stored] = {
         patient_id: unpack(names, exponents, bytes(blob))
         for patient_id, stamp, names, exponents, blob in rows
         if stamp == stamps.get(patient_id)
     }
-    plain = _fresh_values(stamps, version, as_of)
+    return _StoredState(patients, stamps, vectors, _fresh_values(stamps, version, as_of))
+
+
+@cache
+def _state_sql() -> str:
+    """One row per patient of the subjects: its id, records stamp, whether it may be held (another
+    linked source, or open ``dangling_subject`` lines naming one of its sources: ``linkage.held`` then
+    decides), the stored vector and plaintext values for the lookup (if any), and the active key's id;
+    one row of NULLs but the key's when no subject is known."""
+    tables = {
+        name: model._meta.db_table
+        for name, model in (
+            ("patient", Patient), ("source", PatientSource), ("line", QuarantinedLine),
+            ("vector", EncryptedFeatureVector), ("values", FeatureValues), ("key", CustodianKey),
+        )
+    }  # fmt: skip
+    return (
+        f"SELECT p.subject_key, p.id, {stamp_sql('p')},"  # noqa: S608 # nosec B608 - names from the models, values bound
+        f" EXISTS (SELECT 1 FROM {tables['source']} s WHERE s.patient_id = p.id AND (s.resource_id <> p.resource_id"
+        f" OR EXISTS (SELECT 1 FROM {tables['line']} q WHERE q.reason_code = 'dangling_subject'"
+        " AND q.resolved_at IS NULL AND q.subject_ref = s.resource_id))),"
+        ' v.records_stamp, v.features, v.exponents, v.ciphertexts, f.records_stamp, f."values",'
+        " k.key_id"
+        f" FROM (SELECT (SELECT key_id FROM {tables['key']} WHERE status = %s ORDER BY created_at DESC LIMIT 1)"
+        f" AS key_id) k LEFT JOIN {tables['patient']} p ON p.subject_key = ANY(%s)"
+        f" LEFT JOIN {tables['vector']} v ON v.patient_id = p.id AND v.catalog_version = %s AND v.key_id = %s"
+        " AND v.as_of = %s"
+        f" LEFT JOIN {tables['values']} f ON f.patient_id = p.id AND f.catalog_version = %s AND f.as_of = %s"
+    )
+
+
+def _stored_state_statement(subject_keys: Sequence[str], version: str, key_id: str, as_of: date) -> _StoredState:
+    params: list[Any] = [CustodianKey.Status.ACTIVE.value, list(subject_keys), version, key_id, as_of, version, as_of]
+    with connection.cursor() as cursor:
+        cursor.execute(_state_sql(), params)
+        rows = cursor.fetchall()
+    maybe_held = [row[1] for row in rows if row[1] is not None and row[3]]
+    on_hold = linkage.held(maybe_held) if maybe_held else set()
+    patients: dict[str, int] = {}
+    stamps: dict[int, int] = {}
+    vectors: dict[int, Stored] = {}
+    values: dict[int, dict[str, int]] = {}
+    active_key = None
+    for subject_key, pk, stamp, _, vector_stamp, names, exponents, blob, values_stamp, plain, active in rows:
+        active_key = active
+        if pk is None or pk in on_hold:  # incompletely or doubtfully linked records (datadomain.linkage): no vector
+            continue
+        patients[subject_key], stamps[pk] = pk, int(stamp)
+        if vector_stamp == stamps[pk]:
+            vectors[pk] = unpack(_json(names), _json(exponents), bytes(blob))
+        if values_stamp == stamps[pk]:
+            values[pk] = dict(_json(plain))
+    return _StoredState(patients, stamps, vectors, values, active_key)
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as a raw cursor returns it (text with psycopg2 under Django), parsed."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _vectors(
+    state: _StoredState, feature_names: Sequence[str], as_of: date, public_key: phe.PaillierPublicKey
+) -> dict[str, SubjectVector]:
+    """The stored state made whole: vectors missing or stale (or lacking some of ``feature_names``) are
+    extracted together, encrypted and stored with their values (rare in steady state: vectors are
+    precomputed)."""
+    patients, stamps, stored, plain = state.patients, state.stamps, state.vectors, dict(state.values)
+    if not patients:
+        return {}
+    version, key_id = catalog.current().version, key_fingerprint(public_key)
     current = {pk: stored.get(pk, {}) for pk in patients.values()}
     stale: dict[tuple[str, ...], list[int]] = {}
     for pk, vector in current.items():
         missing = tuple(name for name in feature_names if name not in vector)
         if missing:
             stale.setdefault(missing, []).append(pk)
-    for missing, patient_ids in stale.items():  # rare in steady state: vectors are precomputed
+    for missing, patient_ids in stale.items():
         values = features_for_patients(patient_ids, list(missing), as_of)
         for pk in patient_ids:
             current[pk].update(zip(missing, map(to_pair, encrypt_vector(public_key, values[pk])), strict=True))

@@ -150,7 +150,6 @@ def _extract_chunk(limit: int) -> int:
         requests = _consent_still_given(claimed)
         if not requests:
             return len(claimed)
-        key_id, public_key = keyring.active_public_key()
         inputs: list[ScoringInput] = []
         failed: dict[uuid.UUID, str] = {}
         groups: dict[tuple[int, date], list[Claimed]] = {}
@@ -160,7 +159,7 @@ def _extract_chunk(limit: int) -> int:
             else:
                 groups.setdefault((request.manual_id, request.as_of), []).append(request)
         for (_, as_of), group in groups.items():
-            inputs += _authorise_group(group, as_of, key_id, public_key, failed)
+            inputs += _authorise_group(group, as_of, failed)
         moved = set(
             transition_many(
                 {i.request_id: {} for i in inputs},
@@ -198,16 +197,14 @@ def _consent_still_given(requests: list[Claimed]) -> list[Claimed]:
     return [r for r in requests if r.pk not in stopped_ids]
 
 
-def _authorise_group(
-    group: list[Claimed], as_of: date, key_id: str, public_key: Any, failed: dict[uuid.UUID, str]
-) -> list[ScoringInput]:
-    """One manual's requests on one date: their subjects' vectors and a grant for each, as scoring inputs;
-    a subject erased since verification is added to ``failed``, one whose records are held is rejected."""
+def _authorise_group(group: list[Claimed], as_of: date, failed: dict[uuid.UUID, str]) -> list[ScoringInput]:
+    """One manual's requests on one date: their subjects' vectors under the active key and a grant for
+    each, as scoring inputs; a subject erased since verification is added to ``failed``, one whose records
+    are held is rejected."""
     document = group[0].document()
-    vectors = domain.subject_vectors(
-        subject_keys=[request.subject_key for request in group], feature_names=document.feature_names,
-        as_of=as_of, public_key=public_key,
-    )  # fmt: skip
+    key_id, public_key, vectors = domain.subject_vectors_active(
+        subject_keys=[request.subject_key for request in group], feature_names=document.feature_names, as_of=as_of
+    )
     found = [request for request in group if request.subject_key in vectors]
     missing = [request for request in group if request not in found]
     held = domain_selectors.subjects_held(subject_keys=[r.subject_key for r in missing]) if missing else set()
