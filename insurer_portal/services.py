@@ -5,13 +5,15 @@ import hmac
 import secrets
 import uuid
 from datetime import timedelta
+from functools import cache
+from typing import Any
 
 import orjson
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.db.models import Case, F, JSONField, UUIDField, Value, When
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Case, F, JSONField, QuerySet, UUIDField, Value, When
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -114,7 +116,33 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
     return key
 
 
-_KEY_COLUMNS = ("id", "insurer_id", "key_sha256", "last_used_at", "revoked_at")
+def _key_query(prefix: str) -> QuerySet[ApiKey, tuple[Any, ...]]:
+    """The key with ``prefix`` (unique) and its insurer, as one row of plain values: no ordering, no rows
+    built by the ORM."""
+    columns = ("id", "insurer_id", "key_sha256", "last_used_at", "revoked_at")
+    return (
+        ApiKey.objects.filter(prefix=prefix)
+        .order_by()
+        .values_list(*columns, "insurer__slug", "insurer__name", "insurer__is_active")[:1]
+    )
+
+
+@cache
+def _key_statement() -> str:
+    """:func:`_key_query`'s SQL, built once per process: every API call runs it, and building the query
+    costs more CPU than running it. Its one parameter is the prefix."""
+    sql, params = _key_query("-").query.sql_with_params()
+    assert list(params) == ["-"], params
+    return sql
+
+
+def _key_row(prefix: str) -> tuple[Any, ...] | None:
+    if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":  # elsewhere values may need the ORM's converters
+        return next(iter(_key_query(prefix)), None)
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(_key_statement(), [prefix])
+        row: tuple[Any, ...] | None = cursor.fetchone()
+    return row
 
 
 def api_key_authenticate(*, plaintext: str) -> ApiKey | None:
@@ -122,13 +150,7 @@ def api_key_authenticate(*, plaintext: str) -> ApiKey | None:
     parts = plaintext.split("_", 2)
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
         return None
-    # One row by its unique prefix, as plain values: no ordering, no model rows built by the ORM.
-    row = (
-        ApiKey.objects.filter(prefix=parts[1])
-        .order_by()
-        .values_list(*_KEY_COLUMNS, "insurer__slug", "insurer__name", "insurer__is_active")[:1]
-    )
-    found = next(iter(row), None)
+    found = _key_row(parts[1])
     if found is None or not hmac.compare_digest(found[2], _hash_key(plaintext)):
         return None
     pk, insurer_id, key_sha256, last_used_at, revoked_at, slug, name, insurer_active = found
@@ -140,9 +162,9 @@ def api_key_authenticate(*, plaintext: str) -> ApiKey | None:
         last_used_at=last_used_at,
         revoked_at=revoked_at,
     )
-    key._state.adding, key._state.db = False, row.db
+    key._state.adding, key._state.db = False, DEFAULT_DB_ALIAS
     key.insurer = Insurer(pk=insurer_id, slug=slug, name=name, is_active=insurer_active)
-    key.insurer._state.adding, key.insurer._state.db = False, row.db
+    key.insurer._state.adding, key.insurer._state.db = False, DEFAULT_DB_ALIAS
     if not key.is_active:
         return None
     now = timezone.now()
