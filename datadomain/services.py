@@ -16,7 +16,7 @@ import orjson
 import phe
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Min
+from django.db.models import Exists, Min, OuterRef, Q
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
@@ -276,10 +276,17 @@ def consent_problems(
     """Why each consent that does not cover ``purpose`` at ``at`` does not (``withdrawn`` or ``invalid``;
     see :meth:`RecordedConsent.problem`, withdrawals included as :func:`_consents_stopped_at` finds them),
     in a few queries for all of them. Consents that cover it are left out, and so are consents no longer
-    stored (their subject was erased: the caller finds no records either)."""
-    consents = list(Consent.objects.filter(pk__in=set(consent_ids)))
+    stored (their subject was erased: the caller finds no records either). One query when no
+    withdrawal concerns them (whether one does is read with the consents)."""
+    withdrawals = ConsentWithdrawal.objects.filter(
+        Q(insurer_slug="") | Q(insurer_slug=OuterRef("insurer_slug")), subject_key=OuterRef("subject_key")
+    )
+    consents = list(Consent.objects.filter(pk__in=set(consent_ids)).annotate(withdrawals=Exists(withdrawals)))
+    concerned = [consent for consent in consents if consent.withdrawals]
+    stops = dict(zip(map(id, concerned), _consents_stopped_at(concerned), strict=True)) if concerned else {}
     problems: dict[int, ConsentProblem] = {}
-    for consent, stopped in zip(consents, _consents_stopped_at(consents), strict=True):
+    for consent in consents:
+        stopped = stops.get(id(consent), consent.withdrawn_at)
         problem = RecordedConsent.of(consent, withdrawn_at=stopped).problem(purpose=purpose, at=at)
         if problem is not None:
             problems[consent.pk] = problem
