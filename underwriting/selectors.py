@@ -3,19 +3,118 @@ from __future__ import annotations
 import math
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator
-from datetime import date, datetime, timedelta
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import TruncDate
+from django.db.models.query import ModelIterable, ValuesListIterable
 from django.utils import timezone
 
 from datadomain import selectors as domain
 from underwriting.manual_format import ManualDocument, parse_manual
 from underwriting.models import FlagKind, MisuseFlag, RatingManual, RejectReason, RequestStatus, UnderwritingRequest
+
+# --- queries built once per process ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Statement:
+    sql: str
+    slots: tuple[int | None, ...]  # per parameter: the argument it takes, or None for a constant
+    constants: tuple[Any, ...]
+    model: Any  # the model of model rows, None for plain rows
+    names: tuple[str, ...]  # model rows: the fields in column order
+    converters: tuple[tuple[int, tuple[Any, ...], Any], ...]  # the ORM's, per column that has some
+
+
+_statements: dict[Hashable, _Statement | None] = {}
+
+
+def _probe(value: Any, index: int) -> Any:
+    """A value of ``value``'s type that no query holds as a constant, to find where argument ``index`` goes."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean cannot be told from a constant")
+    if isinstance(value, int):
+        return -(10**15) - index
+    if isinstance(value, str):
+        return f"\x1fprobe-{index}\x1f"
+    if isinstance(value, uuid.UUID):
+        return uuid.UUID(int=10**30 + index)
+    if isinstance(value, datetime):
+        return datetime(1901, 1, 1, 0, 0, index, tzinfo=UTC)
+    raise TypeError(f"no probe for {type(value).__name__}")
+
+
+def _prepare(build: Callable[..., QuerySet[Any, Any]], args: Sequence[Any]) -> _Statement | None:
+    """``build(*args)``'s SQL with the arguments' places found by probing, and the converters its columns
+    need; None when its rows need more of the ORM (related rows, annotations on model rows) or an argument
+    was not found exactly once."""
+    probes = [_probe(arg, index) for index, arg in enumerate(args)]
+    queryset = build(*probes)
+    compiler = queryset.query.get_compiler(queryset.db)
+    sql, params = compiler.as_sql()
+    slots: list[int | None] = []
+    for param in params:
+        found = [i for i, probe in enumerate(probes) if type(param) is type(probe) and param == probe]
+        slots.append(found[0] if found else None)
+    if sorted(slot for slot in slots if slot is not None) != list(range(len(args))):
+        return None
+    converters = tuple(
+        (index, tuple(functions), expression)
+        for index, (functions, expression) in compiler.get_converters(
+            [column for column, _, _ in compiler.select]
+        ).items()
+    )
+    model, names = None, ()
+    if queryset._iterable_class is ModelIterable:
+        if compiler.annotation_col_map or (compiler.klass_info or {}).get("related_klass_infos"):
+            return None
+        model, names = queryset.model, tuple(column.target.attname for column, _, _ in compiler.select)
+    elif queryset._iterable_class is not ValuesListIterable:
+        return None
+    constants = tuple(None if slot is not None else param for slot, param in zip(slots, params, strict=True))
+    return _Statement(str(sql), tuple(slots), constants, model, names, converters)
+
+
+def _converted(
+    row: tuple[Any, ...], converters: Sequence[tuple[int, Sequence[Any], Any]], connection: Any
+) -> tuple[Any, ...]:
+    values = list(row)
+    for index, functions, expression in converters:
+        for function in functions:
+            values[index] = function(values[index], expression, connection)
+    return tuple(values)
+
+
+def prepared_rows(key: Hashable, build: Callable[..., QuerySet[Any, Any]], *args: Any) -> list[Any]:
+    """``list(build(*args))``, where ``build`` makes a model or ``values_list`` query from scalar arguments
+    (ints, strings, UUIDs, aware date-times) that each become one parameter. On PostgreSQL the SQL is built
+    once per process under ``key`` (one key per query shape) and only run after that, its rows converted as
+    the ORM would: for the small reads of every API call, building a query costs more CPU than running it.
+    Elsewhere it is the ORM's query each time."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.vendor != "postgresql":
+        return list(build(*args))
+    if key not in _statements:
+        _statements[key] = _prepare(build, args)
+    statement = _statements[key]
+    if statement is None:
+        return list(build(*args))
+    pairs = zip(statement.slots, statement.constants, strict=True)
+    params = [args[slot] if slot is not None else constant for slot, constant in pairs]
+    with connection.cursor() as cursor:
+        cursor.execute(statement.sql, params)
+        rows: list[Any] = cursor.fetchall()
+    if statement.converters:
+        rows = [_converted(row, statement.converters, connection) for row in rows]
+    if statement.model is None:
+        return rows
+    return [statement.model.from_db(DEFAULT_DB_ALIAS, statement.names, row) for row in rows]
 
 
 def known_feature_names() -> set[str]:
@@ -35,16 +134,28 @@ def manual_for_use(*, slug: str, insurer_slug: str) -> RatingManual | None:
 
 def manuals_for_use(*, slugs: Collection[str], insurer_slug: str) -> dict[str, RatingManual]:
     """:func:`manual_for_use` for several slugs in one query: slug -> newest approved version it may use."""
-    rows = (
-        RatingManual.objects.filter(slug__in=set(slugs), status=RatingManual.Status.APPROVED)
-        .filter(Q(owner="builtin") | Q(owner=insurer_slug))
-        .order_by("slug", "-version")
-        .defer("document", "parsed")
-    )
+    if len(set(slugs)) == 1:  # a single submission's: the same statement each time
+        [slug] = set(slugs)
+        rows: Iterable[RatingManual] = prepared_rows("manuals_for_use:1", _one_manual_query, slug, insurer_slug)
+    else:
+        rows = _manuals_query(*set(slugs), insurer_slug=insurer_slug)
     newest: dict[str, RatingManual] = {}
     for manual in rows:
         newest.setdefault(manual.slug, manual)
     return newest
+
+
+def _manuals_query(*slugs: str, insurer_slug: str) -> QuerySet[RatingManual]:
+    return (
+        RatingManual.objects.filter(slug__in=slugs, status=RatingManual.Status.APPROVED)
+        .filter(Q(owner="builtin") | Q(owner=insurer_slug))
+        .order_by("slug", "-version")
+        .defer("document", "parsed")
+    )
+
+
+def _one_manual_query(slug: str, insurer_slug: str) -> QuerySet[RatingManual]:
+    return _manuals_query(slug, insurer_slug=insurer_slug)
 
 
 def manuals_for_insurer(*, insurer_slug: str) -> QuerySet[RatingManual]:

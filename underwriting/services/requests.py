@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
@@ -167,10 +167,15 @@ def requests_submit_many(
 
 def consent_policy_for(*, insurer_id: int) -> tuple[str, int]:
     """The insurer's consent mode and the hours a resident has to confirm (ConsentPolicy or the default)."""
-    policy = ConsentPolicy.objects.filter(insurer_id=insurer_id).values_list("mode", "confirmation_hours").first()
+    rows = selectors.prepared_rows("consent_policy_for", _consent_policy_query, insurer_id)
+    policy = rows[0] if rows else None
     if policy is not None:
         return str(policy[0]), int(policy[1])
     return str(settings.UNDERWRITING_CONSENT_MODE), int(settings.UNDERWRITING_CONSENT_CONFIRMATION_HOURS)
+
+
+def _consent_policy_query(insurer_id: int) -> QuerySet[ConsentPolicy, tuple[str, int]]:
+    return ConsentPolicy.objects.filter(insurer_id=insurer_id).order_by().values_list("mode", "confirmation_hours")[:1]
 
 
 @dataclass(frozen=True)
@@ -283,15 +288,21 @@ def _requests_by_idempotency_key(insurer_id: int, items: Sequence[SubmitItem]) -
     if not keys:
         return {}
     # Almost always none is found: look with a query that is cheap to build, then read the rows found.
-    found = list(
-        UnderwritingRequest.objects.filter(insurer_id=insurer_id, idempotency_key__in=keys)
-        .order_by()
-        .values_list("pk", flat=True)
-    )
+    if len(keys) == 1:  # a single submission's: the same statement each time
+        ids = selectors.prepared_rows("idempotency_key:1", _idempotency_query, insurer_id, *keys)
+    else:
+        ids = list(_idempotency_query(insurer_id, *keys))
+    found = [pk for (pk,) in ids]
     if not found:
         return {}
     rows = UnderwritingRequest.objects.filter(pk__in=found).select_related("manual").defer(*LARGE_REQUEST_FIELDS)
     return {row.idempotency_key: row for row in rows}
+
+
+def _idempotency_query(insurer_id: int, *keys: str) -> QuerySet[UnderwritingRequest, tuple[uuid.UUID]]:
+    return (
+        UnderwritingRequest.objects.filter(insurer_id=insurer_id, idempotency_key__in=keys).order_by().values_list("pk")
+    )
 
 
 def _replay(existing: UnderwritingRequest, body_sha256: str) -> SubmitOutcome:
@@ -432,18 +443,12 @@ def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> N
     subjects = {draft.request.subject_key for draft in drafts}
     window = now - timedelta(days=settings.UNDERWRITING_RATE_LIMIT_DAYS)
     month = now - timedelta(days=settings.UNDERWRITING_SUBJECT_LIMIT_DAYS)
-    counted = (
-        selectors.requests_counted_against_limits()
-        .filter(subject_key__in=subjects, created_at__gte=now - timedelta(days=365))
-        .values("subject_key")
-        .annotate(
-            year=Count("id"),
-            month=Count("id", filter=Q(created_at__gte=month)),
-            insurer=Count("id", filter=Q(created_at__gte=window, insurer_id=insurer_id)),
-        )
-        .order_by()
-    )
-    counts = {row["subject_key"]: [row["year"], row["month"], row["insurer"]] for row in counted}
+    since = (now - timedelta(days=365), month, window, insurer_id)
+    if len(subjects) == 1:  # a single submission's: the same statement each time
+        counted = selectors.prepared_rows("limit_counts:1", _limit_counts_query, *since, *subjects)
+    else:
+        counted = list(_limit_counts_query(*since, *subjects))
+    counts = {subject: [year, this_month, by_insurer] for subject, year, this_month, by_insurer in counted}
     year_limit, month_limit = (
         int(settings.UNDERWRITING_SUBJECT_LIMIT_YEAR),
         int(settings.UNDERWRITING_SUBJECT_LIMIT_COUNT),
@@ -460,6 +465,25 @@ def _check_rate_limit(drafts: list[_Draft], insurer_id: int, now: datetime) -> N
             draft.reject(RejectReason.RATE_LIMITED)
         else:
             seen[:] = [count + 1 for count in seen]
+
+
+def _limit_counts_query(
+    year: datetime, month: datetime, window: datetime, insurer_id: int, *subjects: str
+) -> QuerySet[UnderwritingRequest, tuple[str, int, int, int]]:
+    """Per subject: the requests counted against the limits since ``year``, since ``month``, and since
+    ``window`` by this insurer."""
+    return (
+        selectors.requests_counted_against_limits()
+        .filter(subject_key__in=subjects, created_at__gte=year)
+        .values("subject_key")
+        .annotate(
+            year=Count("id"),
+            month=Count("id", filter=Q(created_at__gte=month)),
+            insurer=Count("id", filter=Q(created_at__gte=window, insurer_id=insurer_id)),
+        )
+        .order_by()
+        .values_list("subject_key", "year", "month", "insurer")
+    )
 
 
 # --- writing -----------------------------------------------------------------------------------------
