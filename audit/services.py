@@ -85,6 +85,20 @@ def audit_record_many(events: Iterable[Event]) -> None:
     AuditEntry.objects.bulk_create([event.entry() for event in events])
 
 
+def audit_insert_sql(events: Iterable[Event]) -> tuple[str, list[Any]]:
+    """The INSERT :func:`audit_record_many` runs, as SQL and parameters, for a caller that makes it part
+    of one statement with its own writes (PostgreSQL: ``WITH ... AS (UPDATE ...) INSERT ...``). The
+    database stamps each row's time, as for any insert."""
+    entries = [event.entry() for event in events]
+    columns = '"at", "action", "actor", "target_type", "target_id", "detail"'
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s::jsonb)"] * len(entries))
+    params: list[Any] = []
+    now = timezone.now()
+    for entry in entries:
+        params += [now, entry.action, entry.actor, entry.target_type, entry.target_id, json.dumps(entry.detail)]
+    return f'INSERT INTO "{AuditEntry._meta.db_table}" ({columns}) VALUES {rows}', params  # noqa: S608 # nosec B608 - names from the model, values bound
+
+
 def subject_ref(subject_key: str) -> str:
     """What the audit log keeps of a subject: the first 12 hex digits of its pseudonymous key."""
     return subject_key[:12]

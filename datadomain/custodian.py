@@ -24,12 +24,13 @@ from typing import Any
 
 import phe
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from audit.approvals import Staff, approval_claim
 from audit.models import Approval
-from audit.services import Event, audit_record, audit_record_many
+from audit.services import Event, audit_insert_sql, audit_record, audit_record_many
 from config.celery import task
 from datadomain import selectors
 from datadomain.errors import DomainError
@@ -308,13 +309,44 @@ def _grants_spend(queries: list[tuple[str, dict[str, Any]]]) -> list[_Plan]:
     return plans
 
 
-def _grants_update(grants: list[ComparisonGrant], fields: list[str]) -> None:
-    """Write ``fields`` of ``grants``: one plain UPDATE for a single grant (the steady single request), one
-    ``bulk_update`` (a CASE per field) for a chunk."""
+def _grants_update(grants: list[ComparisonGrant], fields: list[str], *, events: list[Event] | None = None) -> None:
+    """Write ``fields`` of ``grants``, and record ``events`` if given. On PostgreSQL one statement: an
+    ``UPDATE ... FROM (VALUES ...)`` for the lot, with the audit INSERT in the same statement. Elsewhere
+    one plain UPDATE for a single grant, one ``bulk_update`` (a CASE per field) for a chunk, and the
+    events' INSERT."""
+    if grants and connection.vendor == "postgresql":
+        sql, params = _grants_update_sql(grants, fields)
+        if events:
+            insert, more = audit_insert_sql(events)
+            sql, params = f"WITH updated AS ({sql}) {insert}", [*params, *more]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        return
     if len(grants) == 1:
         ComparisonGrant.objects.filter(pk=grants[0].pk).update(**{name: getattr(grants[0], name) for name in fields})
-    else:
+    elif grants:
         ComparisonGrant.objects.bulk_update(grants, fields)
+    if events:
+        audit_record_many(events)
+
+
+def _grants_update_sql(grants: list[ComparisonGrant], fields: list[str]) -> tuple[str, list[Any]]:
+    columns: list[Field[Any, Any]] = []
+    for name in fields:
+        field = ComparisonGrant._meta.get_field(name)
+        assert isinstance(field, Field)  # a concrete column
+        assert field.column
+        columns.append(field)
+    row = "(%s, " + ", ".join(f"%s::{field.db_type(connection)}" for field in columns) + ")"
+    names = ", ".join(f'"{field.column}"' for field in columns)
+    sets = ", ".join(f'"{field.column}" = v."{field.column}"' for field in columns)
+    params: list[Any] = []
+    for grant in grants:
+        params.append(grant.pk)
+        params += [field.get_db_prep_save(getattr(grant, field.attname), connection) for field in columns]
+    table = ComparisonGrant._meta.db_table
+    values = ", ".join([row] * len(grants))
+    return f'UPDATE "{table}" g SET {sets} FROM (VALUES {values}) AS v(id, {names}) WHERE g.id = v.id', params  # noqa: S608 # nosec B608 - names from the model, values bound
 
 
 def _answer(plan: _Plan) -> tuple[AnswerJSON, str]:
@@ -421,8 +453,7 @@ def _answers_record(outcomes: list[tuple[_Plan, AnswerJSON, str]]) -> None:
             detail = {"comparisons": count, "key_id": grant.key_id if grant else "", "replay": plan.use in _REPLAYS}
             events.append(Event("custodian.answer", "custodian", "underwriting_request", plan.ref, detail))
     with transaction.atomic():
-        _grants_update(answered, ["status", "answer", "outcome"])
-        audit_record_many(events)
+        _grants_update(answered, ["status", "answer", "outcome"], events=events)
 
 
 def _digest(query: object) -> str:

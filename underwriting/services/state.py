@@ -88,7 +88,8 @@ def _transition_statement(
     params: list[Any] = []
     for name, value in values.items():
         field = UnderwritingRequest._meta.get_field(name)
-        assert isinstance(field, Field) and field.column  # a concrete column, not a reverse relation
+        assert isinstance(field, Field)  # a concrete column, not a reverse relation
+        assert field.column
         if hasattr(value, "resolve_expression"):  # a CASE on the primary key (_per_row)
             sql, more = compiler.compile(value.resolve_expression(query, allow_joins=False, for_save=True))
             sets.append(f"{quote(field.column)} = {sql}")
