@@ -286,6 +286,7 @@ def compose_services(
     log levels, database roles and secrets)."""
     url, node = env["DATABASE_URL"], f"{os.getpid()}@bench"
     celery = [sys.executable, "-m", "celery", "-A", "config"]
+    worker = [*celery, "worker", "--without-gossip", "--without-mingle", "--without-heartbeat"]  # as compose
     concurrency = os.environ.get("WORKER_CONCURRENCY", "2")
 
     def zone(name: str, **only_here: str) -> dict[str, str | None]:
@@ -303,11 +304,11 @@ def compose_services(
             "web": Service([sys.executable, "-m", "gunicorn", "--config", "docker/gunicorn.conf.py",
                             "--bind", f"127.0.0.1:{port}", "config.wsgi:application"],
                            {**zone("web"), "WEB_THREADS": WEB_THREADS}),
-            "domain": Service([*celery, "worker", "-Q", "domain", "-n", f"domain-{node}", "-c", concurrency,
+            "domain": Service([*worker, "-Q", "domain", "-n", f"domain-{node}", "-c", concurrency,
                                "-l", "INFO"], zone("domain", AUDIT_ANCHOR_SIGNING_KEY=env["AUDIT_ANCHOR_SIGNING_KEY"])),
-            "scoring": Service([*celery, "worker", "-Q", "scoring,webhooks", "-n", f"scoring-{node}",
+            "scoring": Service([*worker, "-Q", "scoring,webhooks", "-n", f"scoring-{node}",
                                 "-c", concurrency, "-l", "INFO"], zone("scoring")),
-            "custodian": Service([*celery, "worker", "-Q", "custodian", "--include", "datadomain.custodian",
+            "custodian": Service([*worker, "-Q", "custodian", "--include", "datadomain.custodian",
                                   "-n", f"custodian-{node}", "-c", "1", "-l", "INFO"],
                                  zone("custodian", CUSTODIAN_KEK=env["CUSTODIAN_KEK"])),
             # Beat only enqueues; compose gives it the scoring zone's role, the narrowest of the workers'.

@@ -243,10 +243,11 @@ def merged_services(port: int) -> dict[str, Service]:
                         "--workers", "2", "--threads", WEB_THREADS, "--worker-class", "gthread",
                         "--log-level", "warning"]),
         "main": Service([sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "domain,scoring,webhooks",
-                         "-c", "2", "-n", "main@bench", "--without-gossip", "--without-mingle", "-l", "WARNING"]),
+                         "-c", "2", "-n", "main@bench", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                         "-l", "WARNING"]),
         "custodian": Service([sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "custodian",
                               "--include", "datadomain.custodian", "-c", "1", "-n", "custodian@bench",
-                              "--without-gossip", "--without-mingle", "-l", "WARNING"]),
+                              "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING"]),
     }  # fmt: skip
 
 

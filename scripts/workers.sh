@@ -10,6 +10,10 @@ BIN=${VENV:-.venv}/bin
 CONCURRENCY=${WORKER_CONCURRENCY:-2}
 LOGLEVEL=${WORKER_LOGLEVEL:-INFO}
 
+# No gossip, start-up sync or heartbeat events between workers: nothing reads them (readiness pings and
+# counts the heartbeat task), and each worker would spend CPU every 2 s on every other worker's.
+QUIET=(--without-gossip --without-mingle --without-heartbeat)
+
 pids=()
 stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait; }
 trap stop INT TERM EXIT
@@ -18,9 +22,9 @@ start() {  # zone, then the worker's arguments
   local url_variable="${1^^}_DATABASE_URL"
   shift
   if [ -n "${!url_variable:-}" ]; then
-    DATABASE_URL="${!url_variable}" "$BIN/celery" -A config worker "$@" &
+    DATABASE_URL="${!url_variable}" "$BIN/celery" -A config worker "${QUIET[@]}" "$@" &
   else
-    "$BIN/celery" -A config worker "$@" &
+    "$BIN/celery" -A config worker "${QUIET[@]}" "$@" &
   fi
   pids+=($!)
 }
