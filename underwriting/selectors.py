@@ -93,10 +93,12 @@ def _converted(
 
 def prepared_rows(key: Hashable, build: Callable[..., QuerySet[Any, Any]], *args: Any) -> list[Any]:
     """``list(build(*args))``, where ``build`` makes a model or ``values_list`` query from scalar arguments
-    (ints, strings, UUIDs, aware date-times) that each become one parameter. On PostgreSQL the SQL is built
-    once per process under ``key`` (one key per query shape) and only run after that, its rows converted as
-    the ORM would: for the small reads of every API call, building a query costs more CPU than running it.
-    Elsewhere it is the ORM's query each time."""
+    (ints, strings, UUIDs, aware date-times) that each become one parameter, as they are: ``build`` must
+    neither compute with them (a computed value is not found, and the ORM is used each time) nor branch on
+    them (the branch taken for the probe values would be taken for every value). On PostgreSQL the SQL is
+    built once per process under ``key`` (one key per query shape) and only run after that, its rows
+    converted as the ORM would: for the small reads of every API call, building a query costs more CPU than
+    running it. Elsewhere it is the ORM's query each time."""
     connection = connections[DEFAULT_DB_ALIAS]
     if connection.vendor != "postgresql":
         return list(build(*args))
