@@ -105,3 +105,27 @@ def test_without_redis_a_waiter_polls_and_gives_up_at_the_deadline(settings: Any
     answers = iter([False, False, True])
     assert notify.wait_terminal(uuid.uuid4(), lambda: next(answers), 5) is True
     assert notify.wait_terminal(uuid.uuid4(), lambda: False, 0.2) is False
+
+
+def test_the_waiters_of_a_process_share_one_subscription_connection(live_redis: redis.Redis) -> None:
+    """Three waits on three requests subscribe on one connection, not one connection each."""
+    done = threading.Event()
+    channels = []
+    waiters = []
+    for _ in range(3):
+        request_id = uuid.uuid4()
+        channels.append(notify.channel(request_id))
+        waiters.append(threading.Thread(target=notify.wait_terminal, args=(request_id, done.is_set, 30)))
+        waiters[-1].start()
+    for _ in range(500):  # until all three have subscribed
+        if all(dict(live_redis.pubsub_numsub(name)).get(name.encode()) for name in channels):
+            break
+        threading.Event().wait(0.01)
+    subscribed = [int(client["sub"]) for client in live_redis.client_list() if int(client.get("sub", 0)) >= 3]
+    done.set()
+    notify._publish(live_redis, channels)
+    for waiter in waiters:
+        waiter.join(timeout=20)
+        assert not waiter.is_alive()
+    assert subscribed, "no connection holds the three subscriptions"
+    assert all(not dict(live_redis.pubsub_numsub(name)).get(name.encode()) for name in channels)
