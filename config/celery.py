@@ -18,6 +18,7 @@ from celery import Celery, Task, shared_task, signals
 from celery.result import AsyncResult
 from django.db import transaction
 from kombu.exceptions import OperationalError as BrokerError
+from kombu.transport import redis as kombu_redis
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,32 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # instead, the way Django does it per HTTP request: CONN_MAX_AGE and health checks decide.
 app.conf.update({"CELERY_DB_REUSE_MAX": 1_000_000})
 app.autodiscover_tasks()
+
+
+class _RedisChannel(kombu_redis.Channel):
+    """kombu's Redis channel, keeping one redis-py client instead of building one per command.
+
+    kombu builds a client (redis-py copies its several hundred response callbacks into it) for every
+    publish and, in a worker, for every message's fetch bookkeeping and acknowledgement: about 0.1 ms of
+    CPU each, three or four times per task. The client holds no connection of its own (it borrows one
+    from the channel's pool per command), so one is kept per pool, and built again with a new pool (after
+    a fork or a lost connection)."""
+
+    _shared_client: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]  # not in the stubs
+        pool = self.pool
+        if self._shared_client is None or self._shared_client.connection_pool is not pool:
+            self._shared_client = super()._create_client()  # type: ignore[misc]
+        return self._shared_client
+
+
+class RedisTransport(kombu_redis.Transport):
+    """The broker transport for a redis:// or rediss:// broker (CELERY_BROKER_TRANSPORT)."""
+
+    Channel = _RedisChannel
 
 
 @signals.task_prerun.connect
