@@ -89,3 +89,19 @@ def test_a_confirmed_batch_is_sent_through_the_dispatcher(
         assert batch_start(batch=batch)
     assert Batch.objects.get(pk=batch.pk).status == Batch.Status.RUNNING
     assert "broker unavailable, batch run not sent" in caplog.text
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="opening a channel needs the broker (REDIS_URL)")
+def test_the_redis_channel_keeps_one_client_per_connection_pool() -> None:
+    from kombu import Connection
+
+    from config.celery import RedisTransport
+
+    with Connection(settings.REDIS_URL, transport=RedisTransport) as connection:
+        channel: Any = connection.default_channel
+        client = channel._create_client()
+        assert channel._create_client() is client
+        assert client.connection_pool is channel.pool
+        channel._disconnect_pools()  # after a fork or a lost connection: a new pool, a new client
+        assert channel._create_client() is not client
+        assert channel._create_client().connection_pool is channel.pool
