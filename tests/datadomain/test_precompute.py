@@ -12,9 +12,10 @@ from django.core.management.base import CommandError
 
 from datadomain import services
 from datadomain.encryption import unpack
+from datadomain.errors import DomainError
 from datadomain.models import CustodianKey, EncryptedFeatureVector, FeatureValues, Patient
 from datadomain.precompute import Shard, precompute
-from securecompute.keys import key_id, public_key_to_json
+from securecompute.keys import generate_keypair, key_id, public_key_to_json
 from tests.datadomain.conftest import AS_OF
 from tests.datadomain.fhir import condition, patient, resident_id
 
@@ -232,3 +233,30 @@ def test_replace_retiring_is_refused_with_a_shard_before_any_work(
     with pytest.raises(CommandError, match="run it once without --shard"):
         call_command("precompute_features", "--shard", "0/2", "--replace-retiring", "--no-progress", stdout=StringIO())
     assert not EncryptedFeatureVector.objects.exists()
+
+
+def test_extraction_remembers_the_active_key_and_sees_it_change(
+    load: Callable[..., None], keypair: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey]
+) -> None:
+    """``subject_vectors_active`` keeps the active key between calls; a rotation or retirement since is
+    seen before anything is encrypted under the key it remembered."""
+    public_key, _ = keypair
+    keys = population(load, size=2)
+    names = ["charlson.chf"]
+    CustodianKey.objects.create(key_id=key_id(public_key), public_key_json=public_key_to_json(public_key))
+    used, _, vectors = services.subject_vectors_active(subject_keys=keys, feature_names=names, as_of=AS_OF)
+    assert used == key_id(public_key)
+    assert len(vectors) == 2
+
+    rotated, _ = generate_keypair(2048)
+    CustodianKey.objects.update(status=CustodianKey.Status.RETIRING)
+    CustodianKey.objects.create(key_id=key_id(rotated), public_key_json=public_key_to_json(rotated))
+    used, given, vectors = services.subject_vectors_active(subject_keys=keys, feature_names=names, as_of=AS_OF)
+    assert used == key_id(rotated)
+    assert given == rotated
+    assert all(vector.ciphertexts[0].public_key == rotated for vector in vectors.values())
+
+    CustodianKey.objects.update(status=CustodianKey.Status.RETIRING)  # no active key: nothing is encrypted
+    with pytest.raises(DomainError) as error:
+        services.subject_vectors_active(subject_keys=keys, feature_names=names, as_of=AS_OF)
+    assert error.value.code == "no_active_key"
