@@ -172,6 +172,8 @@ def _chain_batch(key: bytes) -> int:
         _lock_chain()
         seq, prev = _head()
         rows: list[Row] = list(_unchained().order_by("id").values_list(*CONTENT)[:CHAIN_BATCH])
+        if len(rows) > 1 and connection.vendor == "postgresql" and _chain_at_once(key, rows, seq, prev):
+            return len(rows)
         for row in rows:
             digest = _row_hash(key, prev, row, seq + 1)
             # 0 rows: the entry's chain fields are no longer NULL (only a database without the guard lets
@@ -179,6 +181,36 @@ def _chain_batch(key: bytes) -> int:
             if AuditEntry.objects.filter(pk=row[0]).chain_set(chain_seq=seq + 1, prev_hash=prev, hash=digest):
                 seq, prev = seq + 1, digest
     return len(rows)
+
+
+def _chain_at_once(key: bytes, rows: list[Row], seq: int, prev: str) -> bool:
+    """Link ``rows`` (read under the chain lock, in id order) with one UPDATE on PostgreSQL instead of one
+    per row. All or nothing: when any row's chain fields are no longer NULL the update is undone and False
+    returned, for ``_chain_batch`` to link them one at a time and leave that row out."""
+    params: list[Any] = []
+    for row in rows:
+        digest = _row_hash(key, prev, row, seq + 1)
+        params += [row[0], seq + 1, prev, digest]
+        seq, prev = seq + 1, digest
+    table = AuditEntry._meta.db_table
+    values = ", ".join(["(%s::bigint, %s::bigint, %s, %s)"] * len(rows))
+    sql = (
+        f'UPDATE "{table}" a SET chain_seq = v.seq, prev_hash = v.prev, hash = v.digest'  # noqa: S608 # nosec B608 - names from the model, values bound
+        f" FROM (VALUES {values}) AS v(id, seq, prev, digest)"
+        " WHERE a.id = v.id AND a.chain_seq IS NULL AND a.hash IS NULL"
+    )
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            if cursor.rowcount != len(rows):
+                raise _ChainMovedError
+    except _ChainMovedError:
+        return False
+    return True
+
+
+class _ChainMovedError(Exception):
+    """An entry read as unchained was chained meanwhile (only possible without the database's guard)."""
 
 
 def _unchained() -> AuditEntryQuerySet:
