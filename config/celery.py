@@ -57,7 +57,7 @@ class _RedisChannel(kombu_redis.Channel):
 
 
 class RedisTransport(kombu_redis.Transport):
-    """The broker transport for a redis:// or rediss:// broker (CELERY_BROKER_TRANSPORT)."""
+    """The broker transport for a redis:// broker (CELERY_BROKER_TRANSPORT)."""
 
     Channel = _RedisChannel
 

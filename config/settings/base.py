@@ -296,7 +296,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 EMBEDDED_BEAT = env.bool("EMBEDDED_BEAT", default=False)
 CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"  # in-process: never connected to
 # kombu's Redis transport with one redis-py client per channel instead of one per command (config.celery).
-if REDIS_URL.startswith(("redis://", "rediss://")):
+if REDIS_URL.startswith("redis://"):  # rediss:// keeps kombu's own, which turns TLS on by its scheme
     CELERY_BROKER_TRANSPORT = "config.celery:RedisTransport"
 CELERY_RESULT_BACKEND = REDIS_URL or None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
