@@ -140,7 +140,13 @@ class WorkerPool:
     def kill(self, group: str, sig: int = signal.SIGKILL) -> None:
         """Kill a worker group's main process and its pool children (kill -9 for fault tests)."""
         worker = self.workers[group]
-        subprocess.run(["pkill", f"-{sig}", "-P", str(worker.process.pid)], check=False)
+        # The pool children first and without starting a process (pkill took long enough for a child to
+        # finish and acknowledge the task a fault test meant to interrupt).
+        for child in _children(worker.process.pid):
+            try:
+                os.kill(child, sig)
+            except ProcessLookupError:
+                continue
         worker.process.send_signal(sig)
         worker.process.wait(timeout=30)
 
@@ -154,3 +160,17 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 self.kill(worker.name)
         self.workers.clear()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
