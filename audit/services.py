@@ -85,12 +85,17 @@ def audit_record_many(events: Iterable[Event]) -> None:
     AuditEntry.objects.bulk_create([event.entry() for event in events])
 
 
+# The columns an audit entry is written with (the chain's columns are filled later by the chainer), for
+# the statements that insert entries by hand: audit_insert_sql and a request's transition on PostgreSQL.
+AUDIT_INSERT_COLUMNS = '"at", "action", "actor", "target_type", "target_id", "detail"'
+
+
 def audit_insert_sql(events: Iterable[Event]) -> tuple[str, list[Any]]:
     """The INSERT :func:`audit_record_many` runs, as SQL and parameters, for a caller that makes it part
     of one statement with its own writes (PostgreSQL: ``WITH ... AS (UPDATE ...) INSERT ...``). The
     database stamps each row's time, as for any insert."""
     entries = [event.entry() for event in events]
-    columns = '"at", "action", "actor", "target_type", "target_id", "detail"'
+    columns = AUDIT_INSERT_COLUMNS
     rows = ", ".join(["(%s, %s, %s, %s, %s, %s::jsonb)"] * len(entries))
     params: list[Any] = []
     now = timezone.now()

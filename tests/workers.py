@@ -23,6 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from benchmarks.support import process_tree
 from config.celery import app
 from ops import db_zones
 
@@ -142,7 +143,7 @@ class WorkerPool:
         worker = self.workers[group]
         # The pool children first and without starting a process (pkill took long enough for a child to
         # finish and acknowledge the task a fault test meant to interrupt).
-        for child in _children(worker.process.pid):
+        for child in process_tree(worker.process.pid) - {worker.process.pid}:
             try:
                 os.kill(child, sig)
             except ProcessLookupError:
@@ -160,17 +161,3 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 self.kill(worker.name)
         self.workers.clear()
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
-                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                continue
-    return found

@@ -19,7 +19,7 @@ from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from audit.models import AuditEntry
-from audit.services import Event, audit_record_many
+from audit.services import AUDIT_INSERT_COLUMNS, Event, audit_record_many
 from underwriting.models import TERMINAL_STATUSES, RequestEvent, RequestStatus, UnderwritingRequest
 from underwriting.services.notify import announce_terminal
 
@@ -111,7 +111,7 @@ def _statement_sql(sets: str) -> str:
         f'WITH moved AS (UPDATE "{request}" SET {sets} WHERE "id" = ANY(%s::uuid[]) AND "status" = %s RETURNING "id"),'  # noqa: S608 # nosec B608 - names from the models, values bound
         f' events AS (INSERT INTO "{event}" ("request_id", "from_status", "to_status", "reason", "at")'
         " SELECT id, %s, %s, %s, %s FROM moved),"
-        f' entries AS (INSERT INTO "{entry}" ("at", "action", "actor", "target_type", "target_id", "detail")'
+        f' entries AS (INSERT INTO "{entry}" ({AUDIT_INSERT_COLUMNS})'
         " SELECT %s, 'request.transition', '', 'underwriting_request', id::text, %s::jsonb FROM moved)"
         " SELECT id FROM moved"
     )
